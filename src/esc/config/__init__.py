@@ -1,0 +1,29 @@
+"""One typed config schema for the agent, the manager, escadm and the lab."""
+
+from esc.config.schema import (
+    AgentConfig,
+    BgpConfig,
+    DatabaseConfig,
+    EscConfig,
+    HaConfig,
+    NodePaths,
+    ReplicationConfig,
+    Route,
+    Vip,
+    load_config,
+    save_config,
+)
+
+__all__ = [
+    "AgentConfig",
+    "BgpConfig",
+    "DatabaseConfig",
+    "EscConfig",
+    "HaConfig",
+    "NodePaths",
+    "ReplicationConfig",
+    "Route",
+    "Vip",
+    "load_config",
+    "save_config",
+]

@@ -1,0 +1,363 @@
+"""The project's one config schema (pydantic, frozen), its file format (TOML) and its paths.
+
+Every component reads the same file, ``<root>/etc/esc/esc.toml``. A value that is wrong is
+reported as a :class:`ConfigError` naming the dotted field (``ha.kad_vri``), and a file is only
+ever replaced atomically, so a failed write leaves the old config byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from esc.addresses import IPAddress, check_ifname, parse_ip
+from esc.errors import ConfigError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control(text: str) -> str:
+    """Refuse control characters: values end up in generated config and ExaBGP commands."""
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters (newline, tab, ...)")
+    return text
+
+
+def _ip(value: object) -> IPAddress:
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an IP address string")
+    return parse_ip(no_control(value))
+
+
+Ip = Annotated[IPAddress, BeforeValidator(_ip), PlainSerializer(str, return_type=str)]
+IfName = Annotated[str, BeforeValidator(lambda v: check_ifname(no_control(str(v))))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Vip(_Model):
+    """The northbound virtual IP: ``192.0.2.254``, ``192.0.2.254:eth2``,
+    ``[2001:db8::fc/48]:eth0``. ``iface`` None means ``kad_vif``."""
+
+    address: Ip
+    prefixlen: int | None = None
+    iface: IfName | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Vip:
+        text = no_control(text.strip())
+        iface: str | None = None
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise ValueError(f"{text!r}: missing ']'")
+            body, rest = text[1:end], text[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"{text!r}: expected ':IFACE' after ']'")
+                iface = rest[1:]
+        else:
+            body = text
+            try:
+                ipaddress.ip_interface(body)
+            except ValueError:
+                if ":" in body:
+                    body, iface = body.rsplit(":", 1)
+        addr_text, _, plen_text = body.partition("/")
+        address = parse_ip(addr_text)
+        prefixlen = None
+        if plen_text:
+            if not plen_text.isdigit() or int(plen_text) > address.max_prefixlen:
+                raise ValueError(f"{text!r}: bad prefix length {plen_text!r}")
+            prefixlen = int(plen_text)
+        if iface is not None:
+            check_ifname(iface)
+        return cls(address=address, prefixlen=prefixlen, iface=iface)
+
+    def __str__(self) -> str:
+        plen = f"/{self.prefixlen}" if self.prefixlen is not None else ""
+        if self.iface is None:
+            return f"{self.address}{plen}" if self.address.version == 4 or not plen else f"[{self.address}{plen}]"
+        if self.address.version == 6:
+            return f"[{self.address}{plen}]:{self.iface}"
+        return f"{self.address}{plen}:{self.iface}"
+
+
+class Route(_Model):
+    """A static route the node applies: ``DEST/LEN:GW:IFACE`` (IPv6 in brackets)."""
+
+    dest: str
+    gateway: Ip
+    iface: IfName
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        net = ipaddress.ip_network(no_control(v), strict=False)
+        return str(net)
+
+    @classmethod
+    def parse(cls, text: str) -> Route:
+        text = no_control(text.strip())
+        m = re.fullmatch(r"\[?([^\]]+?)\]?:\[?([0-9A-Fa-f.:]+?)\]?:([^:]+)", text)
+        if m is None:
+            raise ValueError(f"{text!r} is not DEST/LEN:GW:IFACE")
+        dest, gw, iface = m.groups()
+        return cls(dest=dest, gateway=parse_ip(gw), iface=iface)
+
+
+def _vip(value: object) -> object:
+    return Vip.parse(value) if isinstance(value, str) else value
+
+
+def _routes(value: object) -> object:
+    if isinstance(value, list):
+        return [Route.parse(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+HaMode = Literal["drbd", "drbd_on_cinder", "cinder", "no_ha"]
+
+
+class HaConfig(_Model):
+    """The seed's ``escadm ha set`` arguments plus the agent's VRRP timing."""
+
+    ha_mode: HaMode = "drbd"
+    ha_node_list: tuple[Ip, Ip]
+    kad_vip: Annotated[Vip, BeforeValidator(_vip), PlainSerializer(str, return_type=str)]
+    kad_vif: IfName
+    kad_vri: int | None = Field(default=None, ge=1, le=255)
+    advert_int: float = Field(default=0.2, ge=0.01, le=255)
+    gateway_ip: Ip | None = None
+    db_volume_id: str | None = None
+    db_volume_path: str | None = None
+    routes: Annotated[tuple[Route, ...], BeforeValidator(_routes)] = ()
+
+    @field_validator("db_volume_id", "db_volume_path")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return None if v is None else no_control(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HaConfig:
+        a, b = self.ha_node_list
+        if a == b:
+            raise ValueError("ha_node_list: the two node addresses must differ")
+        if a.version != b.version:
+            raise ValueError("ha_node_list: both node addresses must be of one family")
+        if self.kad_vip.address in (a, b):
+            raise ValueError("kad_vip: must differ from both node addresses")
+        if self.db_volume_id and self.db_volume_path:
+            raise ValueError("db_volume_id and db_volume_path are exclusive")
+        return self
+
+    @property
+    def vrid(self) -> int:
+        """``kad_vri`` or the VIP's last byte (never 0)."""
+        if self.kad_vri is not None:
+            return self.kad_vri
+        last = int(self.kad_vip.address) & 0xFF
+        return last or 1
+
+    @property
+    def vip_iface(self) -> str:
+        return self.kad_vip.iface or self.kad_vif
+
+
+class BgpConfig(_Model):
+    """The seed's ``escadm bgp set`` arguments."""
+
+    local_ip: Ip
+    anycast_ip: Ip
+    remote_ip: Ip
+    local_as: int = Field(ge=1, le=4294967295)
+    remote_as: int = Field(ge=1, le=4294967295)
+    local_router_id: Annotated[ipaddress.IPv4Address, PlainSerializer(str, return_type=str)]
+    md5: str | None = Field(default=None, repr=False)
+    hold_time: int = Field(default=9, ge=3, le=65535)
+    reannounce_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("md5")
+    @classmethod
+    def _md5(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        no_control(v)
+        if not 1 <= len(v) <= 80 or any(c in v for c in " \"';{}\\"):
+            raise ValueError("md5: 1-80 printable characters, no spaces, quotes, ';', braces")
+        return v
+
+    @model_validator(mode="after")
+    def _family(self) -> BgpConfig:
+        if self.local_ip.version != self.remote_ip.version:
+            raise ValueError("local_ip and remote_ip must be of one family")
+        return self
+
+
+class ReplicationConfig(_Model):
+    on_standby_loss: Literal["strict", "available"] = "available"
+    standby_loss_grace_s: float = Field(default=5.0, ge=0)
+    password: str = Field(default="", repr=False)
+
+    @field_validator("password")
+    @classmethod
+    def _pw(cls, v: str) -> str:
+        return no_control(v)
+
+
+class DatabaseConfig(_Model):
+    port: int = Field(default=5432, ge=1, le=65535)
+    name: str = "esc"
+    pg_bindir: str = "/usr/lib/postgresql/15/bin"
+
+
+class AgentConfig(_Model):
+    cycle_s: float = Field(default=0.2, gt=0, le=10)
+    peer_port: int = Field(default=7400, ge=1, le=65535)
+    peer_secret: str = Field(default="", repr=False)
+    peer_timeout_s: float = Field(default=1.0, gt=0)
+    health_failures: int = Field(default=3, ge=1)
+    heartbeat_timeout_s: float = Field(default=1.5, gt=0)
+
+    @field_validator("peer_secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        return no_control(v)
+
+
+class ManagerConfig(_Model):
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class EscConfig(_Model):
+    """The whole config of one node."""
+
+    node_name: str = "esc"
+    ha: HaConfig | None = None
+    bgp: BgpConfig | None = None
+    replication: ReplicationConfig = ReplicationConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    agent: AgentConfig = AgentConfig()
+    manager: ManagerConfig = ManagerConfig()
+
+    @field_validator("node_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", v):
+            raise ValueError("node_name: letters, digits, '_', '.', '-' (max 63)")
+        return v
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where one node keeps things. ``root`` is ``/`` on a real VM; the lab gives each node its own.
+
+    Set ``ESC_ROOT`` to point every tool at a node root.
+    """
+
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> NodePaths:
+        return cls(Path(os.environ.get("ESC_ROOT", "/")))
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.root / "etc" / "esc"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "var" / "lib" / "esc"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "var" / "log" / "esc"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run" / "esc"
+
+    @property
+    def config_file(self) -> Path:
+        return self.etc_dir / "esc.toml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "keepalived_state"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def all_dirs(self) -> tuple[Path, ...]:
+        return (self.etc_dir, self.data_dir, self.log_dir, self.run_dir)
+
+
+def _field_of(err: ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return ConfigError(loc, msg)
+
+
+def parse_config(data: dict[str, Any]) -> EscConfig:
+    """Validate a dict into an :class:`EscConfig`; errors name the dotted field."""
+    try:
+        return EscConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _field_of(exc) from None
+
+
+def load_config(path: Path) -> EscConfig:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such config file") from None
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse_config(data)
+
+
+def dump_config(cfg: EscConfig) -> str:
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)
+
+
+def save_config(cfg: EscConfig, path: Path) -> None:
+    """Write atomically (temp file + fsync + rename), mode 0600: it holds secrets."""
+    write_atomic(path, dump_config(cfg), mode=0o600)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

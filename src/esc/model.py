@@ -1,0 +1,172 @@
+"""Frozen values shared by the agent, its drivers and escadm. No I/O in this module.
+
+Enum values are published (state file, JSON status, history): never rename or renumber them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class NodeState(StrEnum):
+    """What the node is, as written to ``keepalived_state``."""
+
+    MASTER = "MASTER"  # serving: VIP (or anycast route), primary database, active service
+    BACKUP = "BACKUP"  # standby: database following the primary, service inactive
+    SWITCHING = "SWITCHING"  # between roles, or waiting (cold boot without the peer)
+    FAULT = "FAULT"  # cannot serve: keepalived dead, gateway lost, service broken, link down
+    STOP = "STOP"  # the agent was stopped on purpose
+
+
+class VrrpState(StrEnum):
+    """keepalived's own view, from its notify events."""
+
+    INIT = "INIT"  # started, no transition yet
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+    STOP = "STOP"
+    DEAD = "DEAD"  # no keepalived process
+
+
+class DbRole(StrEnum):
+    PRIMARY = "primary"
+    STANDBY = "standby"
+    STOPPED = "stopped"
+    ABSENT = "absent"  # no data directory yet
+
+
+@dataclass(frozen=True)
+class DbStatus:
+    """One look at the local PostgreSQL."""
+
+    role: DbRole
+    timeline: int = 0
+    lsn: int = 0  # primary: current write LSN; standby: replay LSN
+    receive_lsn: int = 0  # standby: last WAL received (flush), 0 on a primary
+    streaming: bool = False  # standby: a WAL receiver is streaming from the primary
+    sync_standby: str | None = None  # primary: application_name of the sync standby, if any
+    sync_names: str = ""  # primary: current synchronous_standby_names ('' = async)
+    replay_lag_s: float = 0.0  # standby: seconds since last replayed transaction (0 if idle)
+
+    @property
+    def is_running(self) -> bool:
+        return self.role in (DbRole.PRIMARY, DbRole.STANDBY)
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """What the peer agent last told us (its peer endpoint), or that it is silent."""
+
+    reachable: bool
+    silent_for: float = 0.0  # seconds since the last answer (inf if never)
+    state: NodeState | None = None
+    db_role: DbRole | None = None
+    timeline: int = 0
+    lsn: int = 0
+    serving: bool = False  # peer's service is active
+    outdated_lsn: int | None = None  # peer (as primary) marked us outdated from this LSN
+    vip_held: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    active: bool
+    healthy: bool
+    failures: int = 0  # consecutive failed health checks
+
+
+@dataclass(frozen=True)
+class OperatorRequest:
+    force_primary: bool = False
+    switchover: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one agent cycle decides on, read once at the start of the cycle."""
+
+    now: float  # monotonic seconds
+    vrrp: VrrpState
+    vip_held: bool
+    db: DbStatus
+    service: ServiceView
+    peer: PeerView
+    gateway_ok: bool | None = None  # None: no gateway configured
+    operator: OperatorRequest = field(default_factory=OperatorRequest)
+
+
+# --- actions: verbs, executed in order by agent/execute.py, each idempotent -------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class OpenGate(Action):
+    """Tell keepalived this node may hold the VIP (track file 0)."""
+
+
+@dataclass(frozen=True)
+class CloseGate(Action):
+    """Veto holding the VIP (track file non-zero: keepalived goes FAULT, VIP released)."""
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    """Make the local database the primary."""
+
+
+@dataclass(frozen=True)
+class Follow(Action):
+    """Make the local database a streaming standby of ``primary`` (rewind or re-clone)."""
+
+    primary: str
+
+
+@dataclass(frozen=True)
+class ActivateService(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class DeactivateService(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveVip(Action):
+    """A killed keepalived leaves the VIP on the interface; remove it ourselves."""
+
+
+@dataclass(frozen=True)
+class RestartVrrp(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class DropSync(Action):
+    """Policy ``available``: stop waiting for the lost standby; record it as outdated."""
+
+    from_lsn: int
+
+
+@dataclass(frozen=True)
+class RestoreSync(Action):
+    """The standby caught up: name it synchronous again and clear its outdated mark."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    next_state: NodeState
+    actions: tuple[Action, ...]
+    reason: str
+
+    @property
+    def action_kinds(self) -> tuple[str, ...]:
+        return tuple(a.kind for a in self.actions)
