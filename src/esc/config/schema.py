@@ -98,7 +98,11 @@ class Vip(_Model):
     def __str__(self) -> str:
         plen = f"/{self.prefixlen}" if self.prefixlen is not None else ""
         if self.iface is None:
-            return f"{self.address}{plen}" if self.address.version == 4 or not plen else f"[{self.address}{plen}]"
+            return (
+                f"{self.address}{plen}"
+                if self.address.version == 4 or not plen
+                else f"[{self.address}{plen}]"
+            )
         if self.address.version == 6:
             return f"[{self.address}{plen}]:{self.iface}"
         return f"{self.address}{plen}:{self.iface}"

@@ -1,0 +1,1 @@
+"""The lab: hosts in network namespaces running the real pair on one machine."""
