@@ -68,6 +68,8 @@ class PeerView:
     serving: bool = False  # peer's service is active
     outdated_lsn: int | None = None  # peer (as primary) marked us outdated from this LSN
     vip_held: bool = False
+    streaming: bool = False  # peer (as standby) is receiving WAL from us
+    handing_over: bool = False  # peer (as primary) is in a planned switchover to us
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,16 @@ class CloseGate(Action):
 
 
 @dataclass(frozen=True)
+class InitPrimary(Action):
+    """First boot of the pair: create the database on this node."""
+
+
+@dataclass(frozen=True)
+class StartDb(Action):
+    """Start the local database in whatever role its data directory holds."""
+
+
+@dataclass(frozen=True)
 class Promote(Action):
     """Make the local database the primary."""
 
@@ -162,10 +174,28 @@ class RestoreSync(Action):
 
 
 @dataclass(frozen=True)
+class Memory:
+    """What the agent carries from one cycle to the next. ``decide`` returns the new one.
+
+    Fields marked *persisted* survive an agent restart (agent_memory.json in the data dir).
+    """
+
+    state: NodeState = NodeState.STOP
+    peer_seen: bool = False  # the peer answered at least once since this agent started
+    forced: bool = False  # persisted: an operator forced this node primary
+    standby_lost_since: float | None = None  # as primary: no sync standby since (monotonic)
+    peer_outdated_from: int | None = None  # persisted, as primary: peer left sync at this LSN
+    self_outdated_from: int | None = None  # persisted, as standby: primary said we are outdated
+    switchover_since: float | None = None  # handing the primary role to the peer since
+    hold_down_until: float = 0.0  # keep the gate closed until (VRRP-only partition suspected)
+
+
+@dataclass(frozen=True)
 class Decision:
     next_state: NodeState
     actions: tuple[Action, ...]
     reason: str
+    memory: Memory = field(default_factory=Memory)
 
     @property
     def action_kinds(self) -> tuple[str, ...]:

@@ -1,0 +1,321 @@
+"""decide() as tables: (observation, previous memory) -> (state, action kinds, reason)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from esc.agent.decide import DecideConfig, decide, why_not_primary
+from esc.agent.states import ALLOWED, check_transition
+from esc.errors import IllegalTransition
+from esc.model import (
+    DbRole,
+    DbStatus,
+    Memory,
+    NodeState,
+    Observation,
+    PeerView,
+    ServiceView,
+    VrrpState,
+)
+
+S = NodeState
+CFG = DecideConfig(
+    node_name="esc-ha-1", peer_name="esc-ha-0", first_node=False, gateway="192.0.2.1"
+)
+
+PRIMARY = DbStatus(
+    DbRole.PRIMARY, timeline=1, lsn=1000, sync_standby="esc-ha-0", sync_names='FIRST 1 ("esc-ha-0")'
+)
+STANDBY = DbStatus(DbRole.STANDBY, timeline=1, lsn=900, receive_lsn=1000, streaming=True)
+PEER_MASTER = PeerView(
+    reachable=True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=1, lsn=1000, serving=True
+)
+PEER_BACKUP = PeerView(
+    reachable=True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=1, lsn=1000, streaming=True
+)
+SILENT = PeerView(reachable=False, silent_for=1.1)
+ON = ServiceView(active=True, healthy=True)
+OFF = ServiceView(active=False, healthy=True)
+SEEN = Memory(state=S.BACKUP, peer_seen=True)
+
+
+def obs(
+    vrrp: VrrpState, db: DbStatus, peer: PeerView, service: ServiceView = OFF, **kw: object
+) -> Observation:
+    return Observation(
+        now=100.0,
+        vrrp=vrrp,
+        vip_held=kw.pop("vip_held", False),  # type: ignore[arg-type]
+        db=db,
+        service=service,
+        peer=peer,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+CASES = [
+    # (name, observation, previous memory, next state, action kinds, reason fragment)
+    (
+        "standby steady",
+        obs(VrrpState.BACKUP, STANDBY, PEER_MASTER),
+        SEEN,
+        S.BACKUP,
+        ("OpenGate",),
+        "standby: streaming from esc-ha-0, replay lag 100 B",
+    ),
+    (
+        "peer dies: promote",
+        obs(VrrpState.MASTER, STANDBY, SILENT),
+        SEEN,
+        S.SWITCHING,
+        ("OpenGate", "Promote", "DropSync"),
+        "promoting self: keepalived MASTER, peer silent 1.1s, replay lag 100 B",
+    ),
+    (
+        "promoted: activate",
+        obs(VrrpState.MASTER, replace(PRIMARY, sync_standby=None, sync_names=""), SILENT),
+        replace(SEEN, state=S.SWITCHING, peer_outdated_from=1000),
+        S.MASTER,
+        ("OpenGate", "ActivateService"),
+        "serving as primary",
+    ),
+    # A crash between promote and activate: the next agent (fresh memory) completes it,
+    # passing through SWITCHING since STOP -> MASTER is not an edge of the table.
+    (
+        "crash between promote and activate",
+        obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP),
+        Memory(state=S.STOP),
+        S.SWITCHING,
+        ("OpenGate", "ActivateService"),
+        "serving as primary",
+    ),
+    (
+        "resume after crash, peer back",
+        obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP),
+        replace(SEEN, state=S.SWITCHING),
+        S.MASTER,
+        ("OpenGate", "ActivateService"),
+        "serving as primary",
+    ),
+    (
+        "master steady",
+        obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP, ON),
+        replace(SEEN, state=S.MASTER),
+        S.MASTER,
+        ("OpenGate",),
+        "serving as primary",
+    ),
+    (
+        "keepalived killed with VIP",
+        obs(VrrpState.DEAD, PRIMARY, PEER_BACKUP, ON, vip_held=True),
+        replace(SEEN, state=S.MASTER),
+        S.FAULT,
+        ("CloseGate", "RemoveVip", "DeactivateService", "RestartVrrp"),
+        "keepalived not running",
+    ),
+    (
+        "gateway lost",
+        obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP, ON, gateway_ok=False),
+        replace(SEEN, state=S.MASTER),
+        S.FAULT,
+        ("CloseGate", "DeactivateService"),
+        "gateway 192.0.2.1 unreachable",
+    ),
+    (
+        "cold boot alone",
+        obs(VrrpState.FAULT, STANDBY, PeerView(reachable=False, silent_for=9)),
+        Memory(),
+        S.SWITCHING,
+        ("CloseGate",),
+        "cold boot: waiting for peer esc-ha-0",
+    ),
+    (
+        "forced primary alone",
+        obs(VrrpState.MASTER, STANDBY, SILENT),
+        Memory(state=S.SWITCHING, forced=True),
+        S.SWITCHING,
+        ("OpenGate", "Promote", "DropSync"),
+        "promoting self",
+    ),
+    (
+        "outdated standby is not promoted",
+        obs(VrrpState.MASTER, STANDBY, SILENT),
+        replace(SEEN, self_outdated_from=500),
+        S.FAULT,
+        ("CloseGate",),
+        "outdated",
+    ),
+    (
+        "VRRP-only partition: peer still serves",
+        obs(VrrpState.MASTER, STANDBY, PEER_MASTER),
+        SEEN,
+        S.FAULT,
+        ("CloseGate",),
+        "still serves (VRRP partition?)",
+    ),
+    (
+        "old primary back: follow",
+        obs(
+            VrrpState.BACKUP, replace(PRIMARY, sync_standby=None), replace(PEER_MASTER, timeline=2)
+        ),
+        replace(SEEN, state=S.SWITCHING),
+        S.SWITCHING,
+        ("CloseGate", "Follow"),
+        "demoting: following esc-ha-0",
+    ),
+    (
+        "service failing on master: yield",
+        obs(
+            VrrpState.MASTER,
+            PRIMARY,
+            PEER_BACKUP,
+            ServiceView(active=True, healthy=False, failures=3),
+        ),
+        replace(SEEN, state=S.MASTER),
+        S.FAULT,
+        ("CloseGate", "DeactivateService"),
+        "service unhealthy (3 failed checks)",
+    ),
+    (
+        "first boot, first node creates",
+        obs(
+            VrrpState.FAULT,
+            DbStatus(DbRole.ABSENT),
+            PeerView(reachable=True, state=S.SWITCHING, db_role=DbRole.ABSENT),
+        ),
+        Memory(),
+        S.SWITCHING,
+        ("CloseGate",),
+        "waiting for esc-ha-0 to create it",
+    ),
+    (
+        "first boot, clone from peer",
+        obs(
+            VrrpState.FAULT,
+            DbStatus(DbRole.ABSENT),
+            replace(PEER_MASTER, state=S.SWITCHING, serving=False),
+        ),
+        Memory(),
+        S.SWITCHING,
+        ("CloseGate", "Follow"),
+        "cloning from esc-ha-0",
+    ),
+    (
+        "db stopped on master: fail over",
+        obs(VrrpState.MASTER, DbStatus(DbRole.STOPPED), PEER_BACKUP, ON),
+        replace(SEEN, state=S.MASTER),
+        S.FAULT,
+        ("CloseGate", "DeactivateService", "StartDb"),
+        "database stopped: starting it",
+    ),
+    (
+        "double fault: newer peer wins",
+        obs(
+            VrrpState.BACKUP,
+            replace(STANDBY, lsn=500, streaming=False),
+            replace(PEER_MASTER, state=S.SWITCHING, serving=False),
+        ),
+        Memory(state=S.SWITCHING, peer_seen=True),
+        S.BACKUP,
+        ("CloseGate",),
+        "standby: not streaming",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "o", "prev", "state", "kinds", "reason"), CASES, ids=[c[0] for c in CASES]
+)
+def test_decide_table(
+    name: str, o: Observation, prev: Memory, state: NodeState, kinds: tuple[str, ...], reason: str
+) -> None:
+    d = decide(o, prev, CFG)
+    assert (d.next_state, d.action_kinds) == (state, kinds), d.reason
+    assert reason in d.reason
+    assert d.memory.state == d.next_state
+
+
+def test_first_node_creates_the_database() -> None:
+    cfg = replace(CFG, node_name="esc-ha-0", peer_name="esc-ha-1", first_node=True)
+    o = obs(
+        VrrpState.FAULT,
+        DbStatus(DbRole.ABSENT),
+        PeerView(reachable=True, state=S.SWITCHING, db_role=DbRole.ABSENT),
+    )
+    d = decide(o, Memory(), cfg)
+    assert d.action_kinds == ("CloseGate", "InitPrimary")
+    assert "first boot of the pair" in d.reason
+
+
+def test_split_brain_resolved_by_data_exactly_one_side_yields() -> None:
+    a = DbStatus(DbRole.PRIMARY, timeline=1, lsn=5000)
+    b = DbStatus(DbRole.PRIMARY, timeline=2, lsn=3000)
+    cfg_a = replace(CFG, node_name="esc-ha-0", peer_name="esc-ha-1")
+    cfg_b = CFG
+    view_a = PeerView(
+        True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=1, lsn=5000, serving=True
+    )
+    view_b = PeerView(
+        True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=2, lsn=3000, serving=True
+    )
+    prev = replace(SEEN, state=S.MASTER)
+    da = decide(obs(VrrpState.MASTER, a, view_b, ON), prev, cfg_a)
+    db = decide(obs(VrrpState.MASTER, b, view_a, ON), prev, cfg_b)
+    assert da.next_state is S.FAULT and "newer data" in da.reason and "preserved" in da.reason
+    assert db.next_state is S.MASTER and "keeping the role" in db.reason
+    # The loser then follows the winner (rewind, preserving its diverged writes).
+    follow = decide(obs(VrrpState.FAULT, a, view_b), da.memory, cfg_a)
+    assert "Follow" in follow.action_kinds
+
+
+def test_standby_loss_policy_available_drops_sync_after_grace() -> None:
+    lost = replace(PRIMARY, sync_standby=None)
+    prev = replace(SEEN, state=S.MASTER)
+    d1 = decide(obs(VrrpState.MASTER, lost, SILENT, ON), prev, CFG)
+    assert d1.action_kinds == ("OpenGate",) and d1.memory.standby_lost_since == 100.0
+    later = replace(obs(VrrpState.MASTER, lost, SILENT, ON), now=105.5)
+    d2 = decide(later, d1.memory, CFG)
+    assert d2.action_kinds == ("OpenGate", "DropSync")
+    assert d2.memory.peer_outdated_from == 1000
+    assert "asynchronous" in d2.reason
+    strict = replace(CFG, policy="strict")
+    d3 = decide(later, d1.memory, strict)
+    assert d3.action_kinds == ("OpenGate",) and "writes wait (strict)" in d3.reason
+
+
+def test_switchover_quiesces_waits_then_releases() -> None:
+    prev = replace(SEEN, state=S.MASTER, switchover_since=100.0)
+    behind = replace(PEER_BACKUP, lsn=900)
+    d1 = decide(obs(VrrpState.MASTER, PRIMARY, behind, ON), prev, CFG)
+    assert d1.next_state is S.SWITCHING and d1.action_kinds == ("DeactivateService",)
+    assert "waiting for esc-ha-0 to reach" in d1.reason
+    d2 = decide(obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP), d1.memory, CFG)
+    assert d2.action_kinds == ("CloseGate",) and "releasing the VIP" in d2.reason
+    # keepalived goes FAULT, the peer promotes and serves: follow it.
+    d3 = decide(obs(VrrpState.FAULT, PRIMARY, replace(PEER_MASTER, timeline=2)), d2.memory, CFG)
+    assert d3.action_kinds == ("CloseGate", "Follow") and d3.next_state is S.SWITCHING
+    # Following: switchover done, the gate reopens, BACKUP.
+    d4 = decide(obs(VrrpState.BACKUP, STANDBY, PEER_MASTER), d3.memory, CFG)
+    assert d4.memory.switchover_since is None and d4.next_state is S.BACKUP
+
+
+def test_switchover_times_out_and_serves_again() -> None:
+    prev = replace(SEEN, state=S.SWITCHING, switchover_since=80.0)
+    d = decide(obs(VrrpState.MASTER, PRIMARY, replace(PEER_BACKUP, lsn=1)), prev, CFG)
+    assert d.next_state is S.MASTER and "aborted" in d.reason
+
+
+def test_standby_does_not_veto_when_peer_serves() -> None:
+    o = obs(VrrpState.BACKUP, STANDBY, PEER_MASTER)
+    assert why_not_primary(o, SEEN, CFG) is None
+
+
+def test_state_table_rejects_direct_role_flip() -> None:
+    with pytest.raises(IllegalTransition, match="MASTER -> BACKUP"):
+        check_transition(S.MASTER, S.BACKUP)
+    assert S.MASTER not in ALLOWED[S.BACKUP]
+    for src, dsts in ALLOWED.items():
+        for dst in dsts:
+            check_transition(src, dst)
