@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from esc.cli.ha_set import (
-    FakeHostFacts,
-    HostFacts,
-    SystemHostFacts,
     add_bgp_set_parser,
     add_ha_set_parser,
     node_name_from,
-    parse_ip_json,
     run_bgp_set,
     run_config_validate,
     run_ha_set,
@@ -26,6 +22,7 @@ from esc.cli.ha_set import (
 from esc.config.schema import EscConfig, NodePaths, load_config, parse_config, save_config
 from esc.drivers.exabgp_conf import render_exabgp
 from esc.drivers.keepalived_conf import render_keepalived
+from esc.host import FakeHostFacts, HostFacts, SystemHostFacts, parse_ip_json
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CHECK = Path("/usr/libexec/esc/esc-agent-alive")  # as in test_keepalived_conf

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import re
-import socket
-import subprocess
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -55,7 +51,8 @@ from esc.config.schema import (
 )
 from esc.drivers.exabgp_conf import render_exabgp
 from esc.drivers.keepalived_conf import format_advert_int, render_keepalived
-from esc.errors import CommandError, ConfigError, EscError
+from esc.errors import ConfigError, EscError
+from esc.host import HostFacts
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -74,71 +71,6 @@ BGP_REQUIRED = ("local_ip", "anycast_ip", "remote_ip", "local_as", "remote_as", 
 _FLAG_OF_FIELD = {"routes": "route"}
 
 M = TypeVar("M", bound=BaseModel)
-
-
-# ---------------------------------------------------------------------------------------------
-# host facts seam
-
-
-class HostFacts(Protocol):
-    """What escadm needs to know about this host."""
-
-    def addresses(self) -> dict[str, list[IPInterface]]:
-        """Interface name -> the addresses configured on it (an interface with none: [])."""
-
-    def hostname(self) -> str: ...
-
-
-class SystemHostFacts:
-    """The real host, read with ``ip -j addr show``."""
-
-    def addresses(self) -> dict[str, list[IPInterface]]:
-        argv = ["ip", "-j", "addr", "show"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CommandError(argv, -1, str(exc)) from exc
-        if proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, proc.stderr)
-        try:
-            return parse_ip_json(proc.stdout)
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise CommandError(argv, 0, f"unreadable output: {exc}") from exc
-
-    def hostname(self) -> str:
-        return socket.gethostname()
-
-
-def parse_ip_json(text: str) -> dict[str, list[IPInterface]]:
-    """Parse ``ip -j addr show`` output (any address, not only documentation ranges)."""
-    result: dict[str, list[IPInterface]] = {}
-    for link in json.loads(text or "[]"):
-        name = link.get("ifname")
-        if not isinstance(name, str):
-            continue
-        addrs = result.setdefault(name, [])
-        for info in link.get("addr_info", []):
-            if info.get("family") not in ("inet", "inet6"):
-                continue
-            try:
-                addrs.append(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
-            except (KeyError, ValueError):
-                continue
-    return result
-
-
-@dataclass
-class FakeHostFacts:
-    """A host for tests: ``FakeHostFacts({"eth0": [ip_interface("192.0.2.10/24")]}, "ha0")``."""
-
-    ifaces: dict[str, list[IPInterface]] = field(default_factory=dict)
-    name: str = "esc"
-
-    def addresses(self) -> dict[str, list[IPInterface]]:
-        return {k: list(v) for k, v in self.ifaces.items()}
-
-    def hostname(self) -> str:
-        return self.name
 
 
 # ---------------------------------------------------------------------------------------------
