@@ -96,6 +96,7 @@ class Observation:
     service: ServiceView
     peer: PeerView
     gateway_ok: bool | None = None  # None: no gateway configured
+    gate_open: bool = False  # what the track file said when this observation was taken
     operator: OperatorRequest = field(default_factory=OperatorRequest)
 
 
@@ -187,7 +188,7 @@ class Memory:
     peer_outdated_from: int | None = None  # persisted, as primary: peer left sync at this LSN
     self_outdated_from: int | None = None  # persisted, as standby: primary said we are outdated
     switchover_since: float | None = None  # handing the primary role to the peer since
-    hold_down_until: float = 0.0  # keep the gate closed until (VRRP-only partition suspected)
+    hold_down_until: float = 0.0  # gate closed until then while the peer serves (VRRP split)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class DecideConfig:
     policy: Literal["strict", "available"] = "available"
     standby_loss_grace_s: float = 5.0
     health_failures: int = 3
-    hold_down_s: float = 5.0
+    hold_down_s: float = 30.0
     switchover_timeout_s: float = 10.0
     gateway: str | None = None
 
@@ -65,10 +65,12 @@ def fmt_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def _peer_desc(obs: Observation) -> str:
+def _peer_desc(obs: Observation, timed: bool = True) -> str:
+    """'peer silent 1.1s' / 'peer MASTER'. Untimed for steady-state sentences, which are logged
+    only when they change."""
     p = obs.peer
     if not p.reachable:
-        return f"peer silent {p.silent_for:.1f}s"
+        return f"peer silent {p.silent_for:.1f}s" if timed else "peer silent"
     return f"peer {p.state.value if p.state else '?'}"
 
 
@@ -76,6 +78,8 @@ def _learn(obs: Observation, prev: Memory) -> Memory:
     """Fold this observation into memory (before deciding)."""
     mem = prev
     p = obs.peer
+    if not _peer_serving(obs) and mem.hold_down_until:
+        mem = replace(mem, hold_down_until=0.0)  # the peer stopped serving: hold-down over
     if p.reachable:
         mem = replace(mem, peer_seen=True, forced=False)
         if p.db_role is DbRole.PRIMARY:
@@ -111,7 +115,7 @@ def why_not_primary(obs: Observation, mem: Memory, cfg: DecideConfig) -> str | N
             f"outdated: the primary dropped us from sync at LSN {fmt_lsn(mem.self_outdated_from)}"
         )
     if obs.service.failures >= cfg.health_failures:
-        return f"service unhealthy ({obs.service.failures} failed checks)"
+        return "service unhealthy"
     if not mem.peer_seen and not mem.forced:
         return f"cold boot: waiting for peer {cfg.peer_name}"
     if mem.switchover_since is not None:
@@ -183,7 +187,7 @@ def _first_boot(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
     if mem.forced or (p.reachable and p.db_role is DbRole.ABSENT and cfg.first_node):
         why = "forced by operator" if mem.forced else "first boot of the pair"
         return S.SWITCHING, [*acts, InitPrimary()], f"creating the database: {why}", mem
-    if not p.reachable:
+    if not p.reachable or p.db_role is None:
         return S.SWITCHING, acts, f"no database yet: waiting for peer {cfg.peer_name}", mem
     return S.SWITCHING, acts, f"no database yet: waiting for {cfg.peer_name} to create it", mem
 
@@ -226,7 +230,7 @@ def _as_master(obs: Observation, mem: Memory, cfg: DecideConfig, why_not: str | 
             S.FAULT,
             [CloseGate()],
             f"keepalived elected us but {cfg.peer_name} still serves (VRRP partition?): "
-            f"refusing the VIP for {cfg.hold_down_s:.0f}s",
+            f"refusing the VIP while it serves (retry in {cfg.hold_down_s:.0f}s)",
             mem,
         )
     if why_not is not None:
@@ -272,9 +276,13 @@ def _serve(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
             acts.append(RestoreSync())
             notes.append(f"{cfg.peer_name} streaming again: naming it synchronous")
         elif cfg.policy == "strict":
-            notes.append(f"no synchronous standby for {lost_for:.1f}s: writes wait (strict)")
-        else:
+            notes.append("no synchronous standby: writes wait (strict)")
+        elif mem.peer_outdated_from is not None:
             notes.append(f"DEGRADED: no synchronous standby ({cfg.peer_name} outdated)")
+        else:
+            notes.append(
+                f"no synchronous standby yet: writes wait up to {cfg.standby_loss_grace_s:.0f}s"
+            )
     if not obs.service.active:
         acts.append(ActivateService())
     reason = "serving as primary" + (": " + "; ".join(notes) if notes else "")
@@ -322,7 +330,7 @@ def _as_backup(obs: Observation, mem: Memory, cfg: DecideConfig, gate: Action) -
     if db.streaming:
         lag = max(0, db.receive_lsn - db.lsn)
         return S.BACKUP, acts, f"standby: streaming from {cfg.peer_name}, replay lag {lag} B", mem
-    return S.BACKUP, acts, f"standby: not streaming ({_peer_desc(obs)})", mem
+    return S.BACKUP, acts, f"standby: not streaming ({_peer_desc(obs, timed=False)})", mem
 
 
 def _not_electable(
@@ -334,8 +342,10 @@ def _not_electable(
         return S.SWITCHING, acts, f"{cfg.peer_name} serves: following it", mem
     vrrp = obs.vrrp.value
     if why_not is None:
-        if obs.vrrp is VrrpState.FAULT:
+        if obs.vrrp is VrrpState.FAULT and obs.gate_open:
             return S.FAULT, acts, "keepalived FAULT with the gate open (interface down?)", mem
+        if obs.vrrp is VrrpState.FAULT:
+            return S.SWITCHING, acts, "opening the gate: may hold the VIP", mem
         return S.SWITCHING, acts, f"keepalived {vrrp}: waiting for the election", mem
     if why_not.startswith(("cold boot", "handing over")):
         return S.SWITCHING, acts, why_not, mem

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from esc.cli import agent_cmd
+from esc.cli.ha_set import (
+    add_bgp_set_parser,
+    add_ha_set_parser,
+    run_bgp_set,
+    run_config_validate,
+    run_ha_set,
+)
 from esc.cli.lab_cmd import add_lab_parser, run_lab
+from esc.config.schema import NodePaths
+from esc.host import SystemHostFacts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operate an ESC-HA pair: HA and BGP config, reload, status, switchover, logs.",
     )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    ha = sub.add_parser("ha", help="HA settings, status, history, switchover")
+    ha_sub = ha.add_subparsers(dest="ha_cmd", required=True, metavar="COMMAND")
+    add_ha_set_parser(ha_sub)
+    bgp = sub.add_parser("bgp", help="BGP anycast settings")
+    bgp_sub = bgp.add_subparsers(dest="bgp_cmd", required=True, metavar="COMMAND")
+    add_bgp_set_parser(bgp_sub)
+    agent_cmd.add_agent_parsers(sub, ha_sub)
+    cfg = sub.add_parser("config", help="the config file")
+    cfg_sub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="COMMAND")
+    val = cfg_sub.add_parser(
+        "validate",
+        help="check a config file",
+        epilog="example: escadm config validate /etc/esc/esc.toml",
+    )
+    val.add_argument("file", nargs="?")
     add_lab_parser(sub)
     return parser
 
@@ -21,9 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.cmd == "lab":
+    paths = NodePaths.from_env()
+    cmd = args.cmd
+    if cmd == "lab":
         return run_lab(args)
-    parser.error(f"unknown command {args.cmd}")
+    if cmd == "status":
+        return agent_cmd.run_status(paths, args.json)
+    if cmd == "ha":
+        if args.ha_cmd == "set":
+            return run_ha_set(args, paths, SystemHostFacts())
+        if args.ha_cmd == "status":
+            return agent_cmd.run_ha_status(paths, args.json, args.watch)
+        if args.ha_cmd == "history":
+            return agent_cmd.run_history(paths, args.json, args.n)
+        if args.ha_cmd == "switchover":
+            return agent_cmd.run_switchover(paths, args.wait)
+        if args.ha_cmd == "force-primary":
+            return agent_cmd.run_force_primary(paths, args.yes)
+    if cmd == "bgp":
+        return run_bgp_set(args, paths, SystemHostFacts())
+    if cmd == "config":
+        return run_config_validate(Path(args.file) if args.file else paths.config_file)
+    if cmd == "log":
+        return agent_cmd.run_log(paths, args.which, args.follow, args.n)
+    if cmd == "service":
+        return agent_cmd.run_service_status(paths, args.json)
+    parser.error(f"unknown command {cmd}")
     return 2
 
 

@@ -49,6 +49,21 @@ def _ip(value: object) -> IPAddress:
 
 
 Ip = Annotated[IPAddress, BeforeValidator(_ip), PlainSerializer(str, return_type=str)]
+
+
+def _bind_ip(value: object) -> IPAddress:
+    """A listening address: any-address, loopback, or one in the documentation ranges."""
+    if isinstance(value, str):
+        try:
+            addr = ipaddress.ip_address(no_control(value).strip("[]"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        if addr.is_unspecified or addr.is_loopback:
+            return addr
+    return _ip(value)
+
+
+BindIp = Annotated[IPAddress, BeforeValidator(_bind_ip), PlainSerializer(str, return_type=str)]
 IfName = Annotated[str, BeforeValidator(lambda v: check_ifname(no_control(str(v))))]
 
 
@@ -157,6 +172,8 @@ class HaConfig(_Model):
     db_volume_id: str | None = None
     db_volume_path: str | None = None
     routes: Annotated[tuple[Route, ...], BeforeValidator(_routes)] = ()
+    # The nodes' names in ha_node_list order: replication application names, slots, logs.
+    node_names: tuple[str, str] = ("esc-ha-0", "esc-ha-1")
 
     @field_validator("db_volume_id", "db_volume_path")
     @classmethod
@@ -172,6 +189,11 @@ class HaConfig(_Model):
             raise ValueError("ha_node_list: both node addresses must be of one family")
         if self.kad_vip.address in (a, b):
             raise ValueError("kad_vip: must differ from both node addresses")
+        for name in self.node_names:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", name):
+                raise ValueError(f"node_names: {name!r}: lower-case letters, digits, '_', '-'")
+        if self.node_names[0] == self.node_names[1]:
+            raise ValueError("node_names: the two names must differ")
         if self.db_volume_id and self.db_volume_path:
             raise ValueError("db_volume_id and db_volume_path are exclusive")
         return self
@@ -240,7 +262,8 @@ class AgentConfig(_Model):
     cycle_s: float = Field(default=0.2, gt=0, le=10)
     peer_port: int = Field(default=7400, ge=1, le=65535)
     peer_secret: str = Field(default="", repr=False)
-    peer_timeout_s: float = Field(default=1.0, gt=0)
+    # A peer view older than this is not trusted: keep it below VRRP's master-down time.
+    peer_timeout_s: float = Field(default=0.4, gt=0)
     health_failures: int = Field(default=3, ge=1)
     heartbeat_timeout_s: float = Field(default=1.5, gt=0)
 
@@ -251,7 +274,20 @@ class AgentConfig(_Model):
 
 
 class ManagerConfig(_Model):
-    port: int = Field(default=8080, ge=1, le=65535)
+    """escmanager's northbound listeners. Plain HTTP is off unless ``http_port`` is set; the
+    certificate is generated at first start when missing (default ``<etc>/manager.crt|.key``)."""
+
+    bind: BindIp = ipaddress.IPv6Address("::")  # "::" is dual-stack (IPv4-mapped accepted)
+    https_port: int = Field(default=8443, ge=1, le=65535)
+    http_port: int | None = Field(default=None, ge=1, le=65535)
+    cert_file: str | None = None
+    key_file: str | None = None
+    vim: Literal["fake"] = "fake"  # the lab VIM is added by the lab-VIM work
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        return None if v is None else no_control(v)
 
 
 class EscConfig(_Model):
@@ -309,6 +345,11 @@ class NodePaths:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "keepalived_state"
+
+    @property
+    def pg_socket_dir(self) -> Path:
+        """PostgreSQL's unix socket directory (per node: /run is shared between lab nodes)."""
+        return self.run_dir / "postgresql"
 
     @property
     def pgdata(self) -> Path:

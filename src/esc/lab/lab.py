@@ -11,15 +11,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esc.config.schema import NodePaths, write_atomic
+from esc.config.schema import (
+    AgentConfig,
+    EscConfig,
+    HaConfig,
+    ManagerConfig,
+    NodePaths,
+    ReplicationConfig,
+    Vip,
+    load_config,
+    save_config,
+    write_atomic,
+)
 from esc.errors import CommandError, LabError
 from esc.lab.run import in_ns, run
 from esc.lab.topology import HOSTS, NODES, SWITCH_NS, Topology, TopologyKind, build_topology
@@ -237,6 +250,10 @@ class Lab:
         self._step("nodes")
         self._start_router(topo)
         self._step("router")
+        self.configure_nodes(topo)
+        for node in NODES:
+            self.boot_node(node)
+        self._step("agents")
         self.write_state(status="up")
 
     def _make_node_root(self, node: str) -> None:
@@ -273,12 +290,47 @@ class Lab:
             raise LabError(f"bird exited with {proc.returncode} (see {rdir / 'bird.log'})")
         self.write_state(pids={"bird": proc.pid})
 
+    def configure_nodes(self, topo: Topology) -> None:
+        """Write each node's esc.toml as `escadm ha set` would, with shared secrets."""
+        secret = secrets.token_urlsafe(24)
+        password = secrets.token_urlsafe(24)
+        for host in NODES:
+            cfg = lab_node_config(topo, host, secret, password)
+            save_config(cfg, self.node_paths(host).config_file)
+
     def boot_node(self, host: str) -> None:
         """Start what the node runs at boot: its agent, when the node has a config."""
         paths = self.node_paths(host)
         if not paths.config_file.exists():
             return
-        raise LabError("booting the HA agent is not available yet")
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, ESC_ROOT=str(paths.root))
+        agent = str(Path(sys.executable).parent / "esc-haagent")
+        with open(paths.log_dir / "esc_haagent.stdout", "ab") as log:
+            proc = subprocess.Popen(
+                in_ns(host, agent),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        pids = dict(self.read_state().get("pids", {}))
+        pids[f"agent-{host}"] = proc.pid
+        self.write_state(pids=pids)
+
+    def node_state(self, host: str) -> str | None:
+        try:
+            return self.node_paths(host).state_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def pair_ready(self) -> bool:
+        return sorted(str(self.node_state(h)) for h in NODES) == ["BACKUP", "MASTER"]
+
+    def wait_pair(self, timeout: float = 180.0) -> bool:
+        """Wait for one MASTER and one BACKUP (first boot: initdb + clone included)."""
+        return wait_until(self.pair_ready, timeout, step=0.2)
 
     # --- down -------------------------------------------------------------------------------
 
@@ -335,8 +387,13 @@ class Lab:
             info: dict[str, Any] = {"interfaces": host_interfaces(host)}
             if host in NODES:
                 info["root"] = str(self.node_paths(host).root)
+                info["state"] = self.node_state(host)
             result["hosts"][host] = info
         result["faults"] = state.get("faults", [])
+        cfg = load_config(self.node_paths(NODES[0]).config_file)
+        if cfg.ha is not None:
+            result["vip"] = str(cfg.ha.kad_vip.address)
+            result["pair_ready"] = self.pair_ready()
         return result
 
     def exec_argv(self, host: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -375,3 +432,28 @@ def _parents_within(path: Path, top: Path) -> list[Path]:
         out.append(p)
         p = p.parent
     return out
+
+
+LAB_VIP = {"single": "192.0.2.100", "multi": "198.51.100.100"}
+
+
+def lab_node_config(topo: Topology, host: str, secret: str, password: str) -> EscConfig:
+    """The config `escadm ha set` would write on ``host`` in this lab."""
+    sync = topo.sync_network
+    nodes = tuple(topo.address(n, sync).ip for n in NODES)
+    nb = topo.northbound_network
+    vip_iface = topo.attachment(host, nb).iface
+    ha = HaConfig(
+        ha_node_list=(nodes[0], nodes[1]),
+        kad_vip=Vip.parse(f"{LAB_VIP[topo.kind]}:{vip_iface}"),
+        kad_vif=topo.attachment(host, sync).iface,
+        gateway_ip=topo.address("router", nb).ip,
+        node_names=(NODES[0], NODES[1]),
+    )
+    return EscConfig(
+        node_name=host,
+        ha=ha,
+        replication=ReplicationConfig(password=password),
+        agent=AgentConfig(peer_secret=secret),
+        manager=ManagerConfig(http_port=8080),
+    )

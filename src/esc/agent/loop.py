@@ -1,0 +1,404 @@
+"""The agent's loop: observe -> decide -> execute -> publish. Owns timing; decides nothing.
+
+One cycle runs every ``agent.cycle_s``, and at once whenever keepalived reports a transition,
+the peer's view changes, or an operator asks for something. While a role change is under way
+(promote, activate, follow...) cycles run back to back, so the failover path has no polling step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from esc.agent.decide import DecideConfig, decide, fmt_lsn
+from esc.config.schema import EscConfig, NodePaths, write_atomic
+from esc.drivers.base import Database, Vip
+from esc.errors import DriverError, EscError
+from esc.model import (
+    Action,
+    ActivateService,
+    CloseGate,
+    DbRole,
+    DbStatus,
+    DeactivateService,
+    Decision,
+    DropSync,
+    Follow,
+    InitPrimary,
+    Memory,
+    NodeState,
+    Observation,
+    OpenGate,
+    Promote,
+    RemoveVip,
+    RestartVrrp,
+    RestoreSync,
+    ServiceView,
+    StartDb,
+)
+
+log = logging.getLogger("esc.agent")
+MEMORY_FILE = "agent_memory.json"
+PERSISTED = ("forced", "peer_outdated_from", "self_outdated_from")
+# Actions after which the next cycle runs at once: a role change is under way.
+_PROGRESS = (
+    Promote,
+    ActivateService,
+    DeactivateService,
+    Follow,
+    InitPrimary,
+    StartDb,
+    RestartVrrp,
+    DropSync,
+    RestoreSync,
+    RemoveVip,
+)
+MAX_BACK_TO_BACK = 8
+
+
+class VrrpControl(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def state(self) -> Any: ...
+    def set_gate(self, open_: bool) -> None: ...
+    def beat(self) -> None: ...
+    @property
+    def gate_open(self) -> bool: ...
+
+
+class ServiceControl(Protocol):
+    def ensure_running(self) -> None: ...
+    def observe(self) -> ServiceView: ...
+    def activate(self, primary: str) -> None: ...
+    def deactivate(self, primary: str | None) -> None: ...
+    def stop(self) -> None: ...
+
+
+class PeerSource(Protocol):
+    def current(self) -> Any: ...
+
+
+class GatewaySource(Protocol):
+    def ok(self) -> bool: ...
+
+
+@dataclass
+class Request:
+    """An operator request, handled by the main loop at the start of its next cycle."""
+
+    kind: str  # "switchover" | "force-primary"
+    who: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    message: str = ""
+
+
+def switchover_refusal(obs: Observation, state: NodeState, peer_name: str) -> str | None:
+    """None if a planned switchover can start now, else why not (shown to the operator)."""
+    p = obs.peer
+    if state is not NodeState.MASTER:
+        return f"this node is {state.value}, not MASTER: run it on the primary"
+    if not p.reachable:
+        return f"peer {peer_name} is not reachable"
+    if p.state is not NodeState.BACKUP:
+        return f"peer {peer_name} is {p.state.value if p.state else '?'}, not BACKUP"
+    if not p.streaming:
+        return f"peer {peer_name} is not streaming from this node"
+    if obs.db.sync_standby is None:
+        return f"peer {peer_name} is not a synchronous standby (outdated or catching up)"
+    return None
+
+
+@dataclass
+class Published:
+    """What the APIs serve: written by the loop, read by handler threads (replaced whole)."""
+
+    view: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        cfg: EscConfig,
+        paths: NodePaths,
+        dcfg: DecideConfig,
+        peer_host: str,
+        vrrp: VrrpControl,
+        vip: Vip,
+        db: Database,
+        service: ServiceControl,
+        peer: PeerSource,
+        gateway: GatewaySource | None,
+        history: Any,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.paths = paths
+        self.dcfg = dcfg
+        self.peer_host = peer_host
+        self.vrrp = vrrp
+        self.vip = vip
+        self.db = db
+        self.service = service
+        self.peer = peer
+        self.gateway = gateway
+        self.history = history
+        self.clock = clock
+        self.wake = threading.Event()
+        self.requests: queue.Queue[Request] = queue.Queue()
+        self.published = Published()
+        self.mem = self._load_memory()
+        self.last: Decision | None = None
+        self.last_obs: Observation | None = None
+        self.since = time.time()
+        self._stop = threading.Event()
+
+    # --- memory -----------------------------------------------------------------------------
+
+    @property
+    def _memory_file(self) -> Path:
+        return self.paths.data_dir / MEMORY_FILE
+
+    def _load_memory(self) -> Memory:
+        try:
+            data = json.loads(self._memory_file.read_text())
+        except (OSError, ValueError):
+            return Memory()
+        return Memory(**{k: data[k] for k in PERSISTED if k in data})
+
+    def _save_memory(self, mem: Memory) -> None:
+        data = {k: getattr(mem, k) for k in PERSISTED}
+        write_atomic(self._memory_file, json.dumps(data) + "\n")
+
+    # --- one cycle --------------------------------------------------------------------------
+
+    def observe(self) -> Observation:
+        try:
+            db = self.db.status()
+        except DriverError as exc:
+            log.warning("database status failed: %s", exc)
+            db = DbStatus(DbRole.STOPPED)
+        return Observation(
+            now=self.clock(),
+            vrrp=self.vrrp.state(),
+            vip_held=self.vip.is_held(),
+            db=db,
+            service=self.service.observe(),
+            peer=self.peer.current(),
+            gateway_ok=None if self.gateway is None else self.gateway.ok(),
+            gate_open=self.vrrp.gate_open,
+        )
+
+    def cycle(self) -> Decision:
+        self.vrrp.beat()
+        self.service.ensure_running()
+        obs = self.observe()
+        mem = self._take_requests(obs, self.mem)
+        d = decide(obs, mem, self.dcfg)
+        # The state file says SWITCHING before the promote runs, not after.
+        self._record(obs, d)
+        self._execute(d)
+        return d
+
+    def _take_requests(self, obs: Observation, mem: Memory) -> Memory:
+        while True:
+            try:
+                req = self.requests.get_nowait()
+            except queue.Empty:
+                return mem
+            if req.kind == "switchover":
+                why = switchover_refusal(obs, mem.state, self.dcfg.peer_name)
+                if why is None and mem.switchover_since is None:
+                    mem = replace(mem, switchover_since=obs.now)
+                    req.ok, req.message = True, f"switchover to {self.dcfg.peer_name} started"
+                    self.history.add(
+                        mem.state.value,
+                        mem.state.value,
+                        f"switchover requested by {req.who or 'operator'}",
+                    )
+                else:
+                    req.message = f"switchover refused: {why or 'already in progress'}"
+            elif req.kind == "force-primary":
+                mem = replace(mem, forced=True)
+                req.ok = True
+                req.message = (
+                    f"forced primary by {req.who or 'operator'}: this node may become "
+                    "primary without its peer; writes the peer had may be lost"
+                )
+                log.warning(req.message)
+                self.history.add(mem.state.value, mem.state.value, req.message)
+            req.done.set()
+
+    def _execute(self, d: Decision) -> None:
+        for action in d.actions:
+            try:
+                self._do(action)
+            except EscError as exc:
+                log.error("%s failed: %s", action.kind, exc)
+                break
+
+    def _do(self, a: Action) -> None:
+        if isinstance(a, OpenGate | CloseGate):
+            self.vrrp.set_gate(isinstance(a, OpenGate))
+        elif isinstance(a, RemoveVip):
+            self.vip.remove()
+        elif isinstance(a, RestartVrrp):
+            self.vrrp.start()
+        elif isinstance(a, Promote):
+            self.db.promote()
+        elif isinstance(a, Follow):
+            res = self.db.follow(self.peer_host)
+            if res.preserved is not None:
+                log.warning(
+                    "diverged transactions after LSN %s preserved in %s",
+                    fmt_lsn(res.diverged_from_lsn or 0),
+                    res.preserved,
+                )
+                self.history.add(
+                    self.mem.state.value,
+                    self.mem.state.value,
+                    f"diverged writes preserved in {res.preserved}",
+                )
+            log.info("following %s: %s", self.peer_host, res.method)
+        elif isinstance(a, InitPrimary):
+            self.db.init_primary()
+        elif isinstance(a, StartDb):
+            self.db.start()
+        elif isinstance(a, ActivateService):
+            self.service.activate(self.dcfg.node_name)
+        elif isinstance(a, DeactivateService):
+            peer = self.last_obs.peer if self.last_obs else None
+            serving = peer is not None and peer.reachable and peer.serving
+            self.service.deactivate(self.dcfg.peer_name if serving else None)
+        elif isinstance(a, DropSync):
+            self.db.set_synchronous(None)
+        elif isinstance(a, RestoreSync):
+            self.db.set_synchronous(self.dcfg.peer_name)
+        else:
+            raise EscError(f"no executor for {a.kind}")
+
+    def _record(self, obs: Observation, d: Decision) -> None:
+        prev = self.mem
+        self.last_obs = obs
+        if d.next_state != prev.state:
+            self.history.add(prev.state.value, d.next_state.value, d.reason)
+            write_atomic(self.paths.state_file, d.next_state.value + "\n")
+            self.since = time.time()
+            log.info("%s -> %s: %s", prev.state.value, d.next_state.value, d.reason)
+        elif self.last is None or d.reason != self.last.reason:
+            log.info("%s: %s", d.next_state.value, d.reason)
+        if any(getattr(prev, k) != getattr(d.memory, k) for k in PERSISTED):
+            self._save_memory(d.memory)
+        self.mem = d.memory
+        self.last = d
+        self.published = Published(self._view(obs, d), self._status(obs, d))
+
+    # --- what the APIs serve -----------------------------------------------------------------
+
+    def _view(self, obs: Observation, d: Decision) -> dict[str, Any]:
+        return {
+            "node": self.dcfg.node_name,
+            "state": d.next_state.value,
+            "db_role": obs.db.role.value,
+            "timeline": obs.db.timeline,
+            "lsn": obs.db.lsn,
+            "streaming": obs.db.streaming,
+            "serving": obs.service.active and d.next_state is NodeState.MASTER,
+            "vip_held": obs.vip_held,
+            "outdated_lsn": d.memory.peer_outdated_from,
+            "handing_over": d.memory.switchover_since is not None,
+            "reason": d.reason,
+        }
+
+    def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:
+        mem = d.memory
+        return {
+            "node": self.dcfg.node_name,
+            "peer_name": self.dcfg.peer_name,
+            "state": d.next_state.value,
+            "since": self.since,
+            "reason": d.reason,
+            "role": obs.db.role.value,
+            "vrrp": str(getattr(obs.vrrp, "value", obs.vrrp)),
+            "vip": str(self.cfg.ha.kad_vip) if self.cfg.ha else None,
+            "vip_held": obs.vip_held,
+            "db": {**asdict(obs.db), "lsn_text": fmt_lsn(obs.db.lsn)},
+            "service": asdict(obs.service),
+            "peer": asdict(obs.peer),
+            "gateway_ok": obs.gateway_ok,
+            "policy": self.dcfg.policy,
+            "forced": mem.forced,
+            "peer_outdated_from": mem.peer_outdated_from,
+            "self_outdated_from": mem.self_outdated_from,
+            "degraded": mem.peer_outdated_from is not None,
+            "switchover": mem.switchover_since is not None,
+            "last_transition": (self.history.last(1) or [None])[0],
+        }
+
+    def handle_local(
+        self, method: str, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/status":
+            return 200, self.published.status
+        if method == "GET" and path.startswith("/history"):
+            return 200, {"history": self.history.last()}
+        if method == "POST" and path in ("/switchover", "/force-primary"):
+            req = Request(path.lstrip("/"), who=str(body.get("who", ""))[:64])
+            self.requests.put(req)
+            self.wake.set()
+            if not req.done.wait(10):
+                return 504, {"error": "the agent did not take the request within 10 s"}
+            return (200 if req.ok else 409), {"ok": req.ok, "message": req.message}
+        return 404, {"error": f"no {method} {path}"}
+
+    def handle_peer(
+        self, method: str, path: str, _body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/peer":
+            return 200, self.published.view
+        return 404, {"error": f"no {method} {path}"}
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.paths.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.paths.state_file, self.mem.state.value + "\n")
+        self.vrrp.start()
+        back_to_back = 0
+        while not self._stop.is_set():
+            t0 = self.clock()
+            try:
+                d = self.cycle()
+            except EscError as exc:
+                log.error("cycle failed: %s", exc)
+                d = None
+            busy = d is not None and any(isinstance(a, _PROGRESS) for a in d.actions)
+            if busy and back_to_back < MAX_BACK_TO_BACK:
+                back_to_back += 1
+                continue
+            back_to_back = 0
+            wait = max(0.0, self.cfg.agent.cycle_s - (self.clock() - t0))
+            self.wake.wait(wait)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        """Stop on purpose: STOP in the state file, service off, VIP released gracefully."""
+        self._stop.set()
+        try:
+            self.service.deactivate(None)
+        except EscError as exc:
+            log.warning("deactivate on stop failed: %s", exc)
+        self.service.stop()
+        self.vrrp.stop()
+        if self.mem.state is not NodeState.STOP:
+            self.history.add(self.mem.state.value, NodeState.STOP.value, "agent stopped")
+        write_atomic(self.paths.state_file, NodeState.STOP.value + "\n")
+        log.info("agent stopped")

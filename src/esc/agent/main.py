@@ -1,0 +1,135 @@
+"""esc-haagent: the HA agent daemon of one node.
+
+    esc-haagent            # reads $ESC_ROOT/etc/esc/esc.toml (ESC_ROOT defaults to /)
+
+Logs to <log>/esc_haagent.log; writes <run>/keepalived_state; local API on <run>/agent.sock;
+peer API on the node's own address (ha_node_list), port agent.peer_port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from esc.addresses import IPAddress
+from esc.agent.api import PeerPoller, serve_peer, serve_unix
+from esc.agent.decide import DecideConfig
+from esc.agent.gateway import GatewayProbe
+from esc.agent.history import History
+from esc.agent.loop import Agent
+from esc.agent.service import ManagedService
+from esc.config.schema import EscConfig, NodePaths, load_config
+from esc.drivers.keepalived import KeepalivedDriver
+from esc.drivers.postgres import PostgresDriver
+from esc.drivers.vip import VipDriver
+from esc.errors import ConfigError, EscError
+from esc.host import HostFacts, SystemHostFacts
+
+
+def own_address(cfg: EscConfig, host: HostFacts) -> tuple[int, IPAddress, IPAddress]:
+    """(index, own address, peer address) from ha_node_list and this host's addresses."""
+    assert cfg.ha is not None
+    mine = {a.ip for addrs in host.addresses().values() for a in addrs}
+    nodes = cfg.ha.ha_node_list
+    for i, addr in enumerate(nodes):
+        if addr in mine:
+            return i, addr, nodes[1 - i]
+    raise ConfigError("ha.ha_node_list", f"this host owns neither {nodes[0]} nor {nodes[1]}")
+
+
+def setup_logging(paths: NodePaths) -> None:
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.log_dir / "esc_haagent.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
+    if cfg.ha is None or cfg.ha.ha_mode == "no_ha":
+        raise ConfigError("ha", "HA is not configured (run `escadm ha set`)")
+    ha = cfg.ha
+    idx, self_addr, peer_addr = own_address(cfg, host)
+    name, peer_name = ha.node_names[idx], ha.node_names[1 - idx]
+    dcfg = DecideConfig(
+        node_name=name,
+        peer_name=peer_name,
+        first_node=idx == 0,
+        policy=cfg.replication.on_standby_loss,
+        standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
+        health_failures=cfg.agent.health_failures,
+        gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
+    )
+    wake = threading.Event()
+    vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
+    db = PostgresDriver.from_config(cfg, paths, self_addr=str(self_addr), peer_name=peer_name)
+    peer = PeerPoller(
+        str(peer_addr),
+        cfg.agent.peer_port,
+        cfg.agent.peer_secret,
+        interval=min(0.1, cfg.agent.cycle_s),
+        timeout=cfg.agent.peer_timeout_s,
+        on_change=wake.set,
+    )
+    gateway = (
+        GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
+    )
+    agent = Agent(
+        cfg=cfg,
+        paths=paths,
+        dcfg=dcfg,
+        peer_host=str(peer_addr),
+        vrrp=vrrp,
+        vip=VipDriver(ha.kad_vip.address, ha.vip_iface),
+        db=db,
+        service=ManagedService(paths),
+        peer=peer,
+        gateway=gateway,
+        history=History(paths.data_dir / "history.jsonl"),
+    )
+    agent.wake = wake
+    serve_unix(paths.run_dir / "agent.sock", agent.handle_local)
+    serve_peer(str(self_addr), cfg.agent.peer_port, cfg.agent.peer_secret, agent.handle_peer)
+    peer.start()
+    if gateway is not None:
+        gateway.start()
+    return agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="esc-haagent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    paths = NodePaths.from_env()
+    try:
+        cfg = load_config(paths.config_file)
+        for d in paths.all_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        setup_logging(paths)
+        agent = build_agent(cfg, paths, SystemHostFacts())
+    except EscError as exc:
+        print(f"esc-haagent: {exc}", file=sys.stderr)
+        return 2
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("esc.agent").info("signal %d: stopping", signum)
+        agent.stop()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.getLogger("esc.agent").info("esc-haagent starting as %s", agent.dcfg.node_name)
+    agent.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

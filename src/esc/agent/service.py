@@ -1,0 +1,90 @@
+"""escmanager as the agent sees it: a supervised child process plus its control socket.
+
+Activation is a message on the control socket, not a process start, so a failover never waits
+for Python to start up: the manager runs on both nodes all the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from esc.config.schema import NodePaths
+from esc.drivers.proc import Child
+from esc.errors import DriverError
+from esc.manager.control import ManagerControl
+from esc.model import ServiceView
+
+log = logging.getLogger("esc.service")
+
+
+def manager_argv() -> list[str]:
+    """The esc-manager beside the running interpreter (the same virtualenv)."""
+    return [str(Path(sys.executable).parent / "esc-manager")]
+
+
+class ManagedService:
+    def __init__(
+        self,
+        paths: NodePaths,
+        primary_url: str | None = None,
+        timeout: float = 2.0,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.paths = paths
+        self.primary_url = primary_url
+        self.control = ManagerControl(paths.run_dir / "manager.sock", timeout)
+        env = dict(os.environ, ESC_ROOT=str(paths.root))
+        self.child = Child("esc-manager", manager_argv(), paths.log_dir / "escmanager.stdout", env)
+        self.check_interval = check_interval
+        self.clock = clock
+        self._failures = 0
+        self._last_failure = -1e9
+        self._active = False
+
+    def ensure_running(self) -> None:
+        if not self.child.is_alive():
+            if self.child.starts:
+                log.warning("esc-manager exited; restarting it")
+            self._active = False
+            self.child.start()
+
+    def observe(self) -> ServiceView:
+        try:
+            st = self.control.status()
+        except DriverError:
+            # Starting up (socket not there yet) or dead: unhealthy, and not active.
+            self._failed()
+            return ServiceView(active=False, healthy=False, failures=self._failures)
+        if st.healthy:
+            self._failures = 0
+        else:
+            self._failed()
+        self._active = st.active
+        return ServiceView(active=st.active, healthy=st.healthy, failures=self._failures)
+
+    def _failed(self) -> None:
+        # Count at most one failure per check interval: N failures mean N seconds of trouble,
+        # not N fast cycles (a primary must not yield over a 0.5 s hiccup).
+        now = self.clock()
+        if now - self._last_failure >= self.check_interval:
+            self._failures += 1
+            self._last_failure = now
+
+    def activate(self, primary: str) -> None:
+        self.control.activate(primary)
+        self._active = True
+
+    def deactivate(self, primary: str | None) -> None:
+        if not self.child.is_alive():
+            return
+        self.control.deactivate(primary, self.primary_url)
+        self._active = False
+
+    def stop(self) -> None:
+        self.child.stop()

@@ -1,0 +1,288 @@
+"""escadm commands that talk to the local agent (its unix-socket API), never to drivers.
+
+Exit codes of ``escadm status``: 0 serving as expected for the node's role (MASTER: service
+active and VIP held; BACKUP: database streaming from the primary), 1 up but not serving as
+expected (SWITCHING, FAULT, degraded standby...), 3 agent not running (state file only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from esc.agent.api import local_request
+from esc.config.schema import NodePaths
+from esc.errors import DriverError
+
+EXIT_OK, EXIT_NOT_SERVING, EXIT_NO_AGENT = 0, 1, 3
+LOGS = {
+    "agent": "esc_haagent.log",
+    "manager": "escmanager.log",
+    "keepalived": "keepalived.log",
+    "exabgp": "exabgp.log",
+    "postgres": "postgres.log",
+}
+
+
+def agent_socket(paths: NodePaths) -> Path:
+    return paths.run_dir / "agent.sock"
+
+
+def fetch_status(paths: NodePaths) -> dict[str, Any] | None:
+    try:
+        code, body = local_request(agent_socket(paths), "GET", "/status", timeout=5)
+    except DriverError:
+        return None
+    return body if code == 200 else None
+
+
+def serving_as_expected(st: dict[str, Any]) -> bool:
+    state = st.get("state")
+    if state == "MASTER":
+        return bool(st.get("service", {}).get("active")) and bool(st.get("vip_held"))
+    if state == "BACKUP":
+        return bool(st.get("db", {}).get("streaming"))
+    return False
+
+
+def health_line(st: dict[str, Any]) -> str:
+    db = st.get("db", {})
+    parts = [f"db {db.get('role')} tl {db.get('timeline')} lsn {db.get('lsn_text')}"]
+    if st.get("state") == "MASTER":
+        parts.append(f"sync standby {db.get('sync_standby') or 'none'}")
+        parts.append(f"VIP {st.get('vip')} {'held' if st.get('vip_held') else 'NOT held'}")
+    else:
+        parts.append("streaming" if db.get("streaming") else "not streaming")
+    svc = st.get("service", {})
+    parts.append(
+        "service "
+        + ("active" if svc.get("active") else "inactive")
+        + ("" if svc.get("healthy") else " UNHEALTHY")
+    )
+    peer = st.get("peer", {})
+    parts.append(
+        f"peer {st.get('peer_name')} "
+        + (str(peer.get("state")) if peer.get("reachable") else "unreachable")
+    )
+    if st.get("degraded"):
+        parts.append("DEGRADED: peer outdated, replication asynchronous")
+    if st.get("self_outdated_from") is not None:
+        parts.append("OUTDATED: may not become primary")
+    if st.get("forced"):
+        parts.append("FORCED primary")
+    return "; ".join(parts)
+
+
+def run_status(paths: NodePaths, as_json: bool) -> int:
+    st = fetch_status(paths)
+    if st is None:
+        try:
+            state = paths.state_file.read_text().strip()
+        except OSError:
+            state = "STOP"
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "state": state,
+                        "agent": "not running",
+                        "role": None,
+                        "peer": None,
+                        "vip_held": None,
+                    }
+                )
+            )
+        else:
+            print(f"{state}  (agent not running: state file only)")
+        return EXIT_NO_AGENT
+    ok = serving_as_expected(st)
+    if as_json:
+        out = dict(st)
+        out["peer"] = st.get("peer")
+        out["serving_as_expected"] = ok
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"{st['state']}  {st['reason']}")
+        print(health_line(st))
+    return EXIT_OK if ok else EXIT_NOT_SERVING
+
+
+def _side_by_side(st: dict[str, Any]) -> str:
+    peer = st.get("peer", {})
+    db = st.get("db", {})
+    rows = [
+        ("node", st.get("node"), st.get("peer_name")),
+        ("state", st.get("state"), peer.get("state") if peer.get("reachable") else "unreachable"),
+        ("database", db.get("role"), peer.get("db_role")),
+        ("timeline", db.get("timeline"), peer.get("timeline")),
+        ("lsn", db.get("lsn"), peer.get("lsn")),
+        ("streaming", db.get("streaming"), peer.get("streaming")),
+        ("serving", st.get("service", {}).get("active"), peer.get("serving")),
+        ("VIP held", st.get("vip_held"), peer.get("vip_held")),
+    ]
+    width = max(len(str(r[1])) for r in rows) + 2
+    lines = [f"{'':<11}{'this node':<{width}}peer"]
+    lines += [f"{k:<11}{v!s:<{width}}{p}" for k, v, p in rows]
+    last = st.get("last_transition") or {}
+    lines.append("")
+    lines.append(
+        f"VIP {st.get('vip')}   policy {st.get('policy')}   "
+        f"degraded {st.get('degraded')}   forced {st.get('forced')}"
+    )
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("time", 0)))
+        lines.append(
+            f"last transition {when}: {last.get('from')} -> {last.get('to')}: {last.get('reason')}"
+        )
+    return "\n".join(lines)
+
+
+def run_ha_status(paths: NodePaths, as_json: bool, watch: bool) -> int:
+    while True:
+        st = fetch_status(paths)
+        if st is None:
+            print("escadm: the agent is not running on this node", file=sys.stderr)
+            return EXIT_NO_AGENT
+        if as_json:
+            print(json.dumps(st, indent=2, default=str))
+        else:
+            if watch:
+                print("\033[H\033[J", end="")
+            print(_side_by_side(st))
+        if not watch:
+            return EXIT_OK if serving_as_expected(st) else EXIT_NOT_SERVING
+        time.sleep(1)
+
+
+def run_history(paths: NodePaths, as_json: bool, n: int) -> int:
+    try:
+        code, body = local_request(agent_socket(paths), "GET", "/history")
+    except DriverError as exc:
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    items = body.get("history", [])[-n:]
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return EXIT_OK if code == 200 else 1
+    for it in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(it["time"]))
+        print(f"{when}  {it['from']:>9} -> {it['to']:<9} {it['reason']}")
+    return EXIT_OK
+
+
+def run_switchover(paths: NodePaths, wait_s: float) -> int:
+    try:
+        code, body = local_request(
+            agent_socket(paths), "POST", "/switchover", {"who": "escadm"}, timeout=15
+        )
+    except DriverError as exc:
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    print(body.get("message", body))
+    if code != 200:
+        return 1
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        st = fetch_status(paths)
+        if st and st.get("state") == "BACKUP" and st.get("peer", {}).get("state") == "MASTER":
+            print(f"switchover done: {st.get('peer_name')} is MASTER, this node is BACKUP")
+            return EXIT_OK
+        time.sleep(0.1)
+    print("escadm: switchover did not complete in time; see `escadm ha history`", file=sys.stderr)
+    return 1
+
+
+def run_force_primary(paths: NodePaths, yes: bool) -> int:
+    if not yes:
+        print(
+            "Forcing this node primary lets it serve without its peer. Writes the peer "
+            "acknowledged after this node last synchronised may be lost."
+        )
+        try:
+            answer = input("Type 'yes' to force this node primary: ")
+        except EOFError:
+            answer = ""
+        if answer.strip() != "yes":
+            print("not forced")
+            return 1
+    try:
+        code, body = local_request(
+            agent_socket(paths), "POST", "/force-primary", {"who": "escadm"}, timeout=15
+        )
+    except DriverError as exc:
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    print(body.get("message", body))
+    return EXIT_OK if code == 200 else 1
+
+
+def run_log(paths: NodePaths, which: str, follow: bool, n: int) -> int:
+    path = paths.log_dir / LOGS[which]
+    if not path.exists():
+        print(f"escadm: no {which} log yet ({path})", file=sys.stderr)
+        return 1
+    argv = ["tail", "-n", str(n), *(["-F"] if follow else []), str(path)]
+    return subprocess.call(argv)
+
+
+def run_service_status(paths: NodePaths, as_json: bool) -> int:
+    st = fetch_status(paths)
+    if st is None:
+        print("escadm: the agent is not running on this node", file=sys.stderr)
+        return EXIT_NO_AGENT
+    svc = dict(st.get("service", {}))
+    svc["state"] = st.get("state")
+    if as_json:
+        print(json.dumps(svc))
+    else:
+        print(
+            f"escmanager {'active' if svc.get('active') else 'inactive'}, "
+            f"{'healthy' if svc.get('healthy') else 'UNHEALTHY'} (node {svc['state']})"
+        )
+    expected = svc.get("active") == (st.get("state") == "MASTER") and svc.get("healthy")
+    return EXIT_OK if expected else EXIT_NOT_SERVING
+
+
+def add_agent_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    ha: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    st = sub.add_parser(
+        "status",
+        help="this node's state and a one-line health summary",
+        epilog="example: escadm status --json   (exit 0: serving as expected)",
+    )
+    st.add_argument("--json", action="store_true")
+    hs = ha.add_parser(
+        "status", help="both nodes side by side", epilog="example: escadm ha status --watch"
+    )
+    hs.add_argument("--json", action="store_true")
+    hs.add_argument("--watch", action="store_true")
+    hh = ha.add_parser("history", help="the transition log", epilog="example: escadm ha history")
+    hh.add_argument("--json", action="store_true")
+    hh.add_argument("-n", type=int, default=50)
+    so = ha.add_parser(
+        "switchover",
+        help="hand the primary role to the standby",
+        epilog="example: escadm ha switchover   (run on the primary)",
+    )
+    so.add_argument("--wait", type=float, default=30.0, help="seconds to wait for completion")
+    fp = ha.add_parser(
+        "force-primary",
+        help="let this node serve without its peer",
+        epilog="example: escadm ha force-primary --yes",
+    )
+    fp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    lg = sub.add_parser("log", help="show a component's log", epilog="example: escadm log agent -f")
+    lg.add_argument("which", nargs="?", choices=list(LOGS), default="agent")
+    lg.add_argument("-f", action="store_true", dest="follow")
+    lg.add_argument("-n", type=int, default=50)
+    sv = sub.add_parser("service", help="escmanager on this node")
+    svs = sv.add_subparsers(dest="service_cmd", required=True)
+    sst = svs.add_parser("status", help="active/healthy", epilog="example: escadm service status")
+    sst.add_argument("--json", action="store_true")

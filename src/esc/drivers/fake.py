@@ -1,0 +1,142 @@
+"""In-memory fakes of the driver interfaces, for unit tests. No I/O in this module.
+
+Each fake keeps the state its real driver would observe, records every call in ``calls``, and
+raises the error put in ``fail[method]`` (once), so tests need no patching.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esc.drivers.base import Database, FollowResult, Progress
+from esc.errors import DbError
+from esc.model import DbRole, DbStatus
+
+
+class FakeDatabase:
+    """A local PostgreSQL as the agent sees it: a role, a timeline and an LSN that move the way
+    the real driver moves them (promote bumps the timeline, follow picks the same methods).
+
+    Knobs: ``fail['promote'] = DbError(...)`` fails the next promote; ``diverged_commits``
+    (commits made as primary while the peer was gone) makes the next rewind report a
+    preserved file; ``peer_connected`` says whether a standby streams from us."""
+
+    FIRST_LSN = 0x3000000
+
+    def __init__(self, name: str = "ha0", role: DbRole = DbRole.ABSENT) -> None:
+        self.name = name
+        self.role = role
+        self.timeline = 1 if role is not DbRole.ABSENT else 0
+        self.lsn = self.FIRST_LSN if role is not DbRole.ABSENT else 0
+        self.receive_lsn = 0
+        self.primary_host: str | None = None  # whom a standby follows
+        self.streaming = role is DbRole.STANDBY
+        self.sync_names = ""
+        self.peer_connected = False
+        self.replay_lag_s = 0.0
+        self.diverged_commits = 0
+        self.was_primary = role is DbRole.PRIMARY
+        self.fail: dict[str, Exception] = {}
+        self.calls: list[str] = []
+        self._role_when_stopped = role
+
+    # --- helpers for tests ---------------------------------------------------------------
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        exc = self.fail.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def commit(self, n: int = 1) -> None:
+        """n transactions on the primary; without a connected peer they are diverged."""
+        if self.role is not DbRole.PRIMARY:
+            raise DbError(f"{self.name}: cannot commit on a {self.role}")
+        self.lsn += 0x100 * n
+        if not self.peer_connected:
+            self.diverged_commits += n
+
+    # --- Database protocol -----------------------------------------------------------------
+
+    def status(self) -> DbStatus:
+        self._enter("status")
+        if self.role is DbRole.PRIMARY:
+            names = self.sync_names
+            sync = names.strip('"') if names and self.peer_connected else None
+            return DbStatus(self.role, self.timeline, self.lsn, sync_standby=sync, sync_names=names)
+        if self.role is DbRole.STANDBY:
+            return DbStatus(
+                self.role,
+                self.timeline,
+                self.lsn,
+                receive_lsn=max(self.receive_lsn, self.lsn),
+                streaming=self.streaming,
+                sync_names=self.sync_names,
+                replay_lag_s=self.replay_lag_s,
+            )
+        return DbStatus(self.role)
+
+    def init_primary(self) -> None:
+        self._enter("init_primary")
+        if self.role is DbRole.ABSENT:
+            self.role, self.timeline, self.lsn = DbRole.PRIMARY, 1, self.FIRST_LSN
+            self.was_primary = True
+        elif self.role is DbRole.STOPPED:
+            self.role = self._role_when_stopped
+
+    def start(self) -> None:
+        self._enter("start")
+        if self.role is DbRole.ABSENT:
+            raise DbError(f"{self.name}: cannot start: no cluster")
+        if self.role is DbRole.STOPPED:
+            self.role = self._role_when_stopped
+
+    def stop(self) -> None:
+        self._enter("stop")
+        if self.role in (DbRole.PRIMARY, DbRole.STANDBY):
+            self._role_when_stopped = self.role
+            self.role = DbRole.STOPPED
+            self.streaming = False
+
+    def promote(self) -> None:
+        self._enter("promote")
+        if self.role is DbRole.PRIMARY:
+            return
+        if self.role is not DbRole.STANDBY:
+            raise DbError(f"cannot promote: database is {self.role}")
+        self.role, self.timeline = DbRole.PRIMARY, self.timeline + 1
+        self.streaming, self.primary_host, self.was_primary = False, None, True
+        self.diverged_commits = 0
+
+    def follow(self, primary_host: str, progress: Progress | None = None) -> FollowResult:
+        self._enter("follow")
+        if self.role is DbRole.STANDBY and self.streaming and self.primary_host == primary_host:
+            return FollowResult("none")
+        result: FollowResult
+        if self.role is DbRole.ABSENT:
+            if progress is not None:
+                progress(1 << 20, 1 << 20)
+            result = FollowResult("reclone")
+        elif self.was_primary:
+            preserved = None
+            if self.diverged_commits:
+                preserved = Path(f"/fake/{self.name}/diverged/diverged-{self.lsn:X}.txt")
+            result = FollowResult("rewind", preserved, self.lsn if preserved else None)
+        else:
+            result = FollowResult("reconfigure")
+        self.role, self.primary_host, self.streaming = DbRole.STANDBY, primary_host, True
+        self.timeline = max(self.timeline, 1)
+        self.lsn = max(self.lsn, self.FIRST_LSN)
+        self.was_primary, self.diverged_commits = False, 0
+        return result
+
+    def set_synchronous(self, standby_name: str | None) -> None:
+        self._enter("set_synchronous")
+        if self.role not in (DbRole.PRIMARY, DbRole.STANDBY):
+            raise DbError(f"{self.name}: database is {self.role}")
+        self.sync_names = "" if standby_name is None else f'"{standby_name}"'
+
+
+def _conforms(fake: FakeDatabase) -> Database:
+    """mypy checks here that the fake implements the Database protocol."""
+    return fake

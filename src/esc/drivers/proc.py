@@ -1,0 +1,66 @@
+"""Child processes the agent supervises (keepalived, esc-manager).
+
+Children get PR_SET_PDEATHSIG=SIGTERM: if the agent dies (kill -9 included), keepalived stops
+cleanly (priority-0 advert, VIP removed) and the peer takes over at once. A node without a
+live agent must not be primary. PDEATHSIG fires when the *thread* that forked exits, so
+children are only ever started from the agent's main thread.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+# util-linux setpriv sets the parent-death signal and execs the program: no preexec_fn (unsafe
+# in a threaded process).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]
+
+
+class Child:
+    """One supervised child process, logging to a file."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_file = log_file
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.is_alive():
+            return
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*DIE_WITH_PARENT, *self.argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                process_group=0,  # signals meant for the agent's terminal don't reach it
+                env=self.env,
+                close_fds=True,
+            )
+        self.starts += 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
