@@ -8,7 +8,8 @@
         ├── CommandError          an external command exited non-zero
         ├── VrrpError             keepalived
         ├── DbError               PostgreSQL (psycopg errors are translated into this)
-        └── BgpError              ExaBGP
+        ├── BgpError              ExaBGP
+        └── ServiceError          escmanager's control socket (activate/deactivate/status)
 
 Lower-library exceptions never leave a driver untranslated: ``raise DbError(...) from exc``.
 """
@@ -70,3 +71,7 @@ class DbError(DriverError):
 
 class BgpError(DriverError):
     """ExaBGP failed or could not be controlled."""
+
+
+class ServiceError(DriverError):
+    """escmanager could not be reached or refused a control request."""

@@ -188,6 +188,7 @@ class Memory:
     peer_outdated_from: int | None = None  # persisted, as primary: peer left sync at this LSN
     self_outdated_from: int | None = None  # persisted, as standby: primary said we are outdated
     switchover_since: float | None = None  # handing the primary role to the peer since
+    gate_opened_at: float | None = None  # when the gate was last opened (keepalived lags)
     hold_down_until: float = 0.0  # gate closed until then while the peer serves (VRRP split)
 
 

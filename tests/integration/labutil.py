@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,3 +56,106 @@ def leftovers(lab: Lab) -> list[str]:
     if lab.root.exists():
         found.append(f"directory {lab.root}")
     return found
+
+
+NODES = ("esc-ha-0", "esc-ha-1")
+
+
+def node_state(lab: Lab, host: str) -> str | None:
+    return lab.node_state(host)
+
+
+def states(lab: Lab) -> dict[str, str | None]:
+    return {h: lab.node_state(h) for h in NODES}
+
+
+def master_and_backup(lab: Lab) -> tuple[str, str] | None:
+    st = states(lab)
+    masters = [h for h, s in st.items() if s == "MASTER"]
+    backups = [h for h, s in st.items() if s == "BACKUP"]
+    if len(masters) == 1 and len(backups) == 1:
+        return masters[0], backups[0]
+    return None
+
+
+def wait_pair(lab: Lab, timeout: float = 120.0) -> tuple[str, str]:
+    """Wait for exactly one MASTER and one BACKUP; return (master, backup)."""
+    return eventually(lambda: master_and_backup(lab), timeout, 0.1, "one MASTER and one BACKUP")
+
+
+def holds_address(host: str, addr: str) -> bool:
+    out = in_host(host, "ip", "-o", "addr", "show").stdout
+    return any(f" {addr}/" in line for line in out.splitlines())
+
+
+def vip_holders(lab: Lab, vip: str) -> list[str]:
+    return [h for h in NODES if holds_address(h, vip)]
+
+
+def mac_of(host: str, iface: str = "eth0") -> str:
+    out = in_host(host, "cat", f"/sys/class/net/{iface}/address").stdout
+    return out.strip()
+
+
+def nb_sees_vip_at(vip: str) -> str | None:
+    """The MAC the northbound client resolves the VIP to (after a ping refreshes it)."""
+    in_host("nb", "ping", "-c1", "-W1", vip)
+    out = in_host("nb", "ip", "neigh", "show", vip).stdout.split()
+    return out[out.index("lladdr") + 1] if "lladdr" in out else None
+
+
+def escadm(
+    host: str, lab: Lab, *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run escadm inside a node, as an operator would there."""
+    env = dict(os.environ, ESC_ROOT=str(lab.node_paths(host).root))
+    exe = str(Path(sys.executable).parent / "escadm")
+    return subprocess.run(
+        ["ip", "netns", "exec", host, exe, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def psql(lab: Lab, host: str, sql: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run SQL on a node's local database over its unix socket, as postgres."""
+    sock = lab.node_paths(host).pg_socket_dir
+    return in_host(
+        host,
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-h",
+        str(sock),
+        "-d",
+        "esc",
+        "-XAtq",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+        timeout=timeout,
+    )
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def save_artifacts(lab: Lab, name: str) -> None:
+    """Keep every node's logs (and the lab state) for a look after the run; never fails."""
+    dest = ARTIFACTS / name
+    for host in NODES:
+        try:
+            src = lab.node_paths(host).log_dir
+            if src.exists():
+                shutil.copytree(src, dest / host, dirs_exist_ok=True)
+        except OSError:
+            continue
+    if lab.state_file.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(lab.state_file, dest / "lab.json")

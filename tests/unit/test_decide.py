@@ -319,3 +319,12 @@ def test_state_table_rejects_direct_role_flip() -> None:
     for src, dsts in ALLOWED.items():
         for dst in dsts:
             check_transition(src, dst)
+
+
+def test_standby_takes_over_from_a_faulted_primary_with_more_wal() -> None:
+    # The primary's keepalived died: it is FAULT, its LSN a little ahead (non-transactional WAL).
+    peer = replace(PEER_MASTER, state=S.FAULT, serving=False, lsn=5000)
+    o = obs(VrrpState.BACKUP, STANDBY, peer)
+    assert why_not_primary(o, SEEN, CFG) is None
+    d = decide(replace(o, vrrp=VrrpState.MASTER), SEEN, CFG)
+    assert "Promote" in d.action_kinds

@@ -46,6 +46,7 @@ from esc.model import (
 )
 
 S = NodeState
+GATE_SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,12 @@ def why_not_primary(obs: Observation, mem: Memory, cfg: DecideConfig) -> str | N
         return f"holding down: peer {cfg.peer_name} still serving"
     if db.role is DbRole.PRIMARY and _peer_serving(obs):
         return f"peer {cfg.peer_name} serves as primary; this database must follow it"
+    # Both nodes booting (double fault): the newer data wins. Only while the peer is itself
+    # SWITCHING: a peer in FAULT has given up the role, and a standby that was in sync holds
+    # every acknowledged write (an outdated one is caught above).
     if (
         p.reachable
-        and p.state is not S.MASTER
+        and p.state is S.SWITCHING
         and not p.handing_over
         and p.db_role in (DbRole.PRIMARY, DbRole.STANDBY)
         and (p.db_role is DbRole.PRIMARY) >= (db.role is DbRole.PRIMARY)
@@ -140,6 +144,10 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
     """One cycle's decision. The state returned is always a legal edge from ``prev.state``."""
     mem = _learn(obs, prev)
     wanted, actions, reason, mem = _decide(obs, mem, cfg)
+    if any(isinstance(a, CloseGate) for a in actions):
+        mem = replace(mem, gate_opened_at=None)
+    elif not obs.gate_open and any(isinstance(a, OpenGate) for a in actions):
+        mem = replace(mem, gate_opened_at=obs.now)
     nxt = route(prev.state, wanted)
     check_transition(prev.state, nxt, reason)
     return Decision(nxt, tuple(actions), reason, replace(mem, state=nxt))
@@ -342,8 +350,13 @@ def _not_electable(
         return S.SWITCHING, acts, f"{cfg.peer_name} serves: following it", mem
     vrrp = obs.vrrp.value
     if why_not is None:
-        if obs.vrrp is VrrpState.FAULT and obs.gate_open:
+        # keepalived reads the gate file a moment after we write it: FAULT right after opening
+        # is not a fault yet.
+        settling = mem.gate_opened_at is not None and obs.now - mem.gate_opened_at < GATE_SETTLE_S
+        if obs.vrrp is VrrpState.FAULT and obs.gate_open and not settling:
             return S.FAULT, acts, "keepalived FAULT with the gate open (interface down?)", mem
+        if obs.db.role is DbRole.STANDBY and mem.state is S.BACKUP:
+            return S.BACKUP, acts, "standby: gate open, waiting for keepalived", mem
         if obs.vrrp is VrrpState.FAULT:
             return S.SWITCHING, acts, "opening the gate: may hold the VIP", mem
         return S.SWITCHING, acts, f"keepalived {vrrp}: waiting for the election", mem

@@ -16,6 +16,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from esc.addresses import IPAddress
 from esc.config.schema import EscConfig, NodePaths, write_atomic
@@ -44,6 +45,17 @@ def parse_fifo_line(line: str) -> VrrpState | None:
     return None
 
 
+def _running_keepalived(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) keepalived process."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name = stat_line[stat_line.find("(") + 1 : stat_line.rfind(")")]
+    state = stat_line.rsplit(")", 1)[1].split()[0]
+    return name == "keepalived" and state != "Z"
+
+
 class KeepalivedDriver:
     """Implements :class:`esc.drivers.base.Vrrp`."""
 
@@ -67,6 +79,7 @@ class KeepalivedDriver:
         self._gate_open: bool | None = None
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
+        self.pid_files = (paths.run_dir / "keepalived.pid", paths.run_dir / "keepalived_vrrp.pid")
         self.child = Child(
             "keepalived",
             [
@@ -105,6 +118,7 @@ class KeepalivedDriver:
         if self.child.is_alive():
             return
         self.write_config()
+        self._clear_stale_pid_files()
         self._ensure_fifo()
         self.heartbeat.touch()
         # keepalived's init_file overwrites the gate with 1 (closed) at start; the agent's next
@@ -114,6 +128,17 @@ class KeepalivedDriver:
             self._state = VrrpState.INIT
         self.child.start()
         log.info("keepalived started (pid %s)", self.child.pid)
+
+    def _clear_stale_pid_files(self) -> None:
+        # A killed keepalived's VRRP child lingers as a zombie until PID 1 reaps it, and
+        # keepalived then refuses to start ("daemon is already running"): drop such files.
+        for f in self.pid_files:
+            try:
+                pid = int(f.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if not _running_keepalived(pid):
+                f.unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.child.stop()
@@ -137,9 +162,15 @@ class KeepalivedDriver:
     # --- gate and heartbeat -----------------------------------------------------------------
 
     def set_gate(self, open_: bool) -> None:
-        if self._gate_open is open_ and self.gate.exists():
-            return
-        write_atomic(self.gate, "0\n" if open_ else "1\n")
+        # Compare with the file itself, not a cached value: keepalived's init_file rewrites it
+        # when keepalived (re)starts, possibly just after we opened it.
+        want = "0\n" if open_ else "1\n"
+        try:
+            current = self.gate.read_text()
+        except FileNotFoundError:
+            current = ""
+        if current != want:
+            write_atomic(self.gate, want)
         self._gate_open = open_
 
     @property

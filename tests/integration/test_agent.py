@@ -1,0 +1,191 @@
+"""The HA agent with real keepalived and PostgreSQL in the lab: roles, VIP, failover, safety.
+
+Outcomes only (who is MASTER, who holds the VIP, what the database says); timings belong to
+bench/. Every wait polls with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from labutil import (
+    NODES,
+    escadm,
+    eventually,
+    holds_address,
+    mac_of,
+    nb_sees_vip_at,
+    psql,
+    save_artifacts,
+    states,
+    vip_holders,
+    wait_pair,
+)
+
+from esc.lab import faults
+from esc.lab.lab import Lab
+
+pytestmark = pytest.mark.integration
+VIP = "192.0.2.100"
+
+
+def other(host: str) -> str:
+    return NODES[1 - NODES.index(host)]
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Lab]:
+    lab = Lab()
+    lab.down()
+    try:
+        lab.up("single")
+        yield lab
+    finally:
+        save_artifacts(lab, "test_agent")
+        lab.down()
+
+
+@pytest.fixture
+def healthy(pair: Lab) -> Iterator[tuple[str, str]]:
+    """A healthy pair before the test; heal and restore after it, whatever happened."""
+    faults.heal(pair)
+    yield wait_pair(pair)
+    faults.heal(pair)
+    for host in NODES:
+        if not [p for p in faults.component_pids(host, "agent")]:
+            faults.reboot(pair, host)
+    wait_pair(pair)
+    eventually(lambda: len(vip_holders(pair, VIP)) == 1, 30, what="one VIP holder")
+
+
+def test_cold_start_one_master_holding_vip_one_backup(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    eventually(lambda: vip_holders(pair, VIP) == [master], 30, what="VIP on the master only")
+    assert nb_sees_vip_at(VIP) == mac_of(master)
+    eventually(lambda: psql(pair, backup, "select pg_is_in_recovery()").stdout.strip() == "t", 30)
+    # A committed row is readable on the standby (synchronous replication).
+    psql(pair, master, "create table if not exists t_cold (v int); insert into t_cold values (1)")
+    assert psql(pair, backup, "select count(*) from t_cold").stdout.strip() == "1"
+    st = json.loads(escadm(master, pair, "status", "--json").stdout)
+    assert st["state"] == "MASTER" and st["role"] == "primary" and st["vip_held"] is True
+    assert st["db"]["sync_standby"] == backup
+    assert escadm(backup, pair, "status").returncode == 0
+    hs = json.loads(escadm(backup, pair, "ha", "status", "--json").stdout)
+    assert hs["peer"]["state"] == "MASTER" and hs["state"] == "BACKUP"
+
+
+def test_kill_everything_on_master_fails_over(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    psql(pair, master, "create table if not exists t_kill (v int); insert into t_kill values (7)")
+    faults.signal_component(pair, master, "all", faults.signal.SIGKILL)
+    eventually(lambda: states(pair)[backup] == "MASTER", 60, what=f"{backup} MASTER")
+    assert holds_address(backup, VIP)
+    eventually(lambda: nb_sees_vip_at(VIP) == mac_of(backup), 30, what="client follows the VIP")
+    assert psql(pair, backup, "select count(*) from t_kill where v = 7").stdout.strip() != "0"
+    # The old master boots again and rejoins as the standby (rewound), with the data.
+    faults.reboot(pair, master)
+    assert wait_pair(pair) == (backup, master)
+    eventually(lambda: psql(pair, master, "select pg_is_in_recovery()").stdout.strip() == "t", 60)
+
+
+def test_kill_keepalived_alone_removes_vip_then_one_master(
+    healthy: tuple[str, str], pair: Lab
+) -> None:
+    master, _ = healthy
+    pids = faults.component_pids(master, "keepalived")
+    faults.signal_component(pair, master, "keepalived", faults.signal.SIGKILL)
+    # A killed keepalived leaves the VIP behind; the agent removes it, deactivates the
+    # service, then restarts keepalived. Either node may then win the election.
+    eventually(lambda: not holds_address(master, VIP), 30, what="VIP removed from old master")
+    eventually(
+        lambda: set(faults.component_pids(master, "keepalived")) - set(pids),
+        30,
+        what="keepalived restarted",
+    )
+    new_master, _ = wait_pair(pair)
+    eventually(lambda: vip_holders(pair, VIP) == [new_master], 30, what="VIP on the master only")
+    assert _serving(pair) == 1
+
+
+def test_sigstop_sigcont_keepalived_at_most_one_serves(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    faults.signal_component(pair, master, "keepalived", faults.signal.SIGSTOP)
+    try:
+        # The agent's peer view says the master still serves: the standby does not take over.
+        eventually(
+            lambda: (
+                "holding" in _reason(pair, backup)
+                or "still serves" in _reason(pair, backup)
+                or states(pair)[backup] == "MASTER"
+            ),
+            60,
+        )
+    finally:
+        faults.signal_component(pair, master, "keepalived", faults.signal.SIGCONT)
+    eventually(lambda: _serving(pair) == 1, 30, what="exactly one node serving")
+    wait_pair(pair)
+    eventually(lambda: len(vip_holders(pair, VIP)) == 1, 30, what="one VIP holder")
+
+
+def _reason(lab: Lab, host: str) -> str:
+    res = escadm(host, lab, "status", "--json")
+    try:
+        return str(json.loads(res.stdout).get("reason", ""))
+    except ValueError:
+        return ""
+
+
+def _serving(lab: Lab) -> int:
+    n = 0
+    for host in NODES:
+        res = escadm(host, lab, "status", "--json")
+        try:
+            st = json.loads(res.stdout)
+        except ValueError:
+            continue
+        n += bool(st.get("service", {}).get("active"))
+    return n
+
+
+def test_switchover_both_ways(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    refused = escadm(backup, pair, "ha", "switchover")
+    assert refused.returncode != 0 and "not MASTER" in refused.stdout
+    for _ in range(2):
+        psql(pair, master, "create table if not exists t_sw (v int); insert into t_sw values (1)")
+        res = escadm(master, pair, "ha", "switchover", "--wait", "60")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert wait_pair(pair) == (backup, master)
+        eventually(lambda m=backup: vip_holders(pair, VIP) == [m], 30, what="VIP moved")
+        master, backup = backup, master
+    assert psql(pair, master, "select count(*) from t_sw").stdout.strip() == "2"
+
+
+def test_service_failure_fails_over(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    faults.signal_component(pair, master, "manager", faults.signal.SIGSTOP)
+    try:
+        eventually(lambda: states(pair)[backup] == "MASTER", 90, what=f"{backup} MASTER")
+        assert not holds_address(master, VIP) or states(pair)[master] != "MASTER"
+    finally:
+        faults.signal_component(pair, master, "manager", faults.signal.SIGCONT)
+    assert wait_pair(pair) == (backup, master)
+
+
+def test_cold_start_with_peer_absent_waits_then_pairs(healthy: tuple[str, str], pair: Lab) -> None:
+    # Power-cut both, boot one: it waits in SWITCHING without the VIP until the peer appears.
+    for host in NODES:
+        faults.signal_component(pair, host, "all", faults.signal.SIGKILL)
+    alone, later = NODES
+    faults.reboot(pair, alone)
+    eventually(lambda: "cold boot" in _reason(pair, alone), 60, what="waiting for the peer")
+    # Its database runs (so it is not waiting on itself), yet it holds nothing.
+    assert states(pair)[alone] == "SWITCHING"
+    assert psql(pair, alone, "select 1").stdout.strip() == "1"
+    assert not holds_address(alone, VIP)
+    assert _serving(pair) == 0
+    faults.reboot(pair, later)
+    wait_pair(pair)
+    eventually(lambda: len(vip_holders(pair, VIP)) == 1, 30, what="one VIP holder")
