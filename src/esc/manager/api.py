@@ -1,0 +1,380 @@
+"""The northbound REST API under /v0 (FastAPI).
+
+Order of checks for every request, in two plain ASGI layers in front of the routes:
+inactive → 503 naming the primary (no credentials needed to learn where to go); no or wrong
+credentials → 401; then the route validates its input (422 naming the field).
+Every write answers 202 with the transaction, its id also in ``ESC-Transaction-Id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from esc.manager import store
+from esc.manager.auth import Authenticator, parse_basic
+from esc.manager.models import (
+    NAME_PATTERN,
+    TXID_PATTERN,
+    DeploymentCreate,
+    TenantCreate,
+    TxState,
+    check_callback_url,
+    pick_transaction_id,
+)
+from esc.manager.service import Manager
+
+log = logging.getLogger(__name__)
+
+# the database is down, restarting, or was demoted under us: the client should retry (elsewhere)
+_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction, PoolTimeout)
+_RETRY = {"Retry-After": "1"}
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="esc", charset="UTF-8"'}
+
+TxIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="ESC-Transaction-Id",
+        description="Client-chosen transaction id: a retry with the same id is answered "
+        "with the original transaction and never executed twice.",
+        pattern=TXID_PATTERN,
+    ),
+]
+IdemHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", description="Same as ESC-Transaction-Id.", pattern=TXID_PATTERN
+    ),
+]
+CallbackHeader = Annotated[
+    str | None,
+    Header(
+        alias="Callback",
+        description="http(s) URL that receives a POST when the transaction ends.",
+        max_length=2048,
+    ),
+]
+NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+
+
+async def _connection(request: Request) -> AsyncIterator[store.Conn]:
+    manager: Manager = request.app.state.manager
+    async with manager.pool.connection() as conn:
+        yield conn
+
+
+Db = Annotated[store.Conn, Depends(_connection)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+class ActiveGate:
+    """503 + the primary's identity while this node is not the active one."""
+
+    def __init__(self, app: ASGIApp, manager: Manager) -> None:
+        self.app = app
+        self.manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.manager.active:
+            m = self.manager
+            body = {
+                "detail": f"this node ({m.node_name}) is not the primary",
+                "primary": m.primary,
+                "primary_url": m.primary_url,
+            }
+            await JSONResponse(body, status_code=503, headers=_RETRY)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BasicAuth:
+    """401 unless the request carries valid basic credentials (every path, OpenAPI too)."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        creds = parse_basic(header)
+        try:
+            ok = creds is not None and await self.auth.check(*creds)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("auth: database unavailable: %s", exc)
+            resp = JSONResponse({"detail": "database unavailable"}, status_code=503, headers=_RETRY)
+            await resp(scope, receive, send)
+            return
+        if not ok:
+            body = {"detail": "authentication required" if creds is None else "bad credentials"}
+            await JSONResponse(body, status_code=401, headers=_CHALLENGE)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["user"] = creds[0] if creds else None
+        await self.app(scope, receive, send)
+
+
+def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    if kind == "json_invalid" or not parts:
+        return "body"
+    return ".".join(str(p) for p in parts)
+
+
+def build_api(manager: Manager) -> ASGIApp:
+    app = FastAPI(
+        title="ESC-HA northbound API",
+        version="0",
+        description="Tenants, deployments and their transactions. Every write is a durable "
+        "transaction answered with 202; see ESC-Transaction-Id and Callback.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    app.state.manager = manager
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": _field(e.get("loc", ()), e.get("type", "")),
+                "message": str(e.get("msg", "")).removeprefix("Value error, "),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        detail = f"{first['field']}: {first['message']}"
+        return JSONResponse(
+            {"detail": detail, "field": first["field"], "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(store.RequestError)
+    async def _refused(_req: Request, exc: store.RequestError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
+
+    async def _db_down(_req: Request, exc: Exception) -> JSONResponse:
+        log.warning("request failed on the database: %s", exc)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503, headers=_RETRY)
+
+    for exc_type in _DB_ERRORS:
+        app.add_exception_handler(exc_type, _db_down)
+
+    def _openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "basic": {"type": "http", "scheme": "basic"}
+            }
+            schema["security"] = [{"basic": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(_openapi())
+
+    async def write(
+        conn: store.Conn,
+        request: Request,
+        *,
+        operation: str,
+        resource_type: str,
+        body: dict[str, Any] | None,
+        effect: store.Effector,
+        txid: str | None,
+        idem: str | None,
+        callback: str | None,
+    ) -> JSONResponse:
+        try:
+            client_id = pick_transaction_id(txid, idem)
+            if callback is not None:
+                check_callback_url(callback)
+        except ValueError as exc:
+            field = str(exc).split(":", 1)[0]
+            raise store.RequestError(422, str(exc), field=field) from None
+        req = store.WriteRequest(
+            method=request.method,
+            path=request.url.path,
+            body=body,
+            operation=operation,
+            resource_type=resource_type,
+            transaction_id=client_id,
+            callback=callback,
+        )
+        accepted = await store.accept(conn, req, effect)
+        headers = {"ESC-Transaction-Id": accepted.transaction_id}
+        if accepted.replayed:
+            headers["ESC-Transaction-Replayed"] = "true"
+        else:
+            log.info(
+                "accepted %s %s (%s)",
+                operation,
+                accepted.body["resource_id"],
+                accepted.transaction_id,
+            )
+            if accepted.pending or callback:
+                manager.wake_worker()
+        return JSONResponse(accepted.body, status_code=202, headers=headers)
+
+    # --- tenants ----------------------------------------------------------------------------
+
+    @app.post("/v0/tenants", status_code=202, response_model=None, tags=["tenants"])
+    async def create_tenant(
+        conn: Db,
+        request: Request,
+        body: TenantCreate,
+        txid: TxIdHeader = None,
+        idem: IdemHeader = None,
+        callback: CallbackHeader = None,
+    ) -> JSONResponse:
+        return await write(
+            conn,
+            request,
+            operation="CREATE_TENANT",
+            resource_type="tenant",
+            body=body.model_dump(mode="json"),
+            effect=store.create_tenant(body),
+            txid=txid,
+            idem=idem,
+            callback=callback,
+        )
+
+    @app.get("/v0/tenants", tags=["tenants"])
+    async def list_tenants(conn: Db, limit: Limit = 1000) -> dict[str, Any]:
+        return {"tenants": await store.list_tenants(conn, limit)}
+
+    @app.get("/v0/tenants/{name}", tags=["tenants"])
+    async def get_tenant(conn: Db, name: NamePath) -> dict[str, Any]:
+        found = await store.get_tenant(conn, name)
+        if found is None:
+            raise store.RequestError(404, f"no tenant {name!r}", field="name")
+        return found
+
+    @app.delete("/v0/tenants/{name}", status_code=202, response_model=None, tags=["tenants"])
+    async def delete_tenant(
+        conn: Db,
+        request: Request,
+        name: NamePath,
+        txid: TxIdHeader = None,
+        idem: IdemHeader = None,
+        callback: CallbackHeader = None,
+    ) -> JSONResponse:
+        return await write(
+            conn,
+            request,
+            operation="DELETE_TENANT",
+            resource_type="tenant",
+            body=None,
+            effect=store.delete_tenant(name),
+            txid=txid,
+            idem=idem,
+            callback=callback,
+        )
+
+    # --- deployments ------------------------------------------------------------------------
+
+    @app.post("/v0/deployments", status_code=202, response_model=None, tags=["deployments"])
+    async def create_deployment(
+        conn: Db,
+        request: Request,
+        body: DeploymentCreate,
+        txid: TxIdHeader = None,
+        idem: IdemHeader = None,
+        callback: CallbackHeader = None,
+    ) -> JSONResponse:
+        return await write(
+            conn,
+            request,
+            operation="CREATE_DEPLOYMENT",
+            resource_type="deployment",
+            body=body.model_dump(mode="json"),
+            effect=store.create_deployment(body),
+            txid=txid,
+            idem=idem,
+            callback=callback,
+        )
+
+    @app.get("/v0/deployments", tags=["deployments"])
+    async def list_deployments(
+        conn: Db,
+        tenant: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        limit: Limit = 1000,
+    ) -> dict[str, Any]:
+        return {"deployments": await store.list_deployments(conn, tenant, limit)}
+
+    @app.get("/v0/deployments/{deployment_id}", tags=["deployments"])
+    async def get_deployment(conn: Db, deployment_id: uuid.UUID) -> dict[str, Any]:
+        found = await store.get_deployment(conn, str(deployment_id))
+        if found is None:
+            raise store.RequestError(404, f"no deployment {deployment_id}", field="deployment_id")
+        return found
+
+    @app.delete(
+        "/v0/deployments/{deployment_id}",
+        status_code=202,
+        response_model=None,
+        tags=["deployments"],
+    )
+    async def delete_deployment(
+        conn: Db,
+        request: Request,
+        deployment_id: uuid.UUID,
+        txid: TxIdHeader = None,
+        idem: IdemHeader = None,
+        callback: CallbackHeader = None,
+    ) -> JSONResponse:
+        return await write(
+            conn,
+            request,
+            operation="DELETE_DEPLOYMENT",
+            resource_type="deployment",
+            body=None,
+            effect=store.delete_deployment(str(deployment_id)),
+            txid=txid,
+            idem=idem,
+            callback=callback,
+        )
+
+    # --- transactions -----------------------------------------------------------------------
+
+    @app.get("/v0/transactions", tags=["transactions"])
+    async def list_transactions(
+        conn: Db, state: TxState | None = None, limit: Limit = 100
+    ) -> dict[str, Any]:
+        return {"transactions": await store.list_transactions(conn, state, limit)}
+
+    @app.get("/v0/transactions/{transaction_id}", tags=["transactions"])
+    async def get_transaction(
+        conn: Db, transaction_id: Annotated[str, Path(pattern=TXID_PATTERN)]
+    ) -> dict[str, Any]:
+        found = await store.get_transaction(conn, transaction_id)
+        if found is None:
+            raise store.RequestError(
+                404, f"no transaction {transaction_id!r}", field="transaction_id"
+            )
+        return found
+
+    return ActiveGate(BasicAuth(app, Authenticator(manager.pool)), manager)

@@ -1,0 +1,204 @@
+"""``esc-manager``: the process. No arguments; ``ESC_ROOT`` points at the node root.
+
+It starts inactive on every node, binds its listeners (HTTPS, plain HTTP when configured, the
+control socket), opens the database pool without waiting for the database, and then waits for
+the agent's activate message. SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from esc.config.schema import EscConfig, NodePaths, load_config
+from esc.errors import EscError
+from esc.manager import db
+from esc.manager.api import build_api
+from esc.manager.service import Manager, build_control_app
+from esc.manager.tls import ensure_certificate
+from esc.manager.vim import FakeVim, Vim
+from esc.manager.worker import WorkerTuning
+
+log = logging.getLogger("esc.manager")
+
+CONTROL_SOCKET = "manager.sock"
+LOG_FILE = "escmanager.log"
+
+
+def control_socket(paths: NodePaths) -> Path:
+    return paths.run_dir / CONTROL_SOCKET
+
+
+def listen_tcp(bind: str, port: int) -> socket.socket:
+    """A listening TCP socket; ``::`` accepts IPv4 too (IPV6_V6ONLY off)."""
+    addr = ipaddress.ip_address(bind)
+    family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only
+    # then, and without it every keep-alive response waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((str(addr), port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_unix(path: Path) -> socket.socket:
+    """The control socket, mode 0600 from the moment it exists (root only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """One listener; signals are handled once for the whole process, not per server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: ASGIApp, tls: tuple[Path, Path] | None = None) -> _Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=2,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+    )
+    return _Server(config)
+
+
+async def serve(
+    cfg: EscConfig,
+    paths: NodePaths,
+    vim: Vim,
+    stop: asyncio.Event,
+    *,
+    conninfo: str | None = None,
+    tuning: WorkerTuning | None = None,
+) -> None:
+    """Run the service until ``stop`` is set (or a listener fails)."""
+    mcfg = cfg.manager
+    manager = Manager(cfg.node_name, conninfo or db.conninfo(cfg, paths), vim, tuning)
+    tls = ensure_certificate(paths, mcfg)
+    api = build_api(manager)
+    bind = str(mcfg.bind)
+    listeners: list[tuple[_Server, socket.socket]] = []
+    sock_path = control_socket(paths)
+    try:
+        listeners.append((_server(build_control_app(manager)), listen_unix(sock_path)))
+        listeners.append((_server(api, tls), listen_tcp(bind, mcfg.https_port)))
+        if mcfg.http_port is not None:
+            listeners.append((_server(api), listen_tcp(bind, mcfg.http_port)))
+    except OSError:
+        for _, s in listeners:
+            s.close()
+        raise
+    await manager.start()
+    log.info(
+        "escmanager %s started inactive: https %s:%d%s, control %s",
+        cfg.node_name,
+        bind,
+        mcfg.https_port,
+        f", http {bind}:{mcfg.http_port}" if mcfg.http_port else "",
+        sock_path,
+    )
+    tasks = [asyncio.create_task(srv.serve(sockets=[s])) for srv, s in listeners]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for srv, _ in listeners:
+            srv.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+        await manager.close()
+        for _, s in listeners:
+            s.close()
+        sock_path.unlink(missing_ok=True)
+        log.info("escmanager stopped")
+
+
+def setup_logging(paths: NodePaths) -> None:
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.log_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+
+
+def make_vim(cfg: EscConfig) -> Vim:
+    if cfg.manager.vim == "fake":
+        log.warning("VIM: in-memory fake (VMs are not real and vanish with the process)")
+        return FakeVim()
+    raise EscError(f"manager.vim: unknown VIM {cfg.manager.vim!r}")
+
+
+async def _main(cfg: EscConfig, paths: NodePaths) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(cfg, paths, make_vim(cfg), stop)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (noticeably more requests per second), else asyncio's loop."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def main() -> int:
+    paths = NodePaths.from_env()
+    try:
+        cfg = load_config(paths.config_file) if paths.config_file.exists() else EscConfig()
+        setup_logging(paths)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_main(cfg, paths))
+    except (EscError, OSError) as exc:
+        log.error("escmanager: %s", exc)
+        print(f"esc-manager: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

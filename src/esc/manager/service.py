@@ -1,0 +1,176 @@
+"""The activation switch: one Manager per process, active only while the agent says so.
+
+Activation is a message, not a process start: the pool is already open (it has been retrying
+since the process started), so activating costs a read-only check, the schema migrations (a
+version query when none is pending) and starting the worker, which resumes half-done
+transactions in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ConfigDict, Field
+
+from esc.errors import ServiceError
+from esc.manager.control import ControlStatus
+from esc.manager.db import make_pool, migrate
+from esc.manager.vim import Vim
+from esc.manager.worker import Worker, WorkerTuning
+
+log = logging.getLogger(__name__)
+
+ACTIVATE_TIMEOUT_S = 3.0
+HEALTH_TIMEOUT_S = 1.0
+_DB_ERRORS = (psycopg.Error, PoolTimeout, OSError, TimeoutError)
+
+
+class Manager:
+    """The service state shared by the northbound API and the control socket."""
+
+    def __init__(
+        self,
+        node_name: str,
+        conninfo: str,
+        vim: Vim,
+        tuning: WorkerTuning | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.pool = make_pool(conninfo)
+        self.vim = vim
+        self.tuning = tuning or WorkerTuning()
+        self.active = False
+        self.primary: str | None = None
+        self.primary_url: str | None = None
+        self.worker: Worker | None = None
+        self._switch = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Open the pool without waiting for the database: it keeps retrying in the back."""
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._stop_worker()
+        await self.pool.close()
+
+    async def activate(self, primary: str) -> None:
+        async with self._switch:
+            if primary != self.node_name:
+                log.warning(
+                    "activate names %r as primary; this node is %r", primary, self.node_name
+                )
+            if self.active:
+                self.primary = primary
+                return
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(ACTIVATE_TIMEOUT_S):
+                    async with self.pool.connection() as conn:
+                        cur = await conn.execute("SELECT pg_is_in_recovery()")
+                        row = await cur.fetchone()
+                        await conn.rollback()
+                        if row is None or row[0]:
+                            raise ServiceError(
+                                "database is a standby (in recovery): not activating"
+                            )
+                        applied = await migrate(conn)
+            except _DB_ERRORS as exc:
+                raise ServiceError(f"database not usable: {exc or type(exc).__name__}") from exc
+            self.worker = Worker(self.pool, self.vim, self.tuning)
+            self.worker.start()  # resumes pending and half-done transactions in the background
+            self.active = True
+            self.primary, self.primary_url = primary, None
+            log.info(
+                "activated (primary %s) in %.1f ms%s",
+                primary,
+                (time.monotonic() - start) * 1000,
+                f", schema migrations {applied}" if applied else "",
+            )
+
+    async def deactivate(self, primary: str | None, primary_url: str | None) -> None:
+        async with self._switch:
+            was = self.active
+            self.active = False  # first: no new northbound write is accepted from here on
+            self.primary, self.primary_url = primary, primary_url
+            await self._stop_worker()
+            if was:
+                log.info("deactivated; primary is now %s", primary or "unknown")
+
+    async def _stop_worker(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+
+    def wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    async def status(self) -> ControlStatus:
+        """healthy: the process works and its database answers (active: and is writable)."""
+        active = self.active
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S), self.pool.connection() as conn:
+                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                row = await cur.fetchone()
+                await conn.rollback()
+        except _DB_ERRORS as exc:
+            why = str(exc) or type(exc).__name__
+            return ControlStatus(active, False, f"database unreachable: {why}")
+        in_recovery = bool(row and row[0])
+        if active and in_recovery:
+            return ControlStatus(True, False, "active but the database is read-only (standby)")
+        if active:
+            busy = self.worker.busy if self.worker else 0
+            return ControlStatus(True, True, f"active, database writable, {busy} running")
+        role = "standby" if in_recovery else "primary"
+        return ControlStatus(
+            False, True, f"inactive (primary {self.primary or 'unknown'}), database {role}"
+        )
+
+
+class _Activate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    primary: str = Field(min_length=1, max_length=255)
+
+
+class _Deactivate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    primary: str | None = Field(default=None, max_length=255)
+    primary_url: str | None = Field(default=None, max_length=2048)
+
+
+def _status_json(st: ControlStatus) -> dict[str, Any]:
+    return {"active": st.active, "healthy": st.healthy, "detail": st.detail}
+
+
+def build_control_app(manager: Manager) -> FastAPI:
+    """The agent's control API; served only on the root-only unix socket."""
+    app = FastAPI(title="escmanager control", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ServiceError)
+    async def _refused(_req: Request, exc: ServiceError) -> JSONResponse:
+        log.warning("control: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.post("/control/activate")
+    async def activate(body: _Activate) -> dict[str, Any]:
+        await manager.activate(body.primary)
+        return _status_json(ControlStatus(True, True, f"active (primary {body.primary})"))
+
+    @app.post("/control/deactivate")
+    async def deactivate(body: _Deactivate) -> dict[str, Any]:
+        await manager.deactivate(body.primary, body.primary_url)
+        return _status_json(ControlStatus(False, True, f"inactive (primary {body.primary})"))
+
+    @app.get("/control/status")
+    async def status() -> dict[str, Any]:
+        return _status_json(await manager.status())
+
+    return app

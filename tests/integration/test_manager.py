@@ -1,0 +1,840 @@
+"""escmanager against a real, throwaway PostgreSQL 15 (unix socket only, no TCP listener).
+
+The service runs in-process, each instance in its own thread and event loop with its real
+listeners on 127.0.0.1 and its control socket, so "the old primary dies, a new one takes
+over" is: stop instance A, start instance B (another node root) on the same database and the
+same (fake) VIM, activate B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from esc.config.schema import EscConfig, ManagerConfig, NodePaths
+from esc.errors import ServiceError
+from esc.manager.control import ManagerControl
+from esc.manager.main import control_socket, serve
+from esc.manager.users import add_user, set_password
+from esc.manager.vim import FakeVim, Vim
+from esc.manager.worker import WorkerTuning
+
+pytestmark = pytest.mark.integration
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+USER, PASSWORD = "admin", "correct horse battery"
+AUTH = (USER, PASSWORD)
+FAST = WorkerTuning(poll_s=0.2, vim_retry_s=0.05, callback_backoff_s=0.05)
+T = TypeVar("T")
+
+
+def eventually(fn: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
+    """Poll ``fn`` until truthy; fail with its last value after ``timeout`` (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    last = fn()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last!r}")
+        time.sleep(0.02)
+        last = fn()
+    return last
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- a throwaway PostgreSQL ---------------------------------------------------------------------
+
+
+@dataclass
+class Pg:
+    base: Path
+    data: Path
+    sockdir: Path
+    port: int
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def conninfo(self, dbname: str = "esc") -> str:
+        return make_conninfo(host=str(self.sockdir), port=self.port, dbname=dbname, user="postgres")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Pg]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 is not installed")
+    base = Path(tempfile.mkdtemp(prefix="esc-mgr-"))
+    base.chmod(0o755)  # postgres must traverse it
+    sockdir = base / "pgsock"  # also holds the server log: postgres can write there
+    sockdir.mkdir()
+    shutil.chown(sockdir, "postgres", "postgres")
+    data = base / "pgdata"
+    data.mkdir(mode=0o700)
+    shutil.chown(data, "postgres", "postgres")
+    port = 56432
+    while True:  # own port, in case another run holds 56432
+        with socket.socket() as s:
+            if (
+                s.connect_ex(("127.0.0.1", port)) != 0
+                and not (sockdir / f".s.PGSQL.{port}").exists()
+            ):
+                break
+        port += 1
+    pg = Pg(base, data, sockdir, port)
+    opts = f"-p {port} -k {sockdir} -c listen_addresses='' -c fsync=off -c max_connections=200"
+    try:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data),
+             "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        log = sockdir / "pg.log"
+        start = pg.ctl("-w", "-t", "60", "-o", opts, "-l", str(log), "start")
+        assert start.returncode == 0, start.stderr + (log.read_text() if log.exists() else "")
+        yield pg
+    finally:
+        pg.ctl("-w", "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg: Pg) -> str:
+    """A fresh ``esc`` database with one API user; returns its conninfo."""
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS esc WITH (FORCE)")
+        conn.execute("CREATE DATABASE esc")
+    with psycopg.connect(pg.conninfo()) as conn:
+        add_user(conn, USER, PASSWORD)
+    return pg.conninfo()
+
+
+def sql(info: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(info) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+# --- the service in a thread ----------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    """One esc-manager (one node) running in its own thread and event loop."""
+
+    name: str
+    root: Path
+    conninfo: str
+    vim: Vim
+    tuning: WorkerTuning = FAST
+    http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _thread: threading.Thread | None = None
+    _error: list[BaseException] = field(default_factory=list)
+
+    @property
+    def paths(self) -> NodePaths:
+        return NodePaths(self.root)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def control(self) -> ManagerControl:
+        return ManagerControl(control_socket(self.paths), timeout=5.0)
+
+    def start(self) -> Instance:
+        cfg = EscConfig(
+            node_name=self.name,
+            manager=ManagerConfig(
+                bind="127.0.0.1",  # type: ignore[arg-type]
+                https_port=self.https_port,
+                http_port=self.http_port,
+            ),
+        )
+        ready = threading.Event()
+
+        def run() -> None:
+            async def main() -> None:
+                self._loop = asyncio.get_running_loop()
+                self._stop = asyncio.Event()
+                ready.set()
+                await serve(cfg, self.paths, self.vim, self._stop, conninfo=self.conninfo,
+                            tuning=self.tuning)  # fmt: skip
+
+            try:
+                asyncio.run(main())
+            except BaseException as exc:
+                self._error.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name=f"esc-manager-{self.name}", daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+        eventually(lambda: self._error or self._status_ok(), 10, f"{self.name} control socket")
+        assert not self._error, self._error
+        return self
+
+    def _status_ok(self) -> bool:
+        try:
+            self.control.status()
+        except ServiceError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """The process dies: listeners close, worker tasks are cancelled mid-way."""
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(20)
+            assert not self._thread.is_alive(), "service thread did not stop"
+        self._thread = None
+
+    def client(self, auth: tuple[str, str] | None = AUTH) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=auth, timeout=10.0)
+
+
+@pytest.fixture
+def node_roots() -> Iterator[list[Path]]:
+    base = Path(tempfile.mkdtemp(prefix="esc-mgr-nodes-"))
+    try:
+        yield [base / "esc-ha-0", base / "esc-ha-1"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def instances() -> Iterator[list[Instance]]:
+    started: list[Instance] = []
+    yield started
+    for inst in started:
+        inst.stop()
+
+
+@pytest.fixture
+def active(database: str, node_roots: list[Path], instances: list[Instance]) -> Instance:
+    inst = Instance("esc-ha-0", node_roots[0], database, FakeVim()).start()
+    instances.append(inst)
+    inst.control.activate("esc-ha-0")
+    return inst
+
+
+# --- a callback receiver ----------------------------------------------------------------------
+
+
+class Receiver:
+    """Records every POST; answers 500 to the first ``fail_first`` of them."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.fail_left = fail_first
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"null")
+                with lock:
+                    failing = outer.fail_left > 0
+                    outer.fail_left -= 1
+                    outer.calls.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body,
+                         "answered": 500 if failing else 200}
+                    )  # fmt: skip
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def deployment_body(tenant: str, name: str, count: int = 3) -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "name": name,
+        "vm_groups": [
+            {
+                "name": "g1",
+                "image": "cirros",
+                "flavor": "m1.small",
+                "count": count,
+                "networks": ["vnf-net"],
+                "kpi": {"type": "ICMPPing", "poll_interval_s": 3},
+                "rules": [{"event": "VM_ALIVE", "action": "recover autohealing"}],
+            }
+        ],
+    }
+
+
+def test_inactive_answers_503_naming_the_primary(
+    database: str, node_roots: list[Path], instances: list[Instance]
+) -> None:
+    inst = Instance("esc-ha-1", node_roots[1], database, FakeVim()).start()
+    instances.append(inst)
+    status = inst.control.status()
+    assert (status.active, status.healthy) == (False, True), status
+    with inst.client() as c:
+        r = c.get("/v0/tenants")
+        assert r.status_code == 503
+        assert r.json()["primary"] is None
+
+        inst.control.deactivate("esc-ha-0", "https://192.0.2.254:8443")
+        for method, path in (("GET", "/v0/tenants"), ("POST", "/v0/tenants"), ("GET", "/x")):
+            r = c.request(method, path, json={"name": "t"})
+            assert r.status_code == 503, (method, path)
+            assert r.headers["Retry-After"] == "1"
+            assert r.json()["primary"] == "esc-ha-0"
+            assert r.json()["primary_url"] == "https://192.0.2.254:8443"
+        assert "esc-ha-0" in inst.control.status().detail
+
+        # activation is a message; deactivation again a message
+        inst.control.activate("esc-ha-1")
+        assert inst.control.status().active
+        assert c.get("/v0/tenants").status_code == 200
+        inst.control.deactivate(None, None)
+        r = c.get("/v0/tenants")
+        assert r.status_code == 503
+        assert r.json()["primary"] is None
+
+
+def test_activate_is_fast_and_control_rejects_bad_bodies(
+    database: str, node_roots: list[Path], instances: list[Instance]
+) -> None:
+    inst = Instance("esc-ha-0", node_roots[0], database, FakeVim()).start()
+    instances.append(inst)
+    mode = os.stat(control_socket(inst.paths)).st_mode & 0o777
+    assert mode == 0o600
+    t0 = time.monotonic()
+    inst.control.activate("esc-ha-0")  # first activation: runs the schema migrations too
+    first_ms = (time.monotonic() - t0) * 1000
+    inst.control.deactivate("esc-ha-1", None)
+    t0 = time.monotonic()
+    inst.control.activate("esc-ha-0")
+    again_ms = (time.monotonic() - t0) * 1000
+    print(f"activate: first {first_ms:.1f} ms, again {again_ms:.1f} ms")
+    assert again_ms < 100
+    assert inst.control.status().healthy
+    sock = control_socket(inst.paths)
+    transport = httpx.HTTPTransport(uds=str(sock))
+    with httpx.Client(transport=transport, base_url="http://control") as c:
+        r = c.post("/control/activate", json={"primary": ""})
+        assert r.status_code == 422
+        r = c.post("/control/deactivate", json={"primary": 3, "nonsense": 1})
+        assert r.status_code == 422
+
+
+def test_tenant_lifecycle_and_transactions(active: Instance) -> None:
+    with active.client(auth=None) as anon:
+        r = anon.get("/v0/tenants")
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"].startswith("Basic")
+        assert anon.get("/openapi.json").status_code == 401
+        assert anon.post("/v0/tenants", content=b"{not json").status_code == 401
+    with active.client(auth=(USER, "wrong password")) as bad:
+        assert bad.get("/v0/tenants").status_code == 401
+
+    with active.client() as c:
+        r = c.post("/v0/tenants", json={"name": "acme", "description": "first"})
+        assert r.status_code == 202, r.text
+        txid = r.headers["ESC-Transaction-Id"]
+        body = r.json()
+        assert body["id"] == txid
+        assert body["operation"] == "CREATE_TENANT"
+        assert body["state"] == "SUCCESS"
+        assert body["resource"]["name"] == "acme"
+
+        assert c.get("/v0/tenants/acme").json()["description"] == "first"
+        assert [t["name"] for t in c.get("/v0/tenants").json()["tenants"]] == ["acme"]
+        tx = c.get(f"/v0/transactions/{txid}").json()
+        assert (tx["id"], tx["state"], tx["resource_id"]) == (txid, "SUCCESS", "acme")
+        listed = c.get("/v0/transactions").json()["transactions"]
+        assert [t["id"] for t in listed] == [txid]
+        assert c.get("/v0/transactions", params={"state": "FAILED"}).json()["transactions"] == []
+
+        r = c.post("/v0/tenants", json={"name": "acme"})
+        assert r.status_code == 409
+        assert r.json()["field"] == "name"
+        assert c.get("/v0/tenants/nope").status_code == 404
+        assert c.get("/v0/transactions/nope").status_code == 404
+
+        r = c.delete("/v0/tenants/acme")
+        assert r.status_code == 202
+        assert r.json()["operation"] == "DELETE_TENANT"
+        assert c.get("/v0/tenants/acme").status_code == 404
+        assert c.delete("/v0/tenants/acme").status_code == 404
+
+        # accept latency of a tenant create on loopback, one client
+        times = []
+        for i in range(300):
+            t0 = time.perf_counter()
+            r = c.post("/v0/tenants", json={"name": f"t{i}"})
+            times.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 202
+        times.sort()
+        p50, p99 = statistics.median(times), times[int(len(times) * 0.99) - 1]
+        print(
+            f"tenant create accept latency (1 client, plain HTTP):"
+            f" p50 {p50:.2f} ms p99 {p99:.2f} ms"
+        )
+        assert p99 < 100
+
+
+def test_same_transaction_id_is_executed_once(active: Instance) -> None:
+    info = active.conninfo
+    with active.client() as c:
+        first = c.post("/v0/tenants", json={"name": "t1"}, headers={"ESC-Transaction-Id": "tx-1"})
+        assert first.status_code == 202
+        assert first.headers["ESC-Transaction-Id"] == "tx-1"
+        again = c.post("/v0/tenants", json={"name": "t1"}, headers={"ESC-Transaction-Id": "tx-1"})
+        assert again.status_code == 202
+        assert again.json() == first.json()
+        assert again.headers["ESC-Transaction-Replayed"] == "true"
+        # Idempotency-Key is the same id space
+        same = c.post("/v0/tenants", json={"name": "t1"}, headers={"Idempotency-Key": "tx-1"})
+        assert same.json() == first.json()
+
+        diff = c.post(
+            "/v0/tenants",
+            json={"name": "t1", "description": "other"},
+            headers={"ESC-Transaction-Id": "tx-1"},
+        )
+        assert diff.status_code == 409
+        assert diff.json()["field"] == "description"
+        assert "description" in diff.json()["detail"]
+        other_path = c.delete("/v0/tenants/t1", headers={"ESC-Transaction-Id": "tx-1"})
+        assert other_path.status_code == 409
+        assert other_path.json()["field"] == "request"
+
+        both = c.post(
+            "/v0/tenants",
+            json={"name": "t2"},
+            headers={"ESC-Transaction-Id": "a", "Idempotency-Key": "b"},
+        )
+        assert both.status_code == 422
+
+    # 16 concurrent clients, one id: one execution, every answer the original
+    def post(_: int) -> httpx.Response:
+        with active.client() as c:
+            return c.post(
+                "/v0/tenants", json={"name": "race"}, headers={"Idempotency-Key": "race-1"}
+            )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, range(16)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
+    assert sql(info, "SELECT count(*) FROM tenants WHERE name = 'race'") == [(1,)]
+    assert sql(info, "SELECT count(*) FROM transactions WHERE id IN ('tx-1', 'race-1')") == [(2,)]
+    assert sql(info, "SELECT count(*) FROM tenants") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "field"),
+    [
+        ("/v0/tenants", {}, {}, "name"),
+        ("/v0/tenants", {"name": "bad name"}, {}, "name"),
+        ("/v0/tenants", {"name": "ok", "colour": "red"}, {}, "colour"),
+        ("/v0/tenants", {"name": "ok", "description": "a\nb"}, {}, "description"),
+        ("/v0/tenants", {"name": "ok"}, {"ESC-Transaction-Id": "has space"}, "ESC-Transaction-Id"),
+        ("/v0/tenants", {"name": "ok"}, {"Idempotency-Key": "x" * 129}, "Idempotency-Key"),
+        ("/v0/tenants", {"name": "ok"}, {"Callback": "ftp://192.0.2.1/x"}, "Callback"),
+        ("/v0/tenants", {"name": "ok"}, {"Callback": "not a url"}, "Callback"),
+        ("/v0/deployments", {"tenant": "t", "name": "d"}, {}, "vm_groups"),
+        ("/v0/deployments", {**deployment_body("t", "d"), "vm_groups": []}, {}, "vm_groups"),
+        ("/v0/deployments", deployment_body("t", "d", count=0), {}, "vm_groups.0.count"),
+        ("/v0/deployments", deployment_body("t", "d", count=51), {}, "vm_groups.0.count"),
+        ("/v0/deployments", deployment_body("nosuch", "d"), {}, "tenant"),
+    ],
+)
+def test_bad_requests_name_the_field(
+    active: Instance, path: str, body: dict[str, Any], headers: dict[str, str], field: str
+) -> None:
+    with active.client() as c:
+        c.post("/v0/tenants", json={"name": "t"})
+        r = c.post(path, json=body, headers=headers)
+        assert 400 <= r.status_code < 500, r.text
+        assert r.json()["field"] == field, r.json()
+        assert field in r.json()["detail"]
+
+
+def test_invalid_json_and_bad_kpi(active: Instance) -> None:
+    with active.client() as c:
+        r = c.post("/v0/tenants", content=b"{nope", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422
+        assert r.json()["field"] == "body"
+        body = deployment_body("t", "d")
+        body["vm_groups"][0]["kpi"] = {"type": "TCPPing", "poll_interval_s": 3}
+        r = c.post("/v0/deployments", json=body)
+        assert r.status_code == 422
+        assert r.json()["field"].startswith("vm_groups.0.kpi"), r.json()
+        assert "port" in r.json()["detail"]
+
+
+def test_https_listener_and_openapi(active: Instance) -> None:
+    with httpx.Client(verify=False, auth=AUTH, timeout=10) as c:
+        r = c.get(f"https://127.0.0.1:{active.https_port}/openapi.json")
+        assert r.status_code == 200
+        doc = r.json()
+        assert "/v0/deployments" in doc["paths"]
+        assert doc["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+    cert = active.paths.etc_dir / "manager.crt"
+    key = active.paths.etc_dir / "manager.key"
+    assert cert.exists()
+    assert os.stat(key).st_mode & 0o077 == 0
+
+
+def test_password_change_applies(active: Instance) -> None:
+    with psycopg.connect(active.conninfo) as conn:
+        set_password(conn, USER, "a new password")
+    with active.client(auth=(USER, "a new password")) as c:
+        eventually(lambda: c.get("/v0/tenants").status_code == 200, 10, "new password works")
+    with active.client() as c:
+        eventually(lambda: c.get("/v0/tenants").status_code == 401, 10, "old password refused")
+
+
+def test_deployment_resumes_on_new_primary_without_duplicate_vms(
+    database: str, node_roots: list[Path], instances: list[Instance], receiver: Receiver
+) -> None:
+    vim = FakeVim(delay_s=0.15)
+    old = Instance("esc-ha-0", node_roots[0], database, vim).start()
+    instances.append(old)
+    old.control.activate("esc-ha-0")
+    with old.client() as c:
+        assert c.post("/v0/tenants", json={"name": "acme"}).status_code == 202
+        r = c.post(
+            "/v0/deployments",
+            json=deployment_body("acme", "web", count=8),
+            headers={"Callback": receiver.url, "ESC-Transaction-Id": "dep-web-1"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] == "PENDING"
+        dep_id = r.json()["resource_id"]
+        assert len(r.json()["resource"]["vms"]) == 8
+
+    eventually(lambda: sum(vim.creations.values()) >= 3, 20, "3 VMs created by the old primary")
+    old.stop()  # the old primary dies half-way
+    created_before = sum(vim.creations.values())
+    assert created_before < 8
+    state = sql(database, "SELECT state FROM transactions WHERE id = 'dep-web-1'")
+    assert state == [("RUNNING",)]
+
+    new = Instance("esc-ha-1", node_roots[1], database, vim).start()
+    instances.append(new)
+    with new.client() as c:
+        # a client retrying against the standby is told where to go...
+        assert c.get(f"/v0/deployments/{dep_id}").status_code == 503
+        new.control.activate("esc-ha-1")
+        # ...and after the failover its retry is answered with the original transaction
+        retry = c.post(
+            "/v0/deployments",
+            json=deployment_body("acme", "web", count=8),
+            headers={"Callback": receiver.url, "ESC-Transaction-Id": "dep-web-1"},
+        )
+        assert retry.status_code == 202
+        assert retry.json()["resource_id"] == dep_id
+
+        def done() -> dict[str, Any] | None:
+            tx = c.get("/v0/transactions/dep-web-1").json()
+            return tx if tx["state"] in ("SUCCESS", "FAILED") else None
+
+        tx = eventually(done, 30, "deployment finished on the new primary")
+        assert tx["state"] == "SUCCESS", tx
+        dep = c.get(f"/v0/deployments/{dep_id}").json()
+        assert dep["state"] == "DEPLOYED"
+        assert {v["state"] for v in dep["vms"]} == {"ACTIVE"}
+
+    assert len(vim.names()) == 8
+    assert max(vim.creations.values()) == 1, vim.creations  # no VM created twice
+    assert sql(database, "SELECT count(*) FROM deployments") == [(1,)]
+
+    eventually(lambda: receiver.calls, 20, "callback")
+    for call in receiver.calls:
+        h = {k.lower(): v for k, v in call["headers"].items()}
+        assert h["esc-transaction-id"] == "dep-web-1"
+        assert h["esc-status-code"] == "200"
+        assert "deployed" in h["esc-status-message"]
+        assert call["body"]["id"] == dep_id
+        assert call["body"]["state"] == "DEPLOYED"
+    cb = sql(database, "SELECT state, attempts FROM callbacks WHERE transaction_id = 'dep-web-1'")
+    eventually(lambda: sql(database, "SELECT state FROM callbacks") == [("DELIVERED",)], 10, "")
+    assert cb[0][1] >= 1
+
+
+def test_deactivate_pauses_the_worker_and_activate_resumes(
+    database: str, node_roots: list[Path], instances: list[Instance], receiver: Receiver
+) -> None:
+    vim = FakeVim(delay_s=0.1)
+    inst = Instance("esc-ha-0", node_roots[0], database, vim).start()
+    instances.append(inst)
+    inst.control.activate("esc-ha-0")
+    with inst.client() as c:
+        c.post("/v0/tenants", json={"name": "acme"})
+        r = c.post(
+            "/v0/deployments",
+            json=deployment_body("acme", "db", count=6),
+            headers={"Callback": receiver.url},
+        )
+        txid = r.headers["ESC-Transaction-Id"]
+        dep_id = r.json()["resource_id"]
+        eventually(lambda: sum(vim.creations.values()) >= 2, 20, "2 VMs")
+        inst.control.deactivate("esc-ha-1", None)
+        paused_at = sum(vim.creations.values())
+        assert c.get(f"/v0/transactions/{txid}").status_code == 503
+        # nothing happens while inactive: the worker is stopped (bounded look, not a sleep)
+        with contextlib.suppress(AssertionError):
+            eventually(lambda: sum(vim.creations.values()) > paused_at + 1, 0.5, "")
+        assert sum(vim.creations.values()) <= paused_at + 1
+        inst.control.activate("esc-ha-0")
+        eventually(
+            lambda: c.get(f"/v0/transactions/{txid}").json()["state"] == "SUCCESS", 20, "done"
+        )
+        assert max(vim.creations.values()) == 1
+
+        # delete: the VMs go away, the callback reports the deletion
+        r = c.delete(f"/v0/deployments/{dep_id}", headers={"Callback": receiver.url})
+        assert r.status_code == 202
+        del_tx = r.headers["ESC-Transaction-Id"]
+        eventually(
+            lambda: c.get(f"/v0/transactions/{del_tx}").json()["state"] == "SUCCESS", 20, "deleted"
+        )
+        assert vim.names() == set()
+        assert c.get(f"/v0/deployments/{dep_id}").status_code == 404
+        ids = eventually(
+            lambda: (
+                {x["headers"]["ESC-Transaction-Id"] for x in receiver.calls} >= {txid, del_tx}
+                and {x["headers"]["ESC-Transaction-Id"] for x in receiver.calls}
+            ),
+            10,
+            "both callbacks",
+        )
+        assert ids == {txid, del_tx}
+        assert c.delete("/v0/tenants/acme").status_code == 202
+
+
+def test_failed_vm_fails_the_transaction(active: Instance) -> None:
+    vim = active.vim
+    assert isinstance(vim, FakeVim)
+    vim.fail_names = frozenset({"bad_g1_2"})
+    with active.client() as c:
+        c.post("/v0/tenants", json={"name": "t"})
+        r = c.post("/v0/deployments", json=deployment_body("t", "bad", count=3))
+        txid = r.headers["ESC-Transaction-Id"]
+        tx = eventually(
+            lambda: (
+                (t := c.get(f"/v0/transactions/{txid}").json())["state"] != "PENDING"
+                and t["state"] != "RUNNING"
+                and t
+            ),
+            20,
+            "transaction end",
+        )
+        assert tx["state"] == "FAILED"
+        assert tx["status_code"] == 500
+        assert "bad_g1_2" in tx["message"]
+        assert c.get(f"/v0/deployments/{tx['resource_id']}").json()["state"] == "FAILED"
+
+
+def test_callback_retried_until_delivered(active: Instance) -> None:
+    receiver = Receiver(fail_first=2)
+    try:
+        with active.client() as c:
+            r = c.post("/v0/tenants", json={"name": "cb"}, headers={"Callback": receiver.url})
+            txid = r.headers["ESC-Transaction-Id"]
+        eventually(lambda: any(x["answered"] == 200 for x in receiver.calls), 20, "delivery")
+        assert len(receiver.calls) == 3
+        assert {x["headers"]["ESC-Transaction-Id"] for x in receiver.calls} == {txid}
+        assert all(x["body"]["name"] == "cb" for x in receiver.calls)
+        rows = eventually(
+            lambda: sql(active.conninfo, "SELECT state, attempts FROM callbacks"), 10, "row"
+        )
+        eventually(
+            lambda: (
+                sql(active.conninfo, "SELECT state, attempts FROM callbacks") == [("DELIVERED", 3)]
+            ),
+            10,
+            f"delivered state (was {rows})",
+        )
+    finally:
+        receiver.close()
+
+
+def test_survives_database_restart(active: Instance, pg: Pg) -> None:
+    with active.client() as c:
+        assert c.post("/v0/tenants", json={"name": "before"}).status_code == 202
+        # -l: without a log file the server would inherit our capture pipe and never let go
+        r = pg.ctl("-w", "-m", "fast", "-l", str(pg.sockdir / "pg.log"), "restart")
+        assert r.returncode == 0, r.stderr
+        eventually(
+            lambda: c.post("/v0/tenants", json={"name": "after"}).status_code == 202,
+            20,
+            "writes after the database restart",
+        )
+        assert active.control.status().healthy
+    names = {r[0] for r in sql(active.conninfo, "SELECT name FROM tenants")}
+    assert names == {"before", "after"}
+
+
+def test_health_reports_a_dead_database(
+    database: str, node_roots: list[Path], instances: list[Instance]
+) -> None:
+    bogus = make_conninfo(host=str(node_roots[0]), port=1, dbname="esc", user="postgres")
+    inst = Instance("esc-ha-0", node_roots[0], bogus, FakeVim()).start()
+    instances.append(inst)
+    st = inst.control.status()
+    assert (st.active, st.healthy) == (False, False)
+    assert "unreachable" in st.detail
+    with pytest.raises(ServiceError, match="database"):
+        inst.control.activate("esc-ha-0")
+    assert not inst.control.status().active
+
+
+def test_schemathesis_finds_no_server_error(active: Instance, tmp_path: Path) -> None:
+    workdir = tmp_path  # schemathesis leaves a .schemathesis/ cache in its working directory
+    st = str(Path(sys.executable).parent / "st")  # the venv's schemathesis CLI
+    with active.client() as c:
+        c.post("/v0/tenants", json={"name": "t"})
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [st, "run", f"{active.url}/openapi.json", "--auth", f"{USER}:{PASSWORD}",
+         "--checks", "not_a_server_error", "--max-examples", "50", "--no-color",
+         "--seed", "1", "--request-timeout", "10"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=workdir,
+    )  # fmt: skip
+    print(f"schemathesis: {time.monotonic() - t0:.1f} s\n" + proc.stdout[-1500:])
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_esc_manager_process(pg: Pg, database: str, node_roots: list[Path]) -> None:
+    """The real console script: ESC_ROOT, config file, log file, control socket, SIGTERM."""
+    root = node_roots[0]
+    paths = NodePaths(root)
+    paths.pg_socket_dir.mkdir(parents=True)
+    # the agent starts PostgreSQL with its socket in the node's pg_socket_dir; point there
+    (paths.pg_socket_dir / f".s.PGSQL.{pg.port}").symlink_to(pg.sockdir / f".s.PGSQL.{pg.port}")
+    http_port, https_port = free_port(), free_port()
+    paths.etc_dir.mkdir(parents=True)
+    paths.config_file.write_text(
+        f'node_name = "esc-ha-0"\n[database]\nport = {pg.port}\n'
+        f'[manager]\nbind = "127.0.0.1"\nhttps_port = {https_port}\nhttp_port = {http_port}\n'
+    )
+    exe = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "esc-manager"
+    proc = subprocess.Popen(
+        [str(exe)], env=os.environ | {"ESC_ROOT": str(root)}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        ctl = ManagerControl(control_socket(paths), timeout=5)
+
+        last: list[str] = []
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                st = ctl.status()
+            except ServiceError as exc:
+                last.append(str(exc))
+                return False
+            last.append(st.detail)
+            return st.healthy
+
+        try:
+            eventually(up, 30, "esc-manager up and its database reachable")
+        except AssertionError:
+            logf = paths.log_dir / "escmanager.log"
+            raise AssertionError(f"{last[-1:]}; log: {logf.read_text()[-3000:]}") from None
+        ctl.activate("esc-ha-0")
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=AUTH, timeout=10) as c:
+            r = c.post("/v0/tenants", json={"name": "proc"})
+            assert r.status_code == 202, r.text
+            # throughput of the real process, 8 clients in this (separate) process
+            n, per = 8, 100
+
+            def load(k: int) -> list[float]:
+                out = []
+                with httpx.Client(base_url=c.base_url, auth=AUTH, timeout=10) as cc:
+                    for i in range(per):
+                        t0 = time.perf_counter()
+                        assert cc.post("/v0/tenants", json={"name": f"l{k}-{i}"}).status_code == 202
+                        out.append((time.perf_counter() - t0) * 1000)
+                return out
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n) as ex:
+                lat = sorted(x for r in ex.map(load, range(n)) for x in r)
+            rate = len(lat) / (time.perf_counter() - t0)
+            p99 = lat[int(len(lat) * 0.99) - 1]
+            print(
+                f"esc-manager process, {n} clients: {rate:.0f} tenant creates/s, p99 {p99:.1f} ms"
+            )
+        proc.terminate()
+        assert proc.wait(20) == 0
+        log = (paths.log_dir / "escmanager.log").read_text()
+        assert "activated (primary esc-ha-0)" in log
+        assert "escmanager stopped" in log
+        assert not control_socket(paths).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
