@@ -7,7 +7,6 @@ bench/. Every wait polls with a generous deadline.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from labutil import (
@@ -18,7 +17,6 @@ from labutil import (
     mac_of,
     nb_sees_vip_at,
     psql,
-    save_artifacts,
     states,
     vip_holders,
     wait_pair,
@@ -33,31 +31,6 @@ VIP = "192.0.2.100"
 
 def other(host: str) -> str:
     return NODES[1 - NODES.index(host)]
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Lab]:
-    lab = Lab()
-    lab.down()
-    try:
-        lab.up("single")
-        yield lab
-    finally:
-        save_artifacts(lab, "test_agent")
-        lab.down()
-
-
-@pytest.fixture
-def healthy(pair: Lab) -> Iterator[tuple[str, str]]:
-    """A healthy pair before the test; heal and restore after it, whatever happened."""
-    faults.heal(pair)
-    yield wait_pair(pair)
-    faults.heal(pair)
-    for host in NODES:
-        if not [p for p in faults.component_pids(host, "agent")]:
-            faults.reboot(pair, host)
-    wait_pair(pair)
-    eventually(lambda: len(vip_holders(pair, VIP)) == 1, 30, what="one VIP holder")
 
 
 def test_cold_start_one_master_holding_vip_one_backup(healthy: tuple[str, str], pair: Lab) -> None:

@@ -328,3 +328,31 @@ def test_standby_takes_over_from_a_faulted_primary_with_more_wal() -> None:
     assert why_not_primary(o, SEEN, CFG) is None
     d = decide(replace(o, vrrp=VrrpState.MASTER), SEEN, CFG)
     assert "Promote" in d.action_kinds
+
+
+def test_split_brain_when_vrrp_picks_the_older_node_the_newer_keeps_its_data() -> None:
+    newer = DbStatus(DbRole.PRIMARY, timeline=3, lsn=100)
+    older_view = PeerView(
+        True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=2, lsn=900, serving=True
+    )
+    d = decide(obs(VrrpState.BACKUP, newer, older_view), replace(SEEN, state=S.MASTER), CFG)
+    assert d.next_state is S.SWITCHING and "Follow" not in d.action_kinds
+    assert "keeping our newer data" in d.reason
+    # The older side (VRRP MASTER) sees a primary with newer data and yields.
+    older = DbStatus(DbRole.PRIMARY, timeline=2, lsn=900)
+    newer_view = PeerView(True, state=S.SWITCHING, db_role=DbRole.PRIMARY, timeline=3, lsn=100)
+    cfg_old = replace(CFG, node_name="esc-ha-0", peer_name="esc-ha-1")
+    d2 = decide(
+        obs(VrrpState.MASTER, older, newer_view, ON), replace(SEEN, state=S.MASTER), cfg_old
+    )
+    assert d2.next_state is S.FAULT and "yielding" in d2.reason
+
+
+def test_a_primary_ignores_outdated_marks_from_another_primary() -> None:
+    view = replace(PEER_MASTER, timeline=2, outdated_lsn=42)
+    d = decide(
+        obs(VrrpState.MASTER, replace(PRIMARY, timeline=3), view, ON),
+        replace(SEEN, state=S.MASTER),
+        CFG,
+    )
+    assert d.memory.self_outdated_from is None

@@ -83,7 +83,9 @@ def _learn(obs: Observation, prev: Memory) -> Memory:
         mem = replace(mem, hold_down_until=0.0)  # the peer stopped serving: hold-down over
     if p.reachable:
         mem = replace(mem, peer_seen=True, forced=False)
-        if p.db_role is DbRole.PRIMARY:
+        # Only a standby takes the primary's word that it is outdated: in a split brain both
+        # are primaries, and the loser is decided by data, not by each other's marks.
+        if p.db_role is DbRole.PRIMARY and obs.db.role is not DbRole.PRIMARY:
             mem = replace(mem, self_outdated_from=p.outdated_lsn)
     if (
         mem.switchover_since is not None
@@ -98,6 +100,14 @@ def _peer_outranks(obs: Observation, cfg: DecideConfig) -> bool:
     """Whose data wins: newer timeline, then further LSN, then name (so exactly one side wins)."""
     p = obs.peer
     return (p.timeline, p.lsn, cfg.peer_name) > (obs.db.timeline, obs.db.lsn, cfg.node_name)
+
+
+def _both_primary(obs: Observation) -> bool:
+    """Both databases are primaries: a failover the old primary has not learned of yet, or a
+    split brain. Exactly one side outranks the other (``_peer_outranks``)."""
+    return (
+        obs.db.role is DbRole.PRIMARY and obs.peer.reachable and obs.peer.db_role is DbRole.PRIMARY
+    )
 
 
 def _peer_serving(obs: Observation) -> bool:
@@ -123,8 +133,8 @@ def why_not_primary(obs: Observation, mem: Memory, cfg: DecideConfig) -> str | N
         return f"handing over to {cfg.peer_name}"
     if obs.now < mem.hold_down_until:
         return f"holding down: peer {cfg.peer_name} still serving"
-    if db.role is DbRole.PRIMARY and _peer_serving(obs):
-        return f"peer {cfg.peer_name} serves as primary; this database must follow it"
+    if _both_primary(obs) and _peer_outranks(obs, cfg):
+        return f"peer {cfg.peer_name} is primary with newer data; this database must follow it"
     # Both nodes booting (double fault): the newer data wins. Only while the peer is itself
     # SWITCHING: a peer in FAULT has given up the role, and a standby that was in sync holds
     # every acknowledged write (an outdated one is caught above).
@@ -212,8 +222,8 @@ def _db_stopped(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
 def _as_master(obs: Observation, mem: Memory, cfg: DecideConfig, why_not: str | None) -> _Out:
     db = obs.db
     peer = obs.peer
-    if db.role is DbRole.PRIMARY and _peer_serving(obs):
-        # Both MASTER and serving: a healed partition. The data decides, not VRRP priority.
+    if _both_primary(obs):
+        # Both primaries (a healed partition): the data decides, not VRRP priority.
         if _peer_outranks(obs, cfg):
             return (
                 S.FAULT,
@@ -330,9 +340,16 @@ def _hand_over(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
 def _as_backup(obs: Observation, mem: Memory, cfg: DecideConfig, gate: Action) -> _Out:
     acts: list[Action] = [gate, *_quiet(obs)]
     if obs.db.role is DbRole.PRIMARY:
-        if _peer_serving(obs) or (obs.peer.reachable and obs.peer.db_role is DbRole.PRIMARY):
+        if _both_primary(obs) and _peer_outranks(obs, cfg):
             acts.append(Follow(cfg.peer_name))
-            return S.SWITCHING, acts, f"demoting: following {cfg.peer_name}", mem
+            return S.SWITCHING, acts, f"demoting: following {cfg.peer_name} (newer data)", mem
+        if _both_primary(obs):
+            return (
+                S.SWITCHING,
+                acts,
+                f"split brain: keeping our newer data; waiting for {cfg.peer_name} to yield",
+                mem,
+            )
         return S.SWITCHING, acts, "keepalived BACKUP, database primary: waiting for a primary", mem
     db = obs.db
     if db.streaming:
@@ -345,9 +362,9 @@ def _not_electable(
     obs: Observation, mem: Memory, cfg: DecideConfig, gate: Action, why_not: str | None
 ) -> _Out:
     acts: list[Action] = [gate, *_quiet(obs)]
-    if obs.db.role is DbRole.PRIMARY and _peer_serving(obs):
+    if _both_primary(obs) and _peer_outranks(obs, cfg):
         acts.append(Follow(cfg.peer_name))
-        return S.SWITCHING, acts, f"{cfg.peer_name} serves: following it", mem
+        return S.SWITCHING, acts, f"{cfg.peer_name} is primary with newer data: following it", mem
     vrrp = obs.vrrp.value
     if why_not is None:
         # keepalived reads the gate file a moment after we write it: FAULT right after opening

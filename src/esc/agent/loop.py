@@ -341,7 +341,12 @@ class Agent:
             "degraded": mem.peer_outdated_from is not None,
             "switchover": mem.switchover_since is not None,
             "last_transition": (self.history.last(1) or [None])[0],
+            "diverged_dumps": self._diverged_dumps(),
         }
+
+    def _diverged_dumps(self) -> list[str]:
+        """Transactions this node had that its peer lacked, kept before a rewind (never lost)."""
+        return sorted(str(p) for p in (self.paths.data_dir / "diverged").glob("diverged-*.txt"))
 
     def handle_local(
         self, method: str, path: str, body: dict[str, Any]

@@ -75,6 +75,9 @@ def health_line(st: dict[str, Any]) -> str:
         parts.append("OUTDATED: may not become primary")
     if st.get("forced"):
         parts.append("FORCED primary")
+    dumps = st.get("diverged_dumps") or []
+    if dumps:
+        parts.append(f"DIVERGED WRITES PRESERVED: {len(dumps)} dump(s), latest {dumps[-1]}")
     return "; ".join(parts)
 
 
