@@ -49,6 +49,7 @@ class DbStatus:
     sync_standby: str | None = None  # primary: application_name of the sync standby, if any
     sync_names: str = ""  # primary: current synchronous_standby_names ('' = async)
     replay_lag_s: float = 0.0  # standby: seconds since last replayed transaction (0 if idle)
+    streaming_to: tuple[str, ...] = ()  # primary: standbys whose WAL sender is streaming
 
     @property
     def is_running(self) -> bool:

@@ -356,3 +356,15 @@ def test_a_primary_ignores_outdated_marks_from_another_primary() -> None:
         CFG,
     )
     assert d.memory.self_outdated_from is None
+
+
+def test_restore_sync_only_when_our_wal_sender_streams_to_the_peer() -> None:
+    prev = replace(SEEN, state=S.MASTER, standby_lost_since=10.0, peer_outdated_from=500)
+    async_primary = replace(PRIMARY, sync_standby=None, sync_names="")
+    # The peer says it streams, but our WAL sender does not see it: stay asynchronous.
+    d = decide(obs(VrrpState.MASTER, async_primary, PEER_BACKUP, ON), prev, CFG)
+    assert "RestoreSync" not in d.action_kinds and "DEGRADED" in d.reason
+    seen = replace(async_primary, streaming_to=("esc-ha-0",))
+    d = decide(obs(VrrpState.MASTER, seen, PEER_BACKUP, ON), prev, CFG)
+    assert "RestoreSync" in d.action_kinds and d.memory.standby_lost_since is None
+    assert d.memory.peer_outdated_from == 500  # cleared only once it is synchronous

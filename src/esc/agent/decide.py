@@ -270,7 +270,6 @@ def _as_master(obs: Observation, mem: Memory, cfg: DecideConfig, why_not: str | 
 def _serve(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
     """Primary database, keepalived MASTER, eligible: serve, and apply the standby policy."""
     db = obs.db
-    peer = obs.peer
     acts: list[Action] = [OpenGate()]
     notes: list[str] = []
     if db.sync_standby is not None:
@@ -290,8 +289,11 @@ def _serve(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
                 f"standby {cfg.peer_name} lost for {lost_for:.1f}s: asynchronous, "
                 f"{cfg.peer_name} outdated from LSN {fmt_lsn(mem.peer_outdated_from or db.lsn)}"
             )
-        elif not db.sync_names and peer.reachable and peer.streaming:
+        elif not db.sync_names and cfg.peer_name in db.streaming_to:
+            # Seen streaming by our own WAL sender, not by its word: name it synchronous and
+            # give it a fresh grace to confirm.
             acts.append(RestoreSync())
+            mem = replace(mem, standby_lost_since=None)
             notes.append(f"{cfg.peer_name} streaming again: naming it synchronous")
         elif cfg.policy == "strict":
             notes.append("no synchronous standby: writes wait (strict)")

@@ -29,6 +29,7 @@ import pwd
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -354,19 +355,34 @@ SELECT pg_is_in_recovery(),
        CASE WHEN NOT pg_is_in_recovery()
               OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
             ELSE COALESCE(EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END::float8
+       END::float8,
+       (SELECT string_agg(application_name, ',') FROM pg_stat_replication
+         WHERE state = 'streaming')
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS w ON true
 """
+
+
+def _shutdown_socket(conn: psycopg.Connection[tuple[Any, ...]], fired: threading.Event) -> None:
+    """Unblock a query waiting on a server that does not answer (watchdog callback)."""
+    fired.set()
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 class PostgresDriver:
     """The local PostgreSQL of one node (implements :class:`esc.drivers.base.Database`)."""
 
     START_TIMEOUT_S = 60  # pg_ctl start -w: crash recovery of a large WAL backlog included
+    STANDBY_START_TIMEOUT_S = 30  # a reconfigured standby that is not consistent by then: re-clone
     STOP_TIMEOUT_S = 30  # fast shutdown; escalates to immediate after this
     PROMOTE_TIMEOUT_S = 60
     BASEBACKUP_TIMEOUT_S = 6 * 3600
-    STATUS_TIMEOUT_MS = 2000  # statement_timeout of the status connection
+    STATUS_TIMEOUT_MS = 2000  # statement_timeout of the status connection (server side)
+    STATUS_WATCHDOG_S = 1.5  # client side: a stopped server never enforces statement_timeout
 
     def __init__(
         self,
@@ -472,8 +488,9 @@ class PostgresDriver:
         if self._probe().status.role is DbRole.PRIMARY:
             self._bootstrap()
 
-    def start(self) -> None:
+    def start(self, timeout: int | None = None) -> None:
         """Start the cluster if it is not running (hba rewritten first). Waits until ready."""
+        wait_s = timeout or self.START_TIMEOUT_S
         if not self._has_cluster():
             raise DbError(f"cannot start: no cluster in {self.pgdata}")
         if self._postmaster() is not None:
@@ -490,9 +507,9 @@ class PostgresDriver:
             server_options(self.node_name, self.port, self.socket_dir, self.listen),
             "-w",
             "-t",
-            str(self.START_TIMEOUT_S),
+            str(wait_s),
         ]
-        self._run(argv, timeout=self.START_TIMEOUT_S + 10)
+        self._run(argv, timeout=wait_s + 10)
 
     def stop(self) -> None:
         """Fast shutdown, bounded: after STOP_TIMEOUT_S it escalates to an immediate stop."""
@@ -541,6 +558,11 @@ class PostgresDriver:
             return self._reclone(primary_host, progress)
         self._checkpoint_source(primary_host)
         self.stop()
+        if self._local_controldata().get("Database cluster state") == "in archive recovery":
+            # A crashed standby: its WAL is a prefix of the primary's. Single-user crash
+            # recovery would end recovery and write a checkpoint of its own, diverging it;
+            # start it as a standby and let it recover as one.
+            return self._reconfigure(primary_host, progress)
         try:
             self._ensure_clean_shutdown()
             check = self._rewind(primary_host, dry_run=True)
@@ -555,8 +577,7 @@ class PostgresDriver:
             log.warning("%s: cannot rewind (%s); re-cloning", self.node_name, exc)
             return self._reclone(primary_host, progress)
         if not check.needed:
-            self._become_standby(primary_host)
-            return FollowResult("reconfigure")
+            return self._reconfigure(primary_host, progress)
         assert check.diverged_lsn is not None and check.diverged_tli is not None
         preserved = self._preserve(primary_host, check.diverged_lsn, check.diverged_tli)
         try:
@@ -611,7 +632,7 @@ class PostgresDriver:
         row = self._status_row()
         in_recovery, lsn, receive, walfile, ckpt_tli = row[0:5]
         wr_status, wr_tli, sender_host, sender_port = row[5:9]
-        sync_standby, sync_names, lag = row[9:12]
+        sync_standby, sync_names, lag, streaming_to = row[9:13]
         if in_recovery:
             timeline = int(wr_tli) if wr_tli else int(ckpt_tli)
         else:
@@ -627,21 +648,36 @@ class PostgresDriver:
             sync_standby=None if in_recovery else sync_standby,
             sync_names=str(sync_names),
             replay_lag_s=float(lag or 0.0),
+            streaming_to=tuple(streaming_to.split(",")) if streaming_to else (),
         )
         return _Probe(status, sender_host, int(sender_port) if sender_port else None)
 
     def _status_row(self) -> tuple[Any, ...]:
-        """The status query on the kept connection; one reconnect (the server restarted)."""
+        """The status query on the kept connection; one reconnect (the server restarted).
+
+        statement_timeout is enforced by the server, so a stopped (SIGSTOP) or hung server
+        would block the agent's cycle forever: a watchdog shuts the socket down instead."""
         for attempt in (1, 2):
+            timed_out = threading.Event()
             try:
                 conn = self._connection()
-                row = conn.execute(_STATUS_SQL).fetchone()
+                timer = threading.Timer(self.STATUS_WATCHDOG_S, _shutdown_socket, (conn, timed_out))
+                timer.start()
+                try:
+                    row = conn.execute(_STATUS_SQL).fetchone()
+                finally:
+                    timer.cancel()
                 assert row is not None
                 return row
             except psycopg.Error as exc:
                 self._close()
-                if attempt == 2:
-                    raise DbError(f"{self.node_name}: status query failed: {exc}") from exc
+                if attempt == 2 or timed_out.is_set():
+                    why = (
+                        f"no answer in {self.STATUS_WATCHDOG_S:.1f} s"
+                        if timed_out.is_set()
+                        else exc
+                    )
+                    raise DbError(f"{self.node_name}: status query failed: {why}") from exc
         raise AssertionError("unreachable")
 
     def _query_one(self, query: str) -> Any:
@@ -1088,7 +1124,21 @@ class PostgresDriver:
             return f"# single-user mode failed: {exc}"
         return proc.stdout.replace("backend> ", "")
 
-    def _become_standby(self, host: str) -> None:
+    def _reconfigure(self, host: str, progress: Progress | None) -> FollowResult:
+        """Point the existing data at ``host`` and start it as a standby. If it never reaches
+        a consistent state (its data is ahead of the new primary's history), re-clone, keeping
+        the old directory: it may hold writes the new primary lacks."""
+        try:
+            self._become_standby(host, start_timeout=self.STANDBY_START_TIMEOUT_S)
+        except (DbError, CommandError) as exc:
+            log.warning(
+                "%s: standby did not start after reconfigure (%s); re-cloning", self.node_name, exc
+            )
+            self.stop_immediate()
+            return self._reclone(host, progress, keep_old=True)
+        return FollowResult("reconfigure")
+
+    def _become_standby(self, host: str, start_timeout: int | None = None) -> None:
         """Rewrite auto.conf whole, create standby.signal, start, drop the stale peer slot."""
         self._write_pg_file(
             self.pgdata / "postgresql.auto.conf",
@@ -1096,7 +1146,7 @@ class PostgresDriver:
         )
         (self.pgdata / "recovery.signal").unlink(missing_ok=True)
         self._write_pg_file(self.pgdata / "standby.signal", "")
-        self.start()
+        self.start(timeout=start_timeout)
         self._drop_stale_peer_slot()
 
     def _drop_stale_peer_slot(self) -> None:
@@ -1113,7 +1163,9 @@ class PostgresDriver:
         except DbError as exc:
             log.warning("%s: could not drop stale slot %s: %s", self.node_name, self.peer_slot, exc)
 
-    def _reclone(self, host: str, progress: Progress | None) -> FollowResult:
+    def _reclone(
+        self, host: str, progress: Progress | None, keep_old: bool = False
+    ) -> FollowResult:
         """pg_basebackup into an empty data dir. A former primary's dir is moved aside under
         ``diverged/`` first (it may hold transactions the source lacks); a standby's is
         removed (everything in it came from a primary)."""
@@ -1121,7 +1173,7 @@ class PostgresDriver:
         if self._has_cluster():
             self.stop()
             state = self._local_controldata().get("Database cluster state", "")
-            if "recovery" in state:
+            if "recovery" in state and not keep_old:
                 shutil.rmtree(self.pgdata)
             else:
                 self.diverged_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 from esc.config.schema import EscConfig, NodePaths
 
@@ -110,6 +111,12 @@ def conninfo(cfg: EscConfig, paths: NodePaths) -> str:
         application_name="escmanager",
         connect_timeout=2,
     )
+
+
+# psycopg_pool retries a lost database with exponential backoff (1, 2, 4, 8... s). A controller
+# must be back within a second of its database (a restart after rewind, a promotion), so retry
+# every second instead (a class attribute of psycopg_pool; the pool has no option for it).
+AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 def make_pool(info: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
