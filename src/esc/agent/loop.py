@@ -160,6 +160,7 @@ class Agent:
         self.last_obs: Observation | None = None
         self.since = time.time()
         self._stop = threading.Event()
+        self._told_primary: str | None = None
 
     # --- memory -----------------------------------------------------------------------------
 
@@ -206,7 +207,20 @@ class Agent:
         # The state file says SWITCHING before the promote runs, not after.
         self._record(obs, d)
         self._execute(d)
+        self._name_primary(obs, d)
         return d
+
+    def _name_primary(self, obs: Observation, d: Decision) -> None:
+        """Keep an inactive manager's 503 answers naming the current primary."""
+        if d.next_state is NodeState.MASTER or obs.service.active:
+            return
+        primary = self.dcfg.peer_name if obs.peer.reachable and obs.peer.serving else None
+        if primary != self._told_primary:
+            try:
+                self.service.deactivate(primary)
+                self._told_primary = primary
+            except EscError as exc:
+                log.debug("could not tell the manager the primary: %s", exc)
 
     def _take_requests(self, obs: Observation, mem: Memory) -> Memory:
         while True:
@@ -277,7 +291,8 @@ class Agent:
         elif isinstance(a, DeactivateService):
             peer = self.last_obs.peer if self.last_obs else None
             serving = peer is not None and peer.reachable and peer.serving
-            self.service.deactivate(self.dcfg.peer_name if serving else None)
+            self._told_primary = self.dcfg.peer_name if serving else None
+            self.service.deactivate(self._told_primary)
         elif isinstance(a, DropSync):
             self.db.set_synchronous(None)
         elif isinstance(a, RestoreSync):

@@ -41,6 +41,12 @@ def own_address(cfg: EscConfig, host: HostFacts) -> tuple[int, IPAddress, IPAddr
     raise ConfigError("ha.ha_node_list", f"this host owns neither {nodes[0]} nor {nodes[1]}")
 
 
+def peer_api_url(cfg: EscConfig, peer_addr: IPAddress) -> str:
+    """The northbound URL of the peer's own address, for this node's 503 answers."""
+    host = f"[{peer_addr}]" if peer_addr.version == 6 else str(peer_addr)
+    return f"https://{host}:{cfg.manager.https_port}/v0"
+
+
 def setup_logging(paths: NodePaths) -> None:
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.log_dir / "esc_haagent.log")
@@ -87,7 +93,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         vrrp=vrrp,
         vip=VipDriver(ha.kad_vip.address, ha.vip_iface),
         db=db,
-        service=ManagedService(paths),
+        service=ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr)),
         peer=peer,
         gateway=gateway,
         history=History(paths.data_dir / "history.jsonl"),

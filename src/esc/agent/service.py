@@ -83,7 +83,7 @@ class ManagedService:
     def deactivate(self, primary: str | None) -> None:
         if not self.child.is_alive():
             return
-        self.control.deactivate(primary, self.primary_url)
+        self.control.deactivate(primary, self.primary_url if primary else None)
         self._active = False
 
     def stop(self) -> None:

@@ -15,6 +15,7 @@ from esc.cli.ha_set import (
     run_ha_set,
 )
 from esc.cli.lab_cmd import add_lab_parser, run_lab
+from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
 from esc.host import SystemHostFacts
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: escadm config validate /etc/esc/esc.toml",
     )
     val.add_argument("file", nargs="?")
+    add_user_parser(sub)
     add_lab_parser(sub)
     return parser
 
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_config_validate(Path(args.file) if args.file else paths.config_file)
     if cmd == "log":
         return agent_cmd.run_log(paths, args.which, args.follow, args.n)
+    if cmd == "user":
+        return run_user(args, paths)
     if cmd == "service":
         return agent_cmd.run_service_status(paths, args.json)
     parser.error(f"unknown command {cmd}")

@@ -171,6 +171,14 @@ def render_status(st: dict[str, Any]) -> str:
         for key in ("state", "vip"):
             if key in info:
                 lines.append(f"{'':<10} {key:<6} {info[key]}")
+    if st.get("vip"):
+        lines += ["", f"VIP {st['vip']}   pair ready: {st.get('pair_ready')}"]
+    api = st.get("api") or {}
+    if api.get("url"):
+        lines.append(
+            f"API {api['url']}  (and {api.get('https_url')})  user {api.get('user')} "
+            f"password {api.get('password')}"
+        )
     if st.get("faults"):
         lines += ["", "faults in force: " + "; ".join(st["faults"])]
     return "\n".join(lines)

@@ -254,6 +254,12 @@ class Lab:
         for node in NODES:
             self.boot_node(node)
         self._step("agents")
+        if not self.wait_pair(PAIR_TIMEOUT_S):
+            raise LabError(
+                f"the pair did not form within {PAIR_TIMEOUT_S:.0f}s "
+                f"(states: {[self.node_state(n) for n in NODES]}); see the nodes' esc_haagent.log"
+            )
+        self._create_api_user()
         self.write_state(status="up")
 
     def _make_node_root(self, node: str) -> None:
@@ -318,6 +324,43 @@ class Lab:
         pids = dict(self.read_state().get("pids", {}))
         pids[f"agent-{host}"] = proc.pid
         self.write_state(pids=pids)
+
+    def agent_alive(self, host: str) -> bool:
+        for pid in ns_pids(host):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "esc-haagent":
+                    return pid_alive(pid)
+            except OSError:
+                continue
+        return False
+
+    def master(self) -> str | None:
+        """The node whose live agent says MASTER (a killed node's state file goes stale)."""
+        for host in NODES:
+            if self.node_state(host) == "MASTER" and self.agent_alive(host):
+                return host
+        return None
+
+    def _create_api_user(self) -> None:
+        """The lab's northbound user, created on the primary (replicated to the standby)."""
+        master = self.master()
+        if master is None:
+            raise LabError("no MASTER to create the API user on")
+        password = secrets.token_urlsafe(12)
+        escadm = str(Path(sys.executable).parent / "escadm")
+        env = dict(os.environ, ESC_ROOT=str(self.node_paths(master).root))
+        res = subprocess.run(
+            in_ns(master, escadm, "user", "add", LAB_API_USER, "--password-stdin"),
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise LabError(f"could not create the lab API user: {res.stderr.strip()}")
+        self.write_state(api={"user": LAB_API_USER, "password": password})
 
     def node_state(self, host: str) -> str | None:
         try:
@@ -392,8 +435,14 @@ class Lab:
         result["faults"] = state.get("faults", [])
         cfg = load_config(self.node_paths(NODES[0]).config_file)
         if cfg.ha is not None:
-            result["vip"] = str(cfg.ha.kad_vip.address)
+            vip = cfg.ha.kad_vip.address
+            host = f"[{vip}]" if vip.version == 6 else str(vip)
+            result["vip"] = str(vip)
             result["pair_ready"] = self.pair_ready()
+            api = dict(state.get("api", {}))
+            api["url"] = f"http://{host}:{cfg.manager.http_port}/v0"
+            api["https_url"] = f"https://{host}:{cfg.manager.https_port}/v0"
+            result["api"] = api
         return result
 
     def exec_argv(self, host: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -435,6 +484,8 @@ def _parents_within(path: Path, top: Path) -> list[Path]:
 
 
 LAB_VIP = {"single": "192.0.2.100", "multi": "198.51.100.100"}
+LAB_API_USER = "admin"
+PAIR_TIMEOUT_S = 180.0  # first boot: initdb, clone, election
 
 
 def lab_node_config(topo: Topology, host: str, secret: str, password: str) -> EscConfig:

@@ -1,0 +1,163 @@
+"""Drive the lab's northbound writer (esc.lab.writer) from outside, and check its result.
+
+Used by the fault tests and the benchmarks: start a writer in ``nb``, inject a fault, stop the
+writer, then check on the surviving primary that every acknowledged write exists (none lost)
+and that no retry executed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from esc.errors import LabError
+from esc.lab.lab import Lab
+from esc.lab.run import in_ns, run
+from esc.lab.topology import NODES
+
+
+@dataclass
+class Ack:
+    n: int
+    t_ack: float
+    attempts: int
+
+
+@dataclass
+class WriterRun:
+    lab: Lab
+    prefix: str
+    interval: float = 0.02
+    acks: list[Ack] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+    _reader: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, timeout: float = 30.0) -> WriterRun:
+        st = self.lab.status()
+        api = st.get("api") or {}
+        if not api.get("password"):
+            raise LabError("the lab has no API user (is the pair up?)")
+        argv = in_ns(
+            "nb",
+            sys.executable,
+            "-m",
+            "esc.lab.writer",
+            "--url",
+            api["url"],
+            "--user",
+            api["user"],
+            "--password-stdin",
+            "--prefix",
+            self.prefix,
+            "--interval",
+            str(self.interval),
+        )
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(api["password"] + "\n")
+        self.proc.stdin.close()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise LabError("the writer did not start")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if item.get("ready"):
+                self._ready.set()
+            elif "summary" in item:
+                self.summary = item["summary"]
+            elif "n" in item:
+                self.acks.append(Ack(item["n"], item["t_ack"], item["attempts"]))
+
+    def wait_acks(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acks) < count:
+            if time.monotonic() > deadline:
+                raise LabError(f"only {len(self.acks)} of {count} writes acknowledged in time")
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, Any]:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(10)
+        return self.summary
+
+    def gap_around(self, t_fault: float) -> float:
+        """Write gap: last acknowledgement before the fault -> first one after it (seconds)."""
+        before = [a.t_ack for a in self.acks if a.t_ack <= t_fault]
+        after = [a.t_ack for a in self.acks if a.t_ack > t_fault]
+        if not after:
+            raise LabError("no write was acknowledged after the fault")
+        return after[0] - (before[-1] if before else t_fault)
+
+
+def present_ids(lab: Lab, prefix: str) -> set[int]:
+    """Tenant numbers present on the current primary for this writer's prefix."""
+    master = lab.master()
+    if master is None:
+        raise LabError("no MASTER to check the data on")
+    sock = lab.node_paths(master).pg_socket_dir
+    sql = f"SELECT name FROM tenants WHERE name LIKE '{prefix}-%'"
+    out = run(
+        in_ns(
+            master,
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            str(sock),
+            "-d",
+            "esc",
+            "-XAtq",
+            "-c",
+            sql,
+        ),
+        timeout=60,
+    ).stdout
+    return {int(line.rsplit("-", 1)[1]) for line in out.split()}
+
+
+def check(lab: Lab, w: WriterRun) -> dict[str, int]:
+    """acked, lost (acknowledged but missing), duplicated (a retry executed twice)."""
+    present = present_ids(lab, w.prefix)
+    acked = {a.n for a in w.acks}
+    return {
+        "acked": len(acked),
+        "lost": len(acked - present),
+        "duplicated": int(w.summary.get("duplicates", 0)),
+    }
+
+
+def other(host: str) -> str:
+    return NODES[1 - NODES.index(host)]
