@@ -162,3 +162,28 @@ def test_cold_start_with_peer_absent_waits_then_pairs(healthy: tuple[str, str], 
     faults.reboot(pair, later)
     wait_pair(pair)
     eventually(lambda: len(vip_holders(pair, VIP)) == 1, 30, what="one VIP holder")
+
+
+def test_agent_killed_the_node_loses_the_vip(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    faults.signal_component(pair, master, "agent", faults.signal.SIGKILL)
+    # keepalived dies with its agent (parent-death signal): the VIP goes, the peer takes over.
+    eventually(lambda: not holds_address(master, VIP), 30, what="VIP gone with the agent")
+    eventually(lambda: states(pair)[backup] == "MASTER", 60, what=f"{backup} MASTER")
+    eventually(lambda: vip_holders(pair, VIP) == [backup], 30, what="VIP on the new master")
+    faults.reboot(pair, master)
+    assert wait_pair(pair) == (backup, master)
+
+
+def test_agent_hung_the_node_loses_the_vip(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    faults.signal_component(pair, master, "agent", faults.signal.SIGSTOP)
+    try:
+        # Its heartbeat goes stale: keepalived's check fails, the VIP is released.
+        eventually(lambda: not holds_address(master, VIP), 30, what="VIP released")
+        eventually(lambda: states(pair)[backup] == "MASTER", 60, what=f"{backup} MASTER")
+    finally:
+        faults.signal_component(pair, master, "agent", faults.signal.SIGCONT)
+    # Resumed, it finds a primary with newer data and follows it.
+    assert wait_pair(pair) == (backup, master)
+    eventually(lambda: vip_holders(pair, VIP) == [backup], 30, what="one VIP holder")

@@ -50,7 +50,7 @@ def test_up_then_down_leaves_nothing(fresh: Lab) -> None:
     assert not pid_alive(bird)
 
 
-@pytest.mark.parametrize("step", ["namespaces", "links", "nodes", "router"])
+@pytest.mark.parametrize("step", ["namespaces", "links", "nodes", "router", "agents"])
 def test_failed_up_cleans_up(fresh: Lab, step: str) -> None:
     with pytest.raises(LabError, match=step):
         Lab(fail_at=step).up("multi")

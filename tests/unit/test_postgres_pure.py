@@ -230,32 +230,33 @@ def _config(node: str = "ha-0") -> dict[str, object]:
             "ha_node_list": ["192.0.2.10", "192.0.2.11"],
             "kad_vip": "192.0.2.100",
             "kad_vif": "eth0",
+            "node_names": ["ha-0", "ha-1"],
         },
         "replication": {"password": "pw"},
         "database": {"port": 5433, "name": "escdb"},
     }
 
 
-def test_from_config_picks_the_other_address_as_peer() -> None:
+def test_from_config_picks_the_other_address_as_peer_and_names_by_position() -> None:
     cfg = parse_config(_config())
-    paths = NodePaths(Path("/lab/ha-0"))
-    drv = PostgresDriver.from_config(cfg, paths, self_addr="192.0.2.11", peer_name="ha-1")
+    paths = NodePaths(Path("/lab/ha-1"))
+    drv = PostgresDriver.from_config(cfg, paths, self_addr="192.0.2.11")
     assert drv.peer_host == "192.0.2.10"
+    # names come from ha.node_names by position, whatever node_name (hostname) says
+    assert (drv.node_name, drv.peer_name) == ("ha-1", "ha-0")
     assert drv.port == drv.peer_port == 5433
     assert drv.pgdata == paths.pgdata
     assert drv.socket_dir.parent == paths.run_dir
     assert drv.log_file == paths.log_dir / "postgres.log"
     assert drv.db_name == "escdb"
-    assert (drv.own_slot, drv.peer_slot) == ("ha_0", "ha_1")
+    assert (drv.own_slot, drv.peer_slot) == ("ha_1", "ha_0")
     assert "pw" not in repr(drv)
 
 
 def test_from_config_refuses_a_foreign_address() -> None:
     cfg = parse_config(_config())
     with pytest.raises(ConfigError) as err:
-        PostgresDriver.from_config(
-            cfg, NodePaths(Path("/x")), self_addr="192.0.2.99", peer_name="ha-1"
-        )
+        PostgresDriver.from_config(cfg, NodePaths(Path("/x")), self_addr="192.0.2.99")
     assert err.value.field == "ha.ha_node_list"
 
 

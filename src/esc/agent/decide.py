@@ -47,6 +47,7 @@ from esc.model import (
 
 S = NodeState
 GATE_SETTLE_S = 1.0
+HANDOVER_LIMIT_S = 60.0  # a switchover that has not completed by then is abandoned
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ def _learn(obs: Observation, prev: Memory) -> Memory:
         and obs.vrrp is not VrrpState.MASTER
     ):
         mem = replace(mem, switchover_since=None)  # handed over and following: done
+    elif mem.switchover_since is not None and obs.now - mem.switchover_since > HANDOVER_LIMIT_S:
+        # The peer never took over (it died mid-switchover): stop vetoing ourselves.
+        mem = replace(mem, switchover_since=None)
     return mem
 
 

@@ -255,7 +255,7 @@ class Agent:
         for action in d.actions:
             try:
                 self._do(action)
-            except EscError as exc:
+            except (EscError, OSError) as exc:
                 log.error("%s failed: %s", action.kind, exc)
                 break
 
@@ -271,11 +271,12 @@ class Agent:
         elif isinstance(a, Follow):
             res = self.db.follow(self.peer_host)
             if res.preserved is not None:
-                log.warning(
-                    "diverged transactions after LSN %s preserved in %s",
-                    fmt_lsn(res.diverged_from_lsn or 0),
-                    res.preserved,
+                since = (
+                    f"after LSN {fmt_lsn(res.diverged_from_lsn)}"
+                    if res.diverged_from_lsn
+                    else "(whole data directory)"
                 )
+                log.warning("diverged transactions %s preserved in %s", since, res.preserved)
                 self.history.add(
                     self.mem.state.value,
                     self.mem.state.value,
@@ -361,7 +362,8 @@ class Agent:
 
     def _diverged_dumps(self) -> list[str]:
         """Transactions this node had that its peer lacked, kept before a rewind (never lost)."""
-        return sorted(str(p) for p in (self.paths.data_dir / "diverged").glob("diverged-*.txt"))
+        kept = (self.paths.data_dir / "diverged").glob("*")
+        return sorted(str(p) for p in kept if p.name.startswith(("diverged-", "pgdata-")))
 
     def handle_local(
         self, method: str, path: str, body: dict[str, Any]
@@ -397,7 +399,9 @@ class Agent:
             t0 = self.clock()
             try:
                 d = self.cycle()
-            except EscError as exc:
+            except (EscError, OSError) as exc:
+                # A full disk (history, memory, state file) or a driver failure must not end
+                # the agent: a node without its agent drops the VIP.
                 log.error("cycle failed: %s", exc)
                 d = None
             busy = d is not None and any(isinstance(a, _PROGRESS) for a in d.actions)

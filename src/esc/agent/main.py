@@ -73,7 +73,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     )
     wake = threading.Event()
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
-    db = PostgresDriver.from_config(cfg, paths, self_addr=str(self_addr), peer_name=peer_name)
+    db = PostgresDriver.from_config(cfg, paths, self_addr=str(self_addr))
     peer = PeerPoller(
         str(peer_addr),
         cfg.agent.peer_port,
@@ -85,6 +85,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     gateway = (
         GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
     )
+    service = ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr))
     agent = Agent(
         cfg=cfg,
         paths=paths,
@@ -93,7 +94,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         vrrp=vrrp,
         vip=VipDriver(ha.kad_vip.address, ha.vip_iface),
         db=db,
-        service=ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr)),
+        service=service,
         peer=peer,
         gateway=gateway,
         history=History(paths.data_dir / "history.jsonl"),
@@ -102,6 +103,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     serve_unix(paths.run_dir / "agent.sock", agent.handle_local)
     serve_peer(str(self_addr), cfg.agent.peer_port, cfg.agent.peer_secret, agent.handle_peer)
     peer.start()
+    service.start_checks()
     if gateway is not None:
         gateway.start()
     return agent

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ class ManagedService:
         self._failures = 0
         self._last_failure = -1e9
         self._active = False
+        self._healthy = False
 
     def ensure_running(self) -> None:
         if not self.child.is_alive():
@@ -54,19 +56,36 @@ class ManagedService:
             self._active = False
             self.child.start()
 
-    def observe(self) -> ServiceView:
+    def start_checks(self) -> None:
+        """Health checks run in their own thread: the manager's check waits up to a second on
+        a dead database, and the agent's cycle must not wait with it."""
+        threading.Thread(target=self._check_loop, name="service-health", daemon=True).start()
+
+    def _check_loop(self) -> None:
+        while True:
+            t0 = self.clock()
+            self._check()
+            time.sleep(max(0.0, self.check_interval / 2 - (self.clock() - t0)))
+
+    def _check(self) -> None:
         try:
             st = self.control.status()
         except DriverError:
             # Starting up (socket not there yet) or dead: unhealthy, and not active.
+            self._healthy = False
+            self._active = False
             self._failed()
-            return ServiceView(active=False, healthy=False, failures=self._failures)
+            return
+        self._healthy = st.healthy
+        self._active = st.active
         if st.healthy:
             self._failures = 0
         else:
             self._failed()
-        self._active = st.active
-        return ServiceView(active=st.active, healthy=st.healthy, failures=self._failures)
+
+    def observe(self) -> ServiceView:
+        """The latest health check, and what we last told the manager (no I/O here)."""
+        return ServiceView(active=self._active, healthy=self._healthy, failures=self._failures)
 
     def _failed(self) -> None:
         # Count at most one failure per check interval: N failures mean N seconds of trouble,

@@ -424,22 +424,23 @@ class PostgresDriver:
         return f"PostgresDriver({self.node_name!r}, pgdata={str(self.pgdata)!r}, port={self.port})"
 
     @classmethod
-    def from_config(
-        cls, cfg: EscConfig, paths: NodePaths, *, self_addr: str, peer_name: str
-    ) -> PostgresDriver:
+    def from_config(cls, cfg: EscConfig, paths: NodePaths, *, self_addr: str) -> PostgresDriver:
         """Build the driver of the node whose address is ``self_addr``; the peer is the other
-        address of ``ha.ha_node_list``. ``peer_name`` is the peer's ``node_name`` (the schema
-        does not hold it): it names the peer's slot and its synchronous standby name."""
+        address of ``ha.ha_node_list``. Both names come from ``ha.node_names`` (by position in
+        ha_node_list), the same names the agents use: they are the replication application
+        names, the slots and ``synchronous_standby_names``."""
         if cfg.ha is None:
             raise ConfigError("ha", "the database driver needs the HA pair (ha.ha_node_list)")
         addrs = [str(a) for a in cfg.ha.ha_node_list]
         own = str(ipaddress.ip_address(self_addr.strip("[]")))
         if own not in addrs:
             raise ConfigError("ha.ha_node_list", f"{own} is not one of {', '.join(addrs)}")
-        peer = addrs[1] if addrs[0] == own else addrs[0]
+        idx = addrs.index(own)
+        peer = addrs[1 - idx]
+        names = cfg.ha.node_names
         return cls(
-            node_name=cfg.node_name,
-            peer_name=peer_name,
+            node_name=names[idx],
+            peer_name=names[1 - idx],
             pgdata=paths.pgdata,
             data_root=paths.data_dir,
             socket_dir=paths.pg_socket_dir,

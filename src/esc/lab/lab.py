@@ -30,6 +30,7 @@ from esc.config.schema import (
     ReplicationConfig,
     Vip,
     load_config,
+    parse_config,
     save_config,
     write_atomic,
 )
@@ -153,7 +154,10 @@ class Lab:
 
     # --- up ---------------------------------------------------------------------------------
 
-    def up(self, kind: TopologyKind = "single") -> UpResult:
+    def up(
+        self, kind: TopologyKind = "single", pair: bool = True, advert_int: float | None = None
+    ) -> UpResult:
+        """Build the hosts and (unless ``pair`` is False) start the HA pair in them."""
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
@@ -162,6 +166,8 @@ class Lab:
         topo = build_topology(kind)
         try:
             self._build(topo)
+            if pair:
+                self.start_pair(advert_int)
         except BaseException:
             self.down()
             raise
@@ -250,7 +256,12 @@ class Lab:
         self._step("nodes")
         self._start_router(topo)
         self._step("router")
-        self.configure_nodes(topo)
+        self.write_state(status="up")
+
+    def start_pair(self, advert_int: float | None = None) -> None:
+        """Configure both nodes (as `escadm ha set` would), boot their agents, wait for one
+        MASTER and one BACKUP, create the API user."""
+        self.configure_nodes(self.topology(), advert_int)
         for node in NODES:
             self.boot_node(node)
         self._step("agents")
@@ -260,7 +271,6 @@ class Lab:
                 f"(states: {[self.node_state(n) for n in NODES]}); see the nodes' esc_haagent.log"
             )
         self._create_api_user()
-        self.write_state(status="up")
 
     def _make_node_root(self, node: str) -> None:
         paths = self.node_paths(node)
@@ -296,12 +306,16 @@ class Lab:
             raise LabError(f"bird exited with {proc.returncode} (see {rdir / 'bird.log'})")
         self.write_state(pids={"bird": proc.pid})
 
-    def configure_nodes(self, topo: Topology) -> None:
+    def configure_nodes(self, topo: Topology, advert_int: float | None = None) -> None:
         """Write each node's esc.toml as `escadm ha set` would, with shared secrets."""
         secret = secrets.token_urlsafe(24)
         password = secrets.token_urlsafe(24)
         for host in NODES:
             cfg = lab_node_config(topo, host, secret, password)
+            if advert_int is not None:
+                data = cfg.model_dump(mode="json")
+                data["ha"]["advert_int"] = advert_int
+                cfg = parse_config(data)  # validated like any config
             save_config(cfg, self.node_paths(host).config_file)
 
     def boot_node(self, host: str) -> None:

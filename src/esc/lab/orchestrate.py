@@ -7,6 +7,7 @@ and that no retry executed twice.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -111,13 +112,17 @@ class WriterRun:
             self._reader.join(10)
         return self.summary
 
-    def gap_around(self, t_fault: float) -> float:
-        """Write gap: last acknowledgement before the fault -> first one after it (seconds)."""
-        before = [a.t_ack for a in self.acks if a.t_ack <= t_fault]
-        after = [a.t_ack for a in self.acks if a.t_ack > t_fault]
+    def gap_around(self, t_fault: float, until: float | None = None) -> float:
+        """The write gap a fault caused: the longest stretch without an acknowledgement from
+        the last one before the fault to the first one after ``until`` (default: the last ack).
+        A fault's effect can lag its injection, so the first ack after it is not enough."""
+        times = sorted(a.t_ack for a in self.acks)
+        before = [t for t in times if t <= t_fault]
+        after = [t for t in times if t > t_fault and (until is None or t <= until)]
         if not after:
             raise LabError("no write was acknowledged after the fault")
-        return after[0] - (before[-1] if before else t_fault)
+        window = [before[-1] if before else t_fault, *after]
+        return max(b - a for a, b in itertools.pairwise(window))
 
 
 def present_ids(lab: Lab, prefix: str) -> set[int]:
