@@ -187,3 +187,29 @@ def test_agent_hung_the_node_loses_the_vip(healthy: tuple[str, str], pair: Lab) 
     # Resumed, it finds a primary with newer data and follows it.
     assert wait_pair(pair) == (backup, master)
     eventually(lambda: vip_holders(pair, VIP) == [backup], 30, what="one VIP holder")
+
+
+def test_reload_changes_advert_int_without_failover(healthy: tuple[str, str], pair: Lab) -> None:
+    master, backup = healthy
+    before = len(json.loads(escadm(master, pair, "ha", "history", "--json").stdout))
+    for host in (backup, master):
+        res = escadm(host, pair, "ha", "set", "--advert_int", "0.3")
+        assert res.returncode == 0, res.stderr
+        res = escadm(host, pair, "reload")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "keepalived.conf" in res.stdout
+        conf = (pair.node_paths(host).run_dir / "keepalived.conf").read_text()
+        assert "advert_int 0.3" in conf
+    # A change that cannot be applied live is refused, naming it, and changes nothing.
+    assert escadm(master, pair, "ha", "set", "--kad_vri", "77").returncode == 0
+    res = escadm(master, pair, "reload")
+    assert res.returncode != 0 and "ha.kad_vri" in res.stderr
+    assert (
+        "virtual_router_id 100" in (pair.node_paths(master).run_dir / "keepalived.conf").read_text()
+    )
+    assert escadm(master, pair, "ha", "set", "--kad_vri", "100").returncode == 0
+    assert escadm(master, pair, "reload").returncode == 0
+    assert wait_pair(pair) == (master, backup)
+    history = json.loads(escadm(master, pair, "ha", "history", "--json").stdout)[before:]
+    assert [h["to"] for h in history if h["from"] != h["to"]] == []  # no role change
+    assert any(h["reason"] == "config reloaded" for h in history)

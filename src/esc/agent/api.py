@@ -28,6 +28,7 @@ from typing import Any
 
 from esc.errors import DriverError
 from esc.model import DbRole, NodeState, PeerView
+from esc.unixhttp import UnixHTTPConnection
 
 SECRET_HEADER = "X-ESC-Peer-Secret"
 Handler = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -123,18 +124,6 @@ def serve_peer(addr: str, port: int, secret: str, handle: Handler) -> socketserv
 # --- clients ---------------------------------------------------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
 def request(
     conn: http.client.HTTPConnection,
     method: str,
@@ -163,7 +152,7 @@ def local_request(
     sock: Path, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0
 ) -> tuple[int, dict[str, Any]]:
     """Call the agent's local API (escadm's only way to the agent)."""
-    return request(_UnixConnection(str(sock), timeout), method, path, body)
+    return request(UnixHTTPConnection(sock, timeout), method, path, body)
 
 
 def view_to_peer(view: dict[str, Any], silent_for: float = 0.0) -> PeerView:

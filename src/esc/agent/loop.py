@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from esc.agent.decide import DecideConfig, decide, fmt_lsn
-from esc.config.schema import EscConfig, NodePaths, write_atomic
+from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
 from esc.drivers.base import Database, Vip
 from esc.errors import DriverError, EscError
 from esc.model import (
@@ -92,11 +92,32 @@ class GatewaySource(Protocol):
 class Request:
     """An operator request, handled by the main loop at the start of its next cycle."""
 
-    kind: str  # "switchover" | "force-primary"
+    kind: str  # "switchover" | "force-primary" | "reload"
     who: str = ""
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     message: str = ""
+
+
+def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
+    """The first setting that a running pair cannot change (None: all can be applied)."""
+    if (old.ha is None) != (new.ha is None):
+        return "ha (configured or not)"
+    if old.ha is not None and new.ha is not None:
+        # Changing these on one node at a time would split the pair (another VRRP group, other
+        # names or addresses): they need both agents restarted together.
+        for field_name in ("ha_node_list", "node_names", "kad_vif", "ha_mode"):
+            if getattr(old.ha, field_name) != getattr(new.ha, field_name):
+                return f"ha.{field_name}"
+        if old.ha.vrid != new.ha.vrid:  # the effective one: kad_vri or the VIP's last byte
+            return "ha.kad_vri"
+    if old.database != new.database:
+        return "database"
+    if old.agent.peer_port != new.agent.peer_port:
+        return "agent.peer_port"
+    if old.manager != new.manager:
+        return "manager"
+    return None
 
 
 def switchover_refusal(obs: Observation, state: NodeState, peer_name: str) -> str | None:
@@ -240,6 +261,8 @@ class Agent:
                     )
                 else:
                     req.message = f"switchover refused: {why or 'already in progress'}"
+            elif req.kind == "reload":
+                req.ok, req.message = self._reload()
             elif req.kind == "force-primary":
                 mem = replace(mem, forced=True)
                 req.ok = True
@@ -250,6 +273,32 @@ class Agent:
                 log.warning(req.message)
                 self.history.add(mem.state.value, mem.state.value, req.message)
             req.done.set()
+
+    def _reload(self) -> tuple[bool, str]:
+        """Apply a changed esc.toml without a role change: keepalived by SIGHUP, policies and
+        timings at once. What cannot change under a running pair is refused, naming it."""
+        try:
+            new = load_config(self.paths.config_file)
+        except EscError as exc:
+            return False, f"reload refused: {exc}"
+        fixed = live_change_refusal(self.cfg, new)
+        if fixed:
+            return False, f"reload refused: {fixed} cannot change live; restart the agent"
+        changed: list[str] = []
+        reload_vrrp = getattr(self.vrrp, "reload", None)
+        if reload_vrrp is not None and reload_vrrp(new):
+            changed.append(str(self.paths.run_dir / "keepalived.conf"))
+        self.cfg = new
+        self.dcfg = replace(
+            self.dcfg,
+            policy=new.replication.on_standby_loss,
+            standby_loss_grace_s=new.replication.standby_loss_grace_s,
+            health_failures=new.agent.health_failures,
+            gateway=str(new.ha.gateway_ip) if new.ha and new.ha.gateway_ip else None,
+        )
+        self.history.add(self.mem.state.value, self.mem.state.value, "config reloaded")
+        files = ", ".join(changed) if changed else "no generated file changed"
+        return True, f"reloaded: {files}"
 
     def _execute(self, d: Decision) -> None:
         for action in d.actions:
@@ -372,7 +421,7 @@ class Agent:
             return 200, self.published.status
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
-        if method == "POST" and path in ("/switchover", "/force-primary"):
+        if method == "POST" and path in ("/switchover", "/force-primary", "/reload"):
             req = Request(path.lstrip("/"), who=str(body.get("who", ""))[:64])
             self.requests.put(req)
             self.wake.set()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from esc.agent.api import local_request
+from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
 from esc.errors import DriverError
 
@@ -224,6 +225,20 @@ def run_force_primary(paths: NodePaths, yes: bool) -> int:
     return EXIT_OK if code == 200 else 1
 
 
+def run_reload(paths: NodePaths) -> int:
+    """Validate the config here, then ask the agent to apply it (no role change)."""
+    if run_config_validate(paths.config_file) != 0:
+        return 2
+    try:
+        code, body = local_request(agent_socket(paths), "POST", "/reload", {}, timeout=15)
+    except DriverError as exc:
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    msg = str(body.get("message", body))
+    print(msg, file=sys.stdout if code == 200 else sys.stderr)
+    return EXIT_OK if code == 200 else 1
+
+
 def run_log(paths: NodePaths, which: str, follow: bool, n: int) -> int:
     path = paths.log_dir / LOGS[which]
     if not path.exists():
@@ -281,6 +296,11 @@ def add_agent_parsers(
         epilog="example: escadm ha force-primary --yes",
     )
     fp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_parser(
+        "reload",
+        help="apply a changed config without a role change",
+        epilog="example: escadm ha set ... --advert_int 0.1 && escadm reload",
+    )
     lg = sub.add_parser("log", help="show a component's log", epilog="example: escadm log agent -f")
     lg.add_argument("which", nargs="?", choices=list(LOGS), default="agent")
     lg.add_argument("-f", action="store_true", dest="follow")

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bgp_set(args, paths, SystemHostFacts())
     if cmd == "config":
         return run_config_validate(Path(args.file) if args.file else paths.config_file)
+    if cmd == "reload":
+        return agent_cmd.run_reload(paths)
     if cmd == "log":
         return agent_cmd.run_log(paths, args.which, args.follow, args.n)
     if cmd == "user":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import stat
 import threading
 import time
@@ -145,10 +146,14 @@ class KeepalivedDriver:
         with self._lock:
             self._state = VrrpState.STOP
 
-    def reload(self) -> None:
-        """Apply a changed config without a restart (SIGHUP): no role change."""
-        if self.write_config() and self.child.is_alive() and self.child.pid:
-            os.kill(self.child.pid, 1)
+    def reload(self, cfg: EscConfig) -> bool:
+        """Apply a changed config without a restart (SIGHUP keeps the instance's state, so no
+        role change). True if keepalived.conf changed."""
+        self.cfg = cfg
+        changed = self.write_config()
+        if changed and self.child.is_alive() and self.child.pid:
+            os.kill(self.child.pid, signal.SIGHUP)
+        return changed
 
     def is_alive(self) -> bool:
         return self.child.is_alive()

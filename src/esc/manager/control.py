@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from esc.errors import ServiceError
+from esc.unixhttp import UnixHTTPConnection
 
 
 @dataclass(frozen=True)
@@ -25,22 +25,6 @@ class ControlStatus:
     active: bool
     healthy: bool
     detail: str
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class ManagerControl:
@@ -66,7 +50,7 @@ class ManagerControl:
             raise ServiceError(f"escmanager status: malformed answer {data!r}") from exc
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        conn = _UnixHTTPConnection(self.sock_path, self.timeout)
+        conn = UnixHTTPConnection(self.sock_path, self.timeout)
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
