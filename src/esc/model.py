@@ -81,12 +81,6 @@ class ServiceView:
 
 
 @dataclass(frozen=True)
-class OperatorRequest:
-    force_primary: bool = False
-    switchover: bool = False
-
-
-@dataclass(frozen=True)
 class Observation:
     """Everything one agent cycle decides on, read once at the start of the cycle."""
 
@@ -98,7 +92,6 @@ class Observation:
     peer: PeerView
     gateway_ok: bool | None = None  # None: no gateway configured
     gate_open: bool = False  # what the track file said when this observation was taken
-    operator: OperatorRequest = field(default_factory=OperatorRequest)
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent -------------------

@@ -14,11 +14,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from esc.agent.decide import DecideConfig, decide, fmt_lsn
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
-from esc.drivers.base import Database, Vip
+from esc.drivers.base import Database, GatewaySource, PeerSource, Service, Vip, Vrrp
 from esc.errors import DriverError, EscError
 from esc.model import (
     Action,
@@ -39,7 +39,6 @@ from esc.model import (
     RemoveVip,
     RestartVrrp,
     RestoreSync,
-    ServiceView,
     StartDb,
 )
 
@@ -60,32 +59,6 @@ _PROGRESS = (
     RemoveVip,
 )
 MAX_BACK_TO_BACK = 8
-
-
-class VrrpControl(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def state(self) -> Any: ...
-    def set_gate(self, open_: bool) -> None: ...
-    def beat(self) -> None: ...
-    @property
-    def gate_open(self) -> bool: ...
-
-
-class ServiceControl(Protocol):
-    def ensure_running(self) -> None: ...
-    def observe(self) -> ServiceView: ...
-    def activate(self, primary: str) -> None: ...
-    def deactivate(self, primary: str | None) -> None: ...
-    def stop(self) -> None: ...
-
-
-class PeerSource(Protocol):
-    def current(self) -> Any: ...
-
-
-class GatewaySource(Protocol):
-    def ok(self) -> bool: ...
 
 
 @dataclass
@@ -152,10 +125,10 @@ class Agent:
         paths: NodePaths,
         dcfg: DecideConfig,
         peer_host: str,
-        vrrp: VrrpControl,
+        vrrp: Vrrp,
         vip: Vip,
         db: Database,
-        service: ServiceControl,
+        service: Service,
         peer: PeerSource,
         gateway: GatewaySource | None,
         history: Any,
@@ -285,8 +258,7 @@ class Agent:
         if fixed:
             return False, f"reload refused: {fixed} cannot change live; restart the agent"
         changed: list[str] = []
-        reload_vrrp = getattr(self.vrrp, "reload", None)
-        if reload_vrrp is not None and reload_vrrp(new):
+        if self.vrrp.reload(new):
             changed.append(str(self.paths.run_dir / "keepalived.conf"))
         self.cfg = new
         self.dcfg = replace(

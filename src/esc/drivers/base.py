@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from esc.model import DbStatus, VrrpState
+from esc.config.schema import EscConfig
+from esc.model import DbStatus, PeerView, ServiceView, VrrpState
 
 Progress = Callable[[int, int], None]  # (done_bytes, total_bytes); total 0 when unknown
 
@@ -49,18 +50,26 @@ class Database(Protocol):
 
 
 class Vrrp(Protocol):
-    """keepalived on this node."""
+    """keepalived on this node, supervised by the agent."""
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
-    def is_alive(self) -> bool: ...
-
-    def state(self) -> VrrpState: ...
+    def state(self) -> VrrpState:
+        """From keepalived's notify events; DEAD when no keepalived process runs."""
 
     def set_gate(self, open_: bool) -> None:
         """Write the track file: open lets keepalived hold the VIP, closed forces FAULT."""
+
+    @property
+    def gate_open(self) -> bool: ...
+
+    def beat(self) -> None:
+        """Touch the heartbeat keepalived's check script watches."""
+
+    def reload(self, cfg: EscConfig) -> bool:
+        """Re-render the config and apply it without a role change; True if it changed."""
 
 
 class Vip(Protocol):
@@ -72,12 +81,25 @@ class Vip(Protocol):
 
 
 class Service(Protocol):
-    """escmanager's activation switch and health."""
+    """escmanager: a supervised process with an activation switch and a health check."""
 
-    def activate(self) -> None: ...
+    def ensure_running(self) -> None: ...
 
-    def deactivate(self) -> None: ...
+    def observe(self) -> ServiceView:
+        """The latest health check and activation (no I/O: checks run in the background)."""
 
-    def is_active(self) -> bool: ...
+    def activate(self, primary: str) -> None: ...
 
-    def check_health(self) -> bool: ...
+    def deactivate(self, primary: str | None) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class PeerSource(Protocol):
+    """What the peer agent last published (polled in the background)."""
+
+    def current(self) -> PeerView: ...
+
+
+class GatewaySource(Protocol):
+    def ok(self) -> bool: ...
