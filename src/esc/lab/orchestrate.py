@@ -35,6 +35,10 @@ class WriterRun:
     lab: Lab
     prefix: str
     interval: float = 0.02
+    # A request in flight to a node that dies unanswered (link down, paused) is only given up
+    # after this; it bounds the measured gap from below, so keep it short (retries are safe:
+    # same transaction id).
+    request_timeout: float = 0.3
     acks: list[Ack] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
@@ -60,6 +64,8 @@ class WriterRun:
             self.prefix,
             "--interval",
             str(self.interval),
+            "--timeout",
+            str(self.request_timeout),
         )
         self.proc = subprocess.Popen(
             argv,
