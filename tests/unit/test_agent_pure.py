@@ -1,0 +1,92 @@
+"""Pure pieces around the loop: reload refusals, switchover pre-checks, FIFO lines, peer views,
+the transition log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esc.agent.api import view_to_peer
+from esc.agent.history import KEEP, History
+from esc.agent.loop import live_change_refusal, switchover_refusal
+from esc.config.schema import parse_config
+from esc.drivers.keepalived import parse_fifo_line
+from esc.model import (
+    DbRole,
+    DbStatus,
+    NodeState,
+    Observation,
+    PeerView,
+    ServiceView,
+    VrrpState,
+)
+
+
+def _cfg(**ha: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "ha_node_list": ["192.0.2.10", "192.0.2.11"],
+        "kad_vip": "192.0.2.100",
+        "kad_vif": "eth0",
+    }
+    base.update(ha)
+    return {"ha": base}
+
+
+def test_reload_applies_timing_and_refuses_what_would_split_the_pair() -> None:
+    old = parse_config(_cfg())
+    assert live_change_refusal(old, parse_config(_cfg(advert_int=0.3))) is None
+    assert live_change_refusal(old, parse_config(_cfg(kad_vip="192.0.2.101"))) == "ha.kad_vri"
+    assert live_change_refusal(old, parse_config(_cfg(kad_vri=100))) is None  # same effective
+    assert live_change_refusal(old, parse_config(_cfg(kad_vif="eth1"))) == "ha.kad_vif"
+    moved = _cfg(ha_node_list=["192.0.2.10", "192.0.2.12"])
+    assert live_change_refusal(old, parse_config(moved)) == "ha.ha_node_list"
+    db = {**_cfg(), "database": {"port": 5433}}
+    assert live_change_refusal(old, parse_config(db)) == "database"
+
+
+def _obs(peer: PeerView, sync: str | None = "esc-ha-1") -> Observation:
+    return Observation(
+        now=1.0,
+        vrrp=VrrpState.MASTER,
+        vip_held=True,
+        db=DbStatus(DbRole.PRIMARY, sync_standby=sync),
+        service=ServiceView(True, True),
+        peer=peer,
+    )
+
+
+def test_switchover_precheck_names_the_reason() -> None:
+    ok = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=True)
+    assert switchover_refusal(_obs(ok), NodeState.MASTER, "esc-ha-1") is None
+    assert "not MASTER" in str(switchover_refusal(_obs(ok), NodeState.BACKUP, "esc-ha-1"))
+    silent = PeerView(False, silent_for=3)
+    assert "not reachable" in str(switchover_refusal(_obs(silent), NodeState.MASTER, "esc-ha-1"))
+    lagging = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=False)
+    assert "not streaming" in str(switchover_refusal(_obs(lagging), NodeState.MASTER, "x"))
+    assert "synchronous" in str(switchover_refusal(_obs(ok, sync=None), NodeState.MASTER, "x"))
+
+
+def test_fifo_lines() -> None:
+    assert parse_fifo_line('INSTANCE "ESC" MASTER 101') is VrrpState.MASTER
+    assert parse_fifo_line('INSTANCE "ESC" FAULT 0') is VrrpState.FAULT
+    assert parse_fifo_line('GROUP "G" MASTER 101') is None
+    assert parse_fifo_line("garbage") is None
+
+
+def test_peer_view_parsing_tolerates_bad_values() -> None:
+    v = view_to_peer({"state": "MASTER", "db_role": "primary", "lsn": 5, "serving": True})
+    assert (v.state, v.db_role, v.lsn, v.serving) == (NodeState.MASTER, DbRole.PRIMARY, 5, True)
+    bad = view_to_peer({"state": "EVIL\n", "db_role": 3})
+    assert bad.state is None and bad.db_role is None
+
+
+def test_history_keeps_the_last_thousand_and_survives_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    h = History(path)
+    for i in range(KEEP + KEEP // 10 + 5):
+        h.add("BACKUP", "MASTER", f"r{i}", at=float(i))
+    with open(path, "a") as fh:
+        fh.write('{"time": 1, "from"')  # a power cut mid-write
+    again = History(path)
+    items = again.last()
+    assert len(items) == KEEP
+    assert items[-1]["reason"] == f"r{KEEP + KEEP // 10 + 4}"
