@@ -74,12 +74,15 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     wake = threading.Event()
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
     db = PostgresDriver.from_config(cfg, paths, self_addr=str(self_addr))
+    # A peer view must go stale before keepalived's master-down timer (~3 adverts) expires:
+    # else a dead primary's last view ("serving") makes us refuse the VIP and hold down.
+    peer_timeout = min(cfg.agent.peer_timeout_s, 2 * ha.advert_int)
     peer = PeerPoller(
         str(peer_addr),
         cfg.agent.peer_port,
         cfg.agent.peer_secret,
-        interval=min(0.1, cfg.agent.cycle_s),
-        timeout=cfg.agent.peer_timeout_s,
+        interval=min(0.1, cfg.agent.cycle_s, peer_timeout / 2),
+        timeout=peer_timeout,
         on_change=wake.set,
     )
     gateway = (
