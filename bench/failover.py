@@ -1,6 +1,6 @@
 """Unplanned failover: write gap through the VIP per fault, against bare keepalived.
 
-    sudo .venv/bin/python bench/failover.py --runs 20 [--advert-int 0.2] [--faults kill-node,...]
+    .venv/bin/python bench/failover.py --runs 20 [--advert-int 0.2] [--faults kill-node,...]
 
 For each fault, N runs: a writer in ``nb`` writes through the VIP every 20 ms (its own
 transaction id per write, retried with the same id until acknowledged); the fault hits the

@@ -1,6 +1,6 @@
 """Planned switchover: write gap through the VIP and losses, over repeated runs.
 
-    sudo .venv/bin/python bench/switchover.py [--runs 20] [--advert-int 0.2]
+    .venv/bin/python bench/switchover.py [--runs 20] [--advert-int 0.2]
 
 A writer in ``nb`` writes through the VIP every 20 ms; ``escadm ha switchover`` runs on the
 primary; the write gap is the longest stretch without an acknowledgement from the request until

@@ -1,6 +1,6 @@
 """Northbound write throughput through the VIP: synchronous replication vs replication off.
 
-    sudo .venv/bin/python bench/throughput.py [--threads 8] [--duration 10] [--repeats 3]
+    .venv/bin/python bench/throughput.py [--threads 8] [--duration 10] [--repeats 3]
 
 Same lab, same run: first the pair as shipped (commits wait for the synchronous standby), then
 with the standby node stopped and the primary dropped to asynchronous (replication off). Each

@@ -155,6 +155,7 @@ class Agent:
         self.since = time.time()
         self._stop = threading.Event()
         self._told_primary: str | None = None
+        self.progress: dict[str, Any] | None = None  # a clone/resync under way (for escadm)
 
     # --- memory -----------------------------------------------------------------------------
 
@@ -290,7 +291,10 @@ class Agent:
         elif isinstance(a, Promote):
             self.db.promote()
         elif isinstance(a, Follow):
-            res = self.db.follow(self.peer_host)
+            try:
+                res = self.db.follow(self.peer_host, progress=self._on_progress)
+            finally:
+                self.progress = None
             if res.preserved is not None:
                 since = (
                     f"after LSN {fmt_lsn(res.diverged_from_lsn)}"
@@ -321,6 +325,15 @@ class Agent:
             self.db.set_synchronous(self.dcfg.peer_name)
         else:
             raise EscError(f"no executor for {a.kind}")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        """pg_basebackup's progress, served by the local API while Follow blocks the loop."""
+        self.progress = {
+            "operation": f"cloning from {self.dcfg.peer_name}",
+            "done": done,
+            "total": total,
+            "time": time.time(),
+        }
 
     def _record(self, obs: Observation, d: Decision) -> None:
         prev = self.mem
@@ -390,7 +403,7 @@ class Agent:
         self, method: str, path: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
-            return 200, self.published.status
+            return 200, {**self.published.status, "progress": self.progress}
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
         if method == "POST" and path in ("/switchover", "/force-primary", "/reload"):

@@ -51,6 +51,16 @@ def serving_as_expected(st: dict[str, Any]) -> bool:
     return False
 
 
+def progress_line(progress: dict[str, Any] | None) -> str | None:
+    """'cloning from esc-ha-0: 45% (120.0 of 266.7 MB)' while a clone runs, else None."""
+    if not progress:
+        return None
+    done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
+    mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+    pct = f"{100 * done // total}% " if total else ""
+    return f"{progress.get('operation', 'working')}: {pct}({mb})"
+
+
 def health_line(st: dict[str, Any]) -> str:
     db = st.get("db", {})
     parts = [f"db {db.get('role')} tl {db.get('timeline')} lsn {db.get('lsn_text')}"]
@@ -113,6 +123,8 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
     else:
         print(f"{st['state']}  {st['reason']}")
         print(health_line(st))
+        if (line := progress_line(st.get("progress"))) is not None:
+            print(line)
     return EXIT_OK if ok else EXIT_NOT_SERVING
 
 
@@ -138,6 +150,8 @@ def _side_by_side(st: dict[str, Any]) -> str:
         f"VIP {st.get('vip')}   policy {st.get('policy')}   "
         f"degraded {st.get('degraded')}   forced {st.get('forced')}"
     )
+    if (line := progress_line(st.get("progress"))) is not None:
+        lines.append(line)
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("time", 0)))
         lines.append(

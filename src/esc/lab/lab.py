@@ -465,6 +465,8 @@ class Lab:
         if host not in topo.hosts:
             raise LabError(f"no host {host!r} (have: {', '.join(topo.hosts)})")
         env = dict(os.environ)
+        # escadm and the other tools of this virtualenv are found by name inside the host.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
         if host in NODES:
             env["ESC_ROOT"] = str(self.node_paths(host).root)
         return in_ns(host, *argv), env
