@@ -15,6 +15,7 @@ from esc.cli.ha_set import (
     run_ha_set,
 )
 from esc.cli.lab_cmd import add_lab_parser, run_lab
+from esc.cli.secrets_cmd import add_secrets_parser, run_secrets
 from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
 from esc.host import SystemHostFacts
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ha = sub.add_parser("ha", help="HA settings, status, history, switchover")
     ha_sub = ha.add_subparsers(dest="ha_cmd", required=True, metavar="COMMAND")
     add_ha_set_parser(ha_sub)
+    add_secrets_parser(ha_sub)
     bgp = sub.add_parser("bgp", help="BGP anycast settings")
     bgp_sub = bgp.add_subparsers(dest="bgp_cmd", required=True, metavar="COMMAND")
     add_bgp_set_parser(bgp_sub)
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return agent_cmd.run_switchover(paths, args.wait)
         if args.ha_cmd == "force-primary":
             return agent_cmd.run_force_primary(paths, args.yes)
+        if args.ha_cmd == "secrets":
+            return run_secrets(args, paths)
     if cmd == "bgp":
         return run_bgp_set(args, paths, SystemHostFacts())
     if cmd == "config":

@@ -36,6 +36,7 @@ from esc.addresses import (
     check_ifname,
     parse_ip,
 )
+from esc.cli.secrets_cmd import generate_missing
 from esc.config.schema import (
     BgpConfig,
     EscConfig,
@@ -541,6 +542,9 @@ def diff_lines(old: EscConfig, new: EscConfig) -> list[str]:
 
 
 def _commit(old: EscConfig, new: EscConfig, section: str, paths: NodePaths) -> int:
+    generated = False
+    if section == "ha":
+        new, generated = generate_missing(new)
     lines = diff_lines(old, new)
     if not lines and paths.config_file.exists():
         print(f"no change to {section} in {paths.config_file}")
@@ -553,5 +557,8 @@ def _commit(old: EscConfig, new: EscConfig, section: str, paths: NodePaths) -> i
     print(f"updated {paths.config_file}:")
     for line in lines:
         print(f"  {line}")
+    if generated:
+        print("generated the pair's shared secrets; give the peer the same ones:")
+        print("  escadm ha secrets export | ssh PEER escadm ha secrets import")
     print("run `escadm reload` to apply")
     return EXIT_OK
