@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from esc.lab.lab import Lab, existing_namespaces
+from esc.lab.run import Result
 from esc.lab.topology import HOSTS, SWITCH_NS
 
 T = TypeVar("T")
@@ -120,27 +121,9 @@ def escadm(
     )
 
 
-def psql(lab: Lab, host: str, sql: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def psql(lab: Lab, host: str, sql: str, timeout: float = 30.0) -> Result:
     """Run SQL on a node's local database over its unix socket, as postgres."""
-    sock = lab.node_paths(host).pg_socket_dir
-    return in_host(
-        host,
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        "psql",
-        "-h",
-        str(sock),
-        "-d",
-        "esc",
-        "-XAtq",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        sql,
-        timeout=timeout,
-    )
+    return lab.psql(host, sql, timeout)
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

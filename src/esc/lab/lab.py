@@ -35,7 +35,7 @@ from esc.config.schema import (
     write_atomic,
 )
 from esc.errors import CommandError, LabError
-from esc.lab.run import in_ns, run
+from esc.lab.run import Result, in_ns, run
 from esc.lab.topology import HOSTS, NODES, SWITCH_NS, Topology, TopologyKind, build_topology
 
 DEFAULT_ROOT = Path("/var/tmp/esc-lab")
@@ -375,6 +375,27 @@ class Lab:
         if res.returncode != 0:
             raise LabError(f"could not create the lab API user: {res.stderr.strip()}")
         self.write_state(api={"user": LAB_API_USER, "password": password})
+
+    def psql(self, host: str, sql: str, timeout: float = 30.0, check: bool = False) -> Result:
+        """Run SQL on a node's local database over its unix socket, as postgres."""
+        sock = self.node_paths(host).pg_socket_dir
+        argv = [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            str(sock),
+            "-d",
+            "esc",
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]
+        return run(in_ns(host, *argv), check=check, timeout=timeout)
 
     def node_state(self, host: str) -> str | None:
         try:

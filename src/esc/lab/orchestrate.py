@@ -19,7 +19,7 @@ from typing import Any
 
 from esc.errors import LabError
 from esc.lab.lab import Lab
-from esc.lab.run import in_ns, run
+from esc.lab.run import in_ns
 from esc.lab.topology import NODES
 
 
@@ -136,26 +136,8 @@ def present_ids(lab: Lab, prefix: str) -> set[int]:
     master = lab.master()
     if master is None:
         raise LabError("no MASTER to check the data on")
-    sock = lab.node_paths(master).pg_socket_dir
     sql = f"SELECT name FROM tenants WHERE name LIKE '{prefix}-%'"
-    out = run(
-        in_ns(
-            master,
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            str(sock),
-            "-d",
-            "esc",
-            "-XAtq",
-            "-c",
-            sql,
-        ),
-        timeout=60,
-    ).stdout
+    out = lab.psql(master, sql, timeout=60, check=True).stdout
     return {int(line.rsplit("-", 1)[1]) for line in out.split()}
 
 
