@@ -20,6 +20,20 @@ from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
 from esc.host import SystemHostFacts
 
+# The ESC install guide's forms, with documentation addresses.
+HA_SET_EXAMPLES = """examples (as in the ESC install guide):
+  escadm ha set --ha_node_list 192.0.2.10 192.0.2.11 --kad_vip 192.0.2.254 --kad_vif eth0
+  escadm ha set --ha_node_list=192.0.2.10,192.0.2.11 --kad_vip 198.51.100.254:eth2 \\
+      --kad_vif eth0 --kad_vri 77 --gateway_ip 198.51.100.1
+  escadm ha set --ha_node_list 2001:db8::10 2001:db8::11 --kad_vip [2001:db8::fc/48]:eth0 \\
+      --kad_vif eth0 --route 203.0.113.0/24:192.0.2.1:eth1
+then: escadm reload
+"""
+BGP_SET_EXAMPLES = """example (as in the ESC install guide):
+  escadm bgp set --local_ip 192.0.2.10 --anycast_ip 203.0.113.1 --remote_ip 192.0.2.1 \\
+      --local_as 65010 --remote_as 65001 --local_router_id 192.0.2.10 [--md5 SECRET]
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -29,11 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     ha = sub.add_parser("ha", help="HA settings, status, history, switchover")
     ha_sub = ha.add_subparsers(dest="ha_cmd", required=True, metavar="COMMAND")
-    add_ha_set_parser(ha_sub)
+    ha_set = add_ha_set_parser(ha_sub)
+    ha_set.formatter_class = argparse.RawDescriptionHelpFormatter
+    ha_set.epilog = HA_SET_EXAMPLES
     add_secrets_parser(ha_sub)
     bgp = sub.add_parser("bgp", help="BGP anycast settings")
     bgp_sub = bgp.add_subparsers(dest="bgp_cmd", required=True, metavar="COMMAND")
-    add_bgp_set_parser(bgp_sub)
+    bgp_set = add_bgp_set_parser(bgp_sub)
+    bgp_set.formatter_class = argparse.RawDescriptionHelpFormatter
+    bgp_set.epilog = BGP_SET_EXAMPLES
     agent_cmd.add_agent_parsers(sub, ha_sub)
     cfg = sub.add_parser("config", help="the config file")
     cfg_sub = cfg.add_subparsers(dest="config_cmd", required=True, metavar="COMMAND")

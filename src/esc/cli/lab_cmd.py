@@ -33,7 +33,11 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls = lab.add_subparsers(dest="lab_cmd", required=True, metavar="COMMAND")
-    up = ls.add_parser("up", help="create the lab hosts and start the pair")
+    up = ls.add_parser(
+        "up",
+        help="create the lab hosts and start the pair",
+        epilog="example: escadm lab up --topology multi",
+    )
     up.add_argument("--topology", choices=["single", "multi"], default="single")
     ls.add_parser("down", help="remove everything the lab made")
     st = ls.add_parser("status", help="hosts, addresses and HA state")
@@ -46,7 +50,12 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ex.add_argument("host")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
 
-    fault = ls.add_parser("fault", help="inject a fault, or heal all")
+    fault = ls.add_parser(
+        "fault",
+        help="inject a fault, or heal all",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     fs = fault.add_subparsers(dest="fault_cmd", required=True, metavar="FAULT")
     for name, helptext in (("kill", "SIGKILL"), ("pause", "SIGSTOP"), ("resume", "SIGCONT")):
         p = fs.add_parser(name, help=f"{helptext} a component of a host (or all of it)")
