@@ -28,7 +28,7 @@ from typing import Any
 
 from esc.errors import DriverError
 from esc.model import DbRole, NodeState, PeerView
-from esc.unixhttp import UnixHTTPConnection
+from esc.unixhttp import UnixHTTPConnection, request
 
 SECRET_HEADER = "X-ESC-Peer-Secret"
 Handler = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -122,30 +122,6 @@ def serve_peer(addr: str, port: int, secret: str, handle: Handler) -> socketserv
 
 
 # --- clients ---------------------------------------------------------------------------------
-
-
-def request(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any]]:
-    data = json.dumps(body).encode() if body is not None else None
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    try:
-        conn.request(method, path, body=data, headers=hdrs)
-        resp = conn.getresponse()
-        raw = resp.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise DriverError(f"{method} {path}: {exc}") from exc
-    finally:
-        conn.close()
-    try:
-        payload: dict[str, Any] = json.loads(raw) if raw else {}
-    except ValueError as exc:
-        raise DriverError(f"{method} {path}: answer is not JSON") from exc
-    return resp.status, payload
 
 
 def local_request(

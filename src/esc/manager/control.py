@@ -10,14 +10,12 @@ Synchronous and stdlib-only, so the agent's loop can call it with a hard timeout
 
 from __future__ import annotations
 
-import http.client
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esc.errors import ServiceError
-from esc.unixhttp import UnixHTTPConnection
+from esc.errors import DriverError, ServiceError
+from esc.unixhttp import UnixHTTPConnection, request
 
 
 @dataclass(frozen=True)
@@ -50,23 +48,12 @@ class ManagerControl:
             raise ServiceError(f"escmanager status: malformed answer {data!r}") from exc
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        conn = UnixHTTPConnection(self.sock_path, self.timeout)
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise ServiceError(f"escmanager {path} via {self.sock_path}: {exc}") from exc
-        finally:
-            conn.close()
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError as exc:
-            raise ServiceError(f"escmanager {path}: answer is not JSON ({resp.status})") from exc
-        if resp.status != 200:
-            text = raw[:200].decode("utf-8", "replace")
-            detail = data.get("detail", text) if isinstance(data, dict) else text
-            raise ServiceError(f"escmanager {path}: {resp.status} {detail}")
+            status, data = request(
+                UnixHTTPConnection(self.sock_path, self.timeout), method, path, body
+            )
+        except DriverError as exc:
+            raise ServiceError(f"escmanager via {self.sock_path}: {exc}") from exc
+        if status != 200:
+            raise ServiceError(f"escmanager {path}: {status} {data.get('detail', '')}")
         return data
