@@ -71,6 +71,10 @@ class PeerView:
     vip_held: bool = False
     streaming: bool = False  # peer (as standby) is receiving WAL from us
     handing_over: bool = False  # peer (as primary) is in a planned switchover to us
+    receive_lsn: int = 0  # peer (as standby): WAL received; lsn is what it replayed
+    replay_lag_s: float = 0.0  # peer (as standby): seconds behind in replay
+    announced: bool = False  # peer announces the anycast route (BGP)
+    reason: str = ""  # the peer's last decision, in its words (for status and the portal)
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,27 @@ def test_reload_changes_advert_int_without_failover(healthy: tuple[str, str], pa
     history = json.loads(escadm(master, pair, "ha", "history", "--json").stdout)[before:]
     assert [h["to"] for h in history if h["from"] != h["to"]] == []  # no role change
     assert any(h["reason"] == "config reloaded" for h in history)
+
+
+def test_status_agrees_with_state_file_and_peer(healthy: tuple[str, str], pair: Lab) -> None:
+    """`escadm status` on each node, its state file, and `escadm ha status` on the other node
+    tell one story; exit codes say "serving as expected" on both."""
+    master, backup = healthy
+    for host in (master, backup):
+        peer_host = other(host)
+        res = escadm(host, pair, "status", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        own = json.loads(res.stdout)
+        state_file = (pair.node_paths(host).state_file).read_text().strip()
+        assert own["state"] == state_file == ("MASTER" if host == master else "BACKUP")
+        res = escadm(peer_host, pair, "ha", "status", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        seen = json.loads(res.stdout)["peer"]
+        assert seen["reachable"] and seen["state"] == own["state"]
+        assert seen["db_role"] == own["db"]["role"]
+        assert seen["timeline"] == own["db"]["timeline"]
+        assert seen["vip_held"] == own["vip_held"] == (host == master)
+        human = escadm(host, pair, "status")
+        assert human.returncode == 0 and human.stdout.split()[0] == own["state"]
+    table = escadm(master, pair, "ha", "status").stdout
+    assert "replay lag" in table and master in table and backup in table

@@ -149,6 +149,10 @@ def view_to_peer(view: dict[str, Any], silent_for: float = 0.0) -> PeerView:
         vip_held=bool(view.get("vip_held")),
         streaming=bool(view.get("streaming")),
         handing_over=bool(view.get("handing_over")),
+        receive_lsn=int(view.get("receive_lsn") or 0),
+        replay_lag_s=float(view.get("replay_lag_s") or 0.0),
+        announced=bool(view.get("announced")),
+        reason=str(view.get("reason") or "")[:500],
     )
 
 

@@ -61,6 +61,9 @@ class DecideConfig:
     hold_down_s: float = 30.0
     switchover_timeout_s: float = 10.0
     gateway: str | None = None
+    # ha_mode cinder: one database on a shared volume; "standby" means "not attached here",
+    # "follow" means "release the volume", and there is no replication policy to apply.
+    shared_storage: bool = False
 
 
 def fmt_lsn(lsn: int) -> str:
@@ -262,7 +265,9 @@ def _as_master(obs: Observation, mem: Memory, cfg: DecideConfig, why_not: str | 
         lag = max(0, db.receive_lsn - db.lsn)
         acts: list[Action] = [OpenGate(), Promote()]
         reason = f"promoting self: keepalived MASTER, {_peer_desc(obs)}, replay lag {lag} B"
-        if cfg.policy == "available" and not (peer.reachable and peer.db_role is DbRole.STANDBY):
+        if cfg.shared_storage:
+            reason = f"taking over the shared volume: keepalived MASTER, {_peer_desc(obs)}"
+        elif cfg.policy == "available" and not (peer.reachable and peer.db_role is DbRole.STANDBY):
             # The old primary is gone: waiting for it would block every write after failover.
             acts.append(DropSync(db.receive_lsn))
             mem = replace(mem, peer_outdated_from=db.receive_lsn, standby_lost_since=None)
@@ -276,7 +281,9 @@ def _serve(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
     db = obs.db
     acts: list[Action] = [OpenGate()]
     notes: list[str] = []
-    if db.sync_standby is not None:
+    if cfg.shared_storage:
+        pass  # one copy on the shared volume: no standby to wait for
+    elif db.sync_standby is not None:
         mem = replace(mem, standby_lost_since=None)
         if mem.peer_outdated_from is not None:
             mem = replace(mem, peer_outdated_from=None)
@@ -327,6 +334,13 @@ def _hand_over(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
             mem,
         )
     acts = _quiet(obs)
+    if cfg.shared_storage and peer.reachable and peer.db_role is DbRole.STANDBY:
+        return (
+            S.SWITCHING,
+            [*acts, CloseGate()],
+            f"switchover: writes quiesced; releasing the VIP and the volume to {cfg.peer_name}",
+            mem,
+        )
     if peer.reachable and peer.streaming and peer.lsn >= db.lsn:
         return (
             S.SWITCHING,
@@ -345,6 +359,11 @@ def _hand_over(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
 
 def _as_backup(obs: Observation, mem: Memory, cfg: DecideConfig, gate: Action) -> _Out:
     acts: list[Action] = [gate, *_quiet(obs)]
+    if cfg.shared_storage and obs.db.role is DbRole.PRIMARY:
+        acts.append(Follow(cfg.peer_name))
+        return S.SWITCHING, acts, "keepalived BACKUP: releasing the shared volume", mem
+    if cfg.shared_storage:
+        return S.BACKUP, acts, f"standby: the shared volume is {cfg.peer_name}'s to use", mem
     if obs.db.role is DbRole.PRIMARY:
         if _both_primary(obs) and _peer_outranks(obs, cfg):
             acts.append(Follow(cfg.peer_name))
@@ -368,6 +387,9 @@ def _not_electable(
     obs: Observation, mem: Memory, cfg: DecideConfig, gate: Action, why_not: str | None
 ) -> _Out:
     acts: list[Action] = [gate, *_quiet(obs)]
+    if cfg.shared_storage and obs.db.role is DbRole.PRIMARY:
+        acts.append(Follow(cfg.peer_name))
+        return S.SWITCHING, acts, f"keepalived {obs.vrrp.value}: releasing the shared volume", mem
     if _both_primary(obs) and _peer_outranks(obs, cfg):
         acts.append(Follow(cfg.peer_name))
         return S.SWITCHING, acts, f"{cfg.peer_name} is primary with newer data: following it", mem

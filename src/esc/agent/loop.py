@@ -93,8 +93,12 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
     return None
 
 
-def switchover_refusal(obs: Observation, state: NodeState, peer_name: str) -> str | None:
-    """None if a planned switchover can start now, else why not (shown to the operator)."""
+def switchover_refusal(
+    obs: Observation, state: NodeState, peer_name: str, shared_storage: bool = False
+) -> str | None:
+    """None if a planned switchover can start now, else why not (shown to the operator).
+    With a shared volume (cinder) there is no replication to check: the peer takes the
+    volume over."""
     p = obs.peer
     if state is not NodeState.MASTER:
         return f"this node is {state.value}, not MASTER: run it on the primary"
@@ -102,6 +106,8 @@ def switchover_refusal(obs: Observation, state: NodeState, peer_name: str) -> st
         return f"peer {peer_name} is not reachable"
     if p.state is not NodeState.BACKUP:
         return f"peer {peer_name} is {p.state.value if p.state else '?'}, not BACKUP"
+    if shared_storage:
+        return None
     if not p.streaming:
         return f"peer {peer_name} is not streaming from this node"
     if obs.db.sync_standby is None:
@@ -155,6 +161,7 @@ class Agent:
         self.since = time.time()
         self._stop = threading.Event()
         self._told_primary: str | None = None
+        self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.progress: dict[str, Any] | None = None  # a clone/resync under way (for escadm)
 
     # --- memory -----------------------------------------------------------------------------
@@ -224,7 +231,9 @@ class Agent:
             except queue.Empty:
                 return mem
             if req.kind == "switchover":
-                why = switchover_refusal(obs, mem.state, self.dcfg.peer_name)
+                why = switchover_refusal(
+                    obs, mem.state, self.dcfg.peer_name, self.dcfg.shared_storage
+                )
                 if why is None and mem.switchover_since is None:
                     mem = replace(mem, switchover_since=obs.now)
                     req.ok, req.message = True, f"switchover to {self.dcfg.peer_name} started"
@@ -274,11 +283,13 @@ class Agent:
         return True, f"reloaded: {files}"
 
     def _execute(self, d: Decision) -> None:
+        self.action_failed = False
         for action in d.actions:
             try:
                 self._do(action)
             except (EscError, OSError) as exc:
                 log.error("%s failed: %s", action.kind, exc)
+                self.action_failed = True
                 break
 
     def _do(self, a: Action) -> None:
@@ -291,6 +302,7 @@ class Agent:
         elif isinstance(a, Promote):
             self.db.promote()
         elif isinstance(a, Follow):
+            started = time.monotonic()
             try:
                 res = self.db.follow(self.peer_host, progress=self._on_progress)
             finally:
@@ -307,7 +319,12 @@ class Agent:
                     self.mem.state.value,
                     f"diverged writes preserved in {res.preserved}",
                 )
-            log.info("following %s: %s", self.peer_host, res.method)
+            log.info(
+                "following %s: %s in %.2f s",
+                self.peer_host,
+                res.method,
+                time.monotonic() - started,
+            )
         elif isinstance(a, InitPrimary):
             self.db.init_primary()
         elif isinstance(a, StartDb):
@@ -360,6 +377,8 @@ class Agent:
             "db_role": obs.db.role.value,
             "timeline": obs.db.timeline,
             "lsn": obs.db.lsn,
+            "receive_lsn": obs.db.receive_lsn,
+            "replay_lag_s": obs.db.replay_lag_s,
             "streaming": obs.db.streaming,
             "serving": obs.service.active and d.next_state is NodeState.MASTER,
             "vip_held": obs.vip_held,
@@ -438,7 +457,12 @@ class Agent:
                 # the agent: a node without its agent drops the VIP.
                 log.error("cycle failed: %s", exc)
                 d = None
-            busy = d is not None and any(isinstance(a, _PROGRESS) for a in d.actions)
+            # A failed action is retried next cycle, not back to back (no busy loop, no log flood).
+            busy = (
+                d is not None
+                and not self.action_failed
+                and any(isinstance(a, _PROGRESS) for a in d.actions)
+            )
             if busy and back_to_back < MAX_BACK_TO_BACK:
                 back_to_back += 1
                 continue

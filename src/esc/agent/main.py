@@ -23,9 +23,12 @@ from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.service import ManagedService
 from esc.config.schema import EscConfig, NodePaths, load_config
+from esc.drivers.base import Database
 from esc.drivers.keepalived import KeepalivedDriver
 from esc.drivers.postgres import PostgresDriver
+from esc.drivers.shared_db import SharedVolumeDatabase
 from esc.drivers.vip import VipDriver
+from esc.drivers.volume import Volume, VolumeLease, mountpoint_of, resolve_device
 from esc.errors import ConfigError, EscError
 from esc.host import HostFacts, SystemHostFacts
 
@@ -56,6 +59,20 @@ def setup_logging(paths: NodePaths) -> None:
     root.setLevel(logging.INFO)
 
 
+def build_database(cfg: EscConfig, paths: NodePaths, self_addr: str) -> Database:
+    """The database driver of this ``ha_mode``. ``drbd_on_cinder`` mounts the node's own volume
+    here, before anything looks at the data directory."""
+    assert cfg.ha is not None
+    pg = PostgresDriver.from_config(cfg, paths, self_addr=self_addr)
+    if cfg.ha.ha_mode == "drbd":
+        return pg
+    volume = Volume(resolve_device(cfg.ha, cfg.database), mountpoint_of(paths))
+    if cfg.ha.ha_mode == "cinder":
+        return SharedVolumeDatabase(pg, volume, VolumeLease(volume.device))
+    volume.mount()
+    return pg
+
+
 def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     if cfg.ha is None or cfg.ha.ha_mode == "no_ha":
         raise ConfigError("ha", "HA is not configured (run `escadm ha set`)")
@@ -70,10 +87,11 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
         health_failures=cfg.agent.health_failures,
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
+        shared_storage=ha.ha_mode == "cinder",
     )
     wake = threading.Event()
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
-    db = PostgresDriver.from_config(cfg, paths, self_addr=str(self_addr))
+    db = build_database(cfg, paths, str(self_addr))
     # A peer view must go stale before keepalived's master-down timer (~3 adverts) expires:
     # else a dead primary's last view ("serving") makes us refuse the VIP and hold down.
     peer_timeout = min(cfg.agent.peer_timeout_s, 2 * ha.advert_int)

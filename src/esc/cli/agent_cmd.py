@@ -128,6 +128,19 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
     return EXIT_OK if ok else EXIT_NOT_SERVING
 
 
+def _lsn(value: object) -> str:
+    lsn = int(value) if isinstance(value, int) else 0
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def _lag(db: dict[str, Any]) -> str:
+    """A standby's replay lag: bytes received but not replayed, and seconds behind."""
+    if db.get("db_role", db.get("role")) != "standby":
+        return "-"
+    behind = max(0, int(db.get("receive_lsn") or 0) - int(db.get("lsn") or 0))
+    return f"{behind} B, {float(db.get('replay_lag_s') or 0.0):.1f} s"
+
+
 def _side_by_side(st: dict[str, Any]) -> str:
     peer = st.get("peer", {})
     db = st.get("db", {})
@@ -136,7 +149,8 @@ def _side_by_side(st: dict[str, Any]) -> str:
         ("state", st.get("state"), peer.get("state") if peer.get("reachable") else "unreachable"),
         ("database", db.get("role"), peer.get("db_role")),
         ("timeline", db.get("timeline"), peer.get("timeline")),
-        ("lsn", db.get("lsn"), peer.get("lsn")),
+        ("lsn", _lsn(db.get("lsn")), _lsn(peer.get("lsn"))),
+        ("replay lag", _lag(db), _lag(peer)),
         ("streaming", db.get("streaming"), peer.get("streaming")),
         ("serving", st.get("service", {}).get("active"), peer.get("serving")),
         ("VIP held", st.get("vip_held"), peer.get("vip_held")),

@@ -39,6 +39,13 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         epilog="example: escadm lab up --topology multi",
     )
     up.add_argument("--topology", choices=["single", "multi"], default="single")
+    up.add_argument(
+        "--ha_mode",
+        choices=["drbd", "cinder", "drbd_on_cinder"],
+        default="drbd",
+        help="storage mode: drbd (replicated local disks, default), cinder (one shared volume), "
+        "drbd_on_cinder (replicated, each node on its own volume)",
+    )
     ls.add_parser("down", help="remove everything the lab made")
     st = ls.add_parser("status", help="hosts, addresses and HA state")
     st.add_argument("--json", action="store_true")
@@ -104,7 +111,7 @@ def run_lab(args: argparse.Namespace) -> int:
 def _dispatch(lab: Lab, args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     if cmd == "up":
-        res = lab.up(args.topology)
+        res = lab.up(args.topology, ha_mode=args.ha_mode)
         if not res.created:
             print(
                 f"lab already running at {lab.root} (topology {lab.read_state().get('topology')})"

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from esc.addresses import IPAddress, check_ifname, parse_ip
+from esc.addresses import IPAddress, check_ifname, is_allowed, parse_ip
 from esc.errors import ConfigError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -196,6 +196,12 @@ class HaConfig(_Model):
             raise ValueError("node_names: the two names must differ")
         if self.db_volume_id and self.db_volume_path:
             raise ValueError("db_volume_id and db_volume_path are exclusive")
+        if self.ha_mode in ("cinder", "drbd_on_cinder") and not (
+            self.db_volume_id or self.db_volume_path
+        ):
+            raise ValueError(f"ha_mode {self.ha_mode} needs db_volume_id or db_volume_path")
+        if self.db_volume_path is not None and not self.db_volume_path.startswith("/"):
+            raise ValueError("db_volume_path: must be an absolute path")
         return self
 
     @property
@@ -256,6 +262,18 @@ class DatabaseConfig(_Model):
     port: int = Field(default=5432, ge=1, le=65535)
     name: str = "esc"
     pg_bindir: str = "/usr/lib/postgresql/15/bin"
+    # WAL a replication slot may hold for an absent standby before it is given up (then that
+    # standby is re-cloned); bounds the primary's disk use in a long outage
+    max_slot_wal_keep_size_mb: int = Field(default=4096, ge=64)
+    # where ha.db_volume_id is looked up (virtio-<id[:20]>), as OpenStack exposes volumes
+    volume_dir: str = "/dev/disk/by-id"
+
+    @field_validator("volume_dir", "pg_bindir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return no_control(v)
 
 
 class AgentConfig(_Model):
@@ -273,6 +291,82 @@ class AgentConfig(_Model):
         return no_control(v)
 
 
+def _subnet(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_network(no_control(value))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a network (ADDRESS/LEN, host bits zero)") from exc
+    return value
+
+
+Subnet = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    BeforeValidator(_subnet),
+    PlainSerializer(str, return_type=str),
+]
+
+# Linux network namespace names: a file under /run/netns.
+_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
+
+
+class LabVimSettings(_Model):
+    """The lab VIM (``manager.vim = "lab"``): each VM is a network namespace with one veth on
+    the VNF bridge ``bridge`` in the namespace ``switch_netns``, its address from ``subnet``
+    (host numbers from ``first_host`` up: lower ones are left to the controller nodes), and a
+    responder on ``tcp_port``. ``state_dir`` is the registry both managers share.
+
+    The default subnet, 2001:db8:200::/64, is used by no lab network of either topology
+    (single: 192.0.2.0/24 + 2001:db8::/64; multi: 198.51.100.0/24 + 2001:db8:100::/64,
+    192.0.2.0/24, 203.0.113.0/24)."""
+
+    state_dir: str = "/var/tmp/esc-lab/vim"
+    switch_netns: str = "esc-sw"
+    bridge: IfName = "br-vnf"
+    subnet: Subnet = ipaddress.IPv6Network("2001:db8:200::/64")
+    first_host: int = Field(default=0x100, ge=1)
+    tcp_port: int = Field(default=7000, ge=1, le=65535)
+    # Simulated boot time: a create takes at least this long, so failover can hit it mid-way.
+    create_delay_s: float = Field(default=0.5, ge=0, le=600)
+    # The interpreter that runs the responder inside each VM; None: the manager's own.
+    python: str | None = None
+
+    @field_validator("state_dir", "python")
+    @classmethod
+    def _abs_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not no_control(v).startswith("/"):
+            raise ValueError("must be an absolute path")
+        return v
+
+    @field_validator("switch_netns")
+    @classmethod
+    def _netns(cls, v: str) -> str:
+        if not _NETNS.fullmatch(v):
+            raise ValueError(f"{v!r}: letters, digits, '_', '.', '-' (max 63)")
+        return v
+
+    @field_validator("subnet")
+    @classmethod
+    def _doc_subnet(
+        cls, v: ipaddress.IPv4Network | ipaddress.IPv6Network
+    ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        if not (is_allowed(v.network_address) and is_allowed(v.broadcast_address)):
+            raise ValueError(
+                f"{v} is outside the documentation ranges "
+                "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _room(self) -> LabVimSettings:
+        # the last IPv4 address is the broadcast address
+        if self.first_host >= self.subnet.num_addresses - 1:
+            raise ValueError(f"first_host: {self.first_host} leaves no address in {self.subnet}")
+        return self
+
+
 class ManagerConfig(_Model):
     """escmanager's northbound listeners. Plain HTTP is off unless ``http_port`` is set; the
     certificate is generated at first start when missing (default ``<etc>/manager.crt|.key``)."""
@@ -280,14 +374,29 @@ class ManagerConfig(_Model):
     bind: BindIp = ipaddress.IPv6Address("::")  # "::" is dual-stack (IPv4-mapped accepted)
     https_port: int = Field(default=8443, ge=1, le=65535)
     http_port: int | None = Field(default=None, ge=1, le=65535)
+    # the operator portal (HTTPS, same certificate and users as the API); None: off
+    portal_port: int | None = Field(default=9001, ge=1, le=65535)
     cert_file: str | None = None
     key_file: str | None = None
-    vim: Literal["fake"] = "fake"  # the lab VIM is added by the lab-VIM work
+    vim: Literal["fake", "lab"] = "fake"
+    lab_vim: LabVimSettings | None = None  # settings of vim = "lab"; None: the defaults
 
     @field_validator("cert_file", "key_file")
     @classmethod
     def _path(cls, v: str | None) -> str | None:
         return None if v is None else no_control(v)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ManagerConfig:
+        seen: dict[int, str] = {}
+        for name in ("https_port", "http_port", "portal_port"):
+            port = getattr(self, name)
+            if port is None:
+                continue
+            if port in seen:
+                raise ValueError(f"{name}: {port} is already the {seen[port]}")
+            seen[port] = name
+        return self
 
 
 class EscConfig(_Model):

@@ -45,6 +45,7 @@ from psycopg.conninfo import make_conninfo
 
 from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.base import Database, FollowResult, Progress
+from esc.drivers.volume import mountpoint_of
 from esc.errors import CommandError, ConfigError, DbError
 from esc.model import DbRole, DbStatus
 
@@ -139,9 +140,13 @@ def render_hba(peer_host: str) -> str:
     )
 
 
-def render_shared_conf(node_a: str, node_b: str) -> str:
+def render_shared_conf(
+    node_a: str, node_b: str, *, replicated: bool = True, slot_keep_mb: int = 4096
+) -> str:
     """The ESC-HA block of postgresql.conf, identical on both nodes (it is copied by clone and
-    rewind). Node-specific settings are on the pg_ctl command line instead."""
+    rewind). Node-specific settings are on the pg_ctl command line instead. ``replicated``
+    False (``cinder`` mode: one cluster on a shared volume) commits without a standby."""
+    sync_names = pair_sync_names(node_a, node_b) if replicated else ""
     settings = [
         ("wal_level", "replica"),
         ("wal_log_hints", "on"),  # pg_rewind needs hint-bit WAL (checksums are on as well)
@@ -149,10 +154,13 @@ def render_shared_conf(node_a: str, node_b: str) -> str:
         ("max_wal_senders", "10"),
         ("max_replication_slots", "10"),
         ("wal_keep_size", "'256MB'"),
+        # A standby gone for long keeps WAL in its slot; past this much the slot is given up
+        # (the primary's disk matters more) and that standby must be re-cloned.
+        ("max_slot_wal_keep_size", f"'{slot_keep_mb}MB'"),
         ("hot_standby", "on"),
         ("hot_standby_feedback", "on"),
         ("synchronous_commit", "on"),
-        ("synchronous_standby_names", conf_quote(pair_sync_names(node_a, node_b))),
+        ("synchronous_standby_names", conf_quote(sync_names)),
         ("password_encryption", "'scram-sha-256'"),
         # Failover in seconds: a dead peer is noticed in 5 s by walsender/walreceiver (and a
         # fast shutdown never waits longer than that for a vanished standby), and a standby
@@ -254,6 +262,12 @@ def parse_pid_file(text: str) -> tuple[int, str] | None:
         return None
     status = lines[7].strip() if len(lines) >= 8 else ""
     return int(lines[0]), status
+
+
+def process_state(proc_stat: str) -> str:
+    """The state letter of a ``/proc/<pid>/stat`` line (after the parenthesised comm)."""
+    tail = proc_stat.rpartition(")")[2].split()
+    return tail[0] if tail else "?"
 
 
 def preserved_name(now: datetime, lsn: int) -> str:
@@ -401,6 +415,8 @@ class PostgresDriver:
         peer_port: int | None = None,
         db_name: str = "esc",
         os_user: str = "postgres",
+        replicated: bool = True,
+        slot_keep_mb: int = 4096,
     ) -> None:
         if node_name == peer_name:
             raise ConfigError("node_name", "must differ from the peer's name")
@@ -418,6 +434,8 @@ class PostgresDriver:
         self.log_file = log_file
         self.db_name = db_name
         self.os_user = os_user
+        self.replicated = replicated  # False: cinder mode, no standby, no slot for the peer
+        self.slot_keep_mb = slot_keep_mb
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def __repr__(self) -> str:  # no password
@@ -438,10 +456,11 @@ class PostgresDriver:
         idx = addrs.index(own)
         peer = addrs[1 - idx]
         names = cfg.ha.node_names
+        on_volume = cfg.ha.ha_mode in ("cinder", "drbd_on_cinder")
         return cls(
             node_name=names[idx],
             peer_name=names[1 - idx],
-            pgdata=paths.pgdata,
+            pgdata=mountpoint_of(paths) / "pgdata" if on_volume else paths.pgdata,
             data_root=paths.data_dir,
             socket_dir=paths.pg_socket_dir,
             port=cfg.database.port,
@@ -451,6 +470,8 @@ class PostgresDriver:
             bindir=Path(cfg.database.pg_bindir),
             log_file=paths.log_dir / "postgres.log",
             db_name=cfg.database.name,
+            replicated=cfg.ha.ha_mode != "cinder",
+            slot_keep_mb=cfg.database.max_slot_wal_keep_size_mb,
         )
 
     # --- paths and names -----------------------------------------------------------------
@@ -496,6 +517,7 @@ class PostgresDriver:
             raise DbError(f"cannot start: no cluster in {self.pgdata}")
         if self._postmaster() is not None:
             return
+        self._clear_stale_pid_file()
         self._prepare_runtime()
         argv = [
             self._bin("pg_ctl"),
@@ -557,7 +579,8 @@ class PostgresDriver:
         self._write_passfile()
         if probe.status.role is DbRole.ABSENT:
             return self._reclone(primary_host, progress)
-        self._checkpoint_source(primary_host)
+        with self._timed("checkpoint on the source"):
+            self._checkpoint_source(primary_host)
         self.stop()
         if self._local_controldata().get("Database cluster state") == "in archive recovery":
             # A crashed standby: its WAL is a prefix of the primary's. Single-user crash
@@ -565,8 +588,10 @@ class PostgresDriver:
             # start it as a standby and let it recover as one.
             return self._reconfigure(primary_host, progress)
         try:
-            self._ensure_clean_shutdown()
-            check = self._rewind(primary_host, dry_run=True)
+            with self._timed("crash recovery"):
+                self._ensure_clean_shutdown()
+            with self._timed("pg_rewind --dry-run"):
+                check = self._rewind(primary_host, dry_run=True)
         except CommandError as exc:
             if _is_connection_failure(exc.stderr):
                 # the source went away between CHECKPOINT and pg_rewind: retry later rather
@@ -580,15 +605,27 @@ class PostgresDriver:
         if not check.needed:
             return self._reconfigure(primary_host, progress)
         assert check.diverged_lsn is not None and check.diverged_tli is not None
-        preserved = self._preserve(primary_host, check.diverged_lsn, check.diverged_tli)
+        with self._timed("preserving diverged WAL"):
+            preserved = self._preserve(primary_host, check.diverged_lsn, check.diverged_tli)
         try:
-            self._rewind(primary_host, dry_run=False)
+            with self._timed("pg_rewind"):
+                self._rewind(primary_host, dry_run=False)
         except (CommandError, ValueError) as exc:
             log.warning("%s: pg_rewind failed (%s); re-cloning", self.node_name, exc)
             self._reclone(primary_host, progress)
             return FollowResult("reclone", preserved, check.diverged_lsn)
-        self._become_standby(primary_host)
+        with self._timed("start as standby"):
+            self._become_standby(primary_host)
         return FollowResult("rewind", preserved, check.diverged_lsn)
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Log how long one step of a rejoin took (where the time of a rewind goes)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            log.info("%s: %s: %.2f s", self.node_name, step, time.monotonic() - started)
 
     def set_synchronous(self, standby_name: str | None) -> None:
         """ALTER SYSTEM synchronous_standby_names (the name quoted as an identifier) + reload;
@@ -606,6 +643,13 @@ class PostgresDriver:
 
     # --- status --------------------------------------------------------------------------
 
+    def has_cluster(self) -> bool:
+        return self._has_cluster()
+
+    def postmaster_alive(self) -> bool:
+        """A live postmaster runs on this data directory (whoever started it)."""
+        return self._postmaster() is not None
+
     def _has_cluster(self) -> bool:
         return (self.pgdata / "PG_VERSION").is_file()
 
@@ -620,8 +664,11 @@ class PostgresDriver:
             return None
         try:
             comm = Path(f"/proc/{parsed[0]}/comm").read_text().strip()
+            stat = Path(f"/proc/{parsed[0]}/stat").read_text()
         except OSError:
             return None
+        if process_state(stat) in ("Z", "X"):
+            return None  # dead, not yet reaped (a slow init reaps late)
         return parsed if comm in ("postgres", "postmaster") else None
 
     def _probe(self) -> _Probe:
@@ -921,7 +968,12 @@ class PostgresDriver:
             timeout=300,
         )
         conf = self.pgdata / "postgresql.conf"
-        block = render_shared_conf(self.node_name, self.peer_name)
+        block = render_shared_conf(
+            self.node_name,
+            self.peer_name,
+            replicated=self.replicated,
+            slot_keep_mb=self.slot_keep_mb,
+        )
         self._write_pg_file(conf, merge_conf_block(conf.read_text(), block))
 
     def _bootstrap(self) -> None:
@@ -966,7 +1018,10 @@ class PostgresDriver:
         return raw.decode()
 
     def _ensure_peer_slot(self) -> None:
-        """The peer's slot, reserving WAL from now, so the peer can rejoin without a gap."""
+        """The peer's slot, reserving WAL from now, so the peer can rejoin without a gap.
+        None without replication: an unused slot would keep WAL forever."""
+        if not self.replicated:
+            return
         with self._session() as conn:
             self._exec(
                 conn,
@@ -1022,10 +1077,26 @@ class PostgresDriver:
         if state in ("shut down", "shut down in recovery"):
             return
         log.info("%s: cluster state %r; completing crash recovery", self.node_name, state)
+        self._clear_stale_pid_file()
         for signal_file in ("standby.signal", "recovery.signal"):
             (self.pgdata / signal_file).unlink(missing_ok=True)
         argv = [self._bin("postgres"), "--single", "-F", "-D", str(self.pgdata), "template1"]
         self._run(argv, timeout=3600)
+
+    def _clear_stale_pid_file(self) -> None:
+        """Remove a postmaster.pid whose process is dead but not yet reaped (a zombie): the
+        server's own check (kill(pid, 0)) takes a zombie for a live postmaster and refuses to
+        start, and a slow init can leave one for seconds. A live postmaster's file is kept."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            parsed = parse_pid_file(pid_file.read_text())
+        except OSError:
+            return
+        if parsed is not None and self._postmaster() is None:
+            log.info(
+                "%s: removing the stale postmaster.pid of dead pid %d", self.node_name, parsed[0]
+            )
+            pid_file.unlink(missing_ok=True)
 
     def _local_controldata(self) -> dict[str, str]:
         proc = self._run([self._bin("pg_controldata"), "-D", str(self.pgdata)], timeout=30)

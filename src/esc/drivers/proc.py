@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from esc.errors import CommandError
+
 # util-linux setpriv sets the parent-death signal and execs the program: no preexec_fn (unsafe
 # in a threaded process).
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]
@@ -64,3 +66,24 @@ class Child:
                 self.proc.kill()
                 self.proc.wait(timeout)
         self.proc = None
+
+
+def run_cmd(argv: Sequence[str], *, timeout: float = 30.0) -> str:
+    """Run a short system command (never through a shell); stdout, or CommandError."""
+    full = list(argv)
+    try:
+        proc = subprocess.run(
+            full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(full, -1, f"timed out after {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise CommandError(full, -1, str(exc)) from exc
+    if proc.returncode != 0:
+        raise CommandError(full, proc.returncode, proc.stderr or proc.stdout)
+    return proc.stdout

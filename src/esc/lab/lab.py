@@ -25,6 +25,8 @@ from esc.config.schema import (
     AgentConfig,
     EscConfig,
     HaConfig,
+    HaMode,
+    LabVimSettings,
     ManagerConfig,
     NodePaths,
     ReplicationConfig,
@@ -37,8 +39,10 @@ from esc.config.schema import (
 from esc.errors import CommandError, LabError
 from esc.lab.run import Result, in_ns, run
 from esc.lab.topology import HOSTS, NODES, SWITCH_NS, Topology, TopologyKind, build_topology
+from esc.manager.labvim import remove_all_blocking
 
 DEFAULT_ROOT = Path("/var/tmp/esc-lab")
+VOLUME_SIZE = "2G"  # sparse; a database volume (ha_mode cinder / drbd_on_cinder)
 IMAGE_SIZE = "4G"  # sparse; each node's /var/lib/esc is its own ext4 filesystem (for diskfull)
 
 
@@ -155,9 +159,16 @@ class Lab:
     # --- up ---------------------------------------------------------------------------------
 
     def up(
-        self, kind: TopologyKind = "single", pair: bool = True, advert_int: float | None = None
+        self,
+        kind: TopologyKind = "single",
+        pair: bool = True,
+        advert_int: float | None = None,
+        ha_mode: HaMode = "drbd",
     ) -> UpResult:
-        """Build the hosts and (unless ``pair`` is False) start the HA pair in them."""
+        """Build the hosts and (unless ``pair`` is False) start the HA pair in them.
+
+        ``ha_mode`` cinder gives the pair one shared volume (a loop device both nodes see, as
+        a Cinder volume attachable to either VM); drbd_on_cinder gives each node its own."""
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
@@ -166,6 +177,7 @@ class Lab:
         topo = build_topology(kind)
         try:
             self._build(topo)
+            self.write_state(ha_mode=ha_mode)
             if pair:
                 self.start_pair(advert_int)
         except BaseException:
@@ -310,13 +322,29 @@ class Lab:
         """Write each node's esc.toml as `escadm ha set` would, with shared secrets."""
         secret = secrets.token_urlsafe(24)
         password = secrets.token_urlsafe(24)
+        mode: HaMode = self.read_state().get("ha_mode", "drbd")
         for host in NODES:
-            cfg = lab_node_config(topo, host, secret, password)
+            cfg = lab_node_config(topo, host, secret, password, vim_dir=self.root / "vim")
+            data = cfg.model_dump(mode="json")
             if advert_int is not None:
-                data = cfg.model_dump(mode="json")
                 data["ha"]["advert_int"] = advert_int
-                cfg = parse_config(data)  # validated like any config
+            if mode != "drbd":
+                volume = "shared" if mode == "cinder" else host
+                data["ha"]["ha_mode"] = mode
+                data["ha"]["db_volume_path"] = str(self.make_volume(volume))
+            cfg = parse_config(data)  # validated like any config
             save_config(cfg, self.node_paths(host).config_file)
+
+    def make_volume(self, name: str) -> Path:
+        """A block volume (loop device over a sparse ext4 image); the same device if it exists."""
+        image = self.root / "volumes" / f"{name}.img"
+        found = loop_devices(image)
+        if found:
+            return found[0]
+        image.parent.mkdir(parents=True, exist_ok=True)
+        run(["truncate", "-s", VOLUME_SIZE, str(image)])
+        run(["mkfs.ext4", "-q", "-F", "-m", "0", "-L", f"esc-{name}"[:16], str(image)])
+        return Path(run(["losetup", "--find", "--show", str(image)]).stdout.strip())
 
     def boot_node(self, host: str) -> None:
         """Start what the node runs at boot: its agent, when the node has a config."""
@@ -340,13 +368,16 @@ class Lab:
         self.write_state(pids=pids)
 
     def agent_alive(self, host: str) -> bool:
+        return self.agent_pid(host) is not None
+
+    def agent_pid(self, host: str) -> int | None:
         for pid in ns_pids(host):
             try:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "esc-haagent":
-                    return pid_alive(pid)
+                    return pid if pid_alive(pid) else None
             except OSError:
                 continue
-        return False
+        return None
 
     def master(self) -> str | None:
         """The node whose live agent says MASTER (a killed node's state file goes stale)."""
@@ -420,9 +451,15 @@ class Lab:
             killed = kill_all_in(ns)
             if killed:
                 removed.append(f"{killed} process(es) in {ns}")
+        # The VIM's VMs live outside the lab's namespaces (each is its own).
+        removed += remove_all_blocking(self.root / "vim")
         for mnt in sorted(self._mounts(), reverse=True):
             run(["umount", "-l", mnt], check=False)
             removed.append(f"mount {mnt}")
+        for image in sorted((self.root / "volumes").glob("*.img")):
+            for dev in loop_devices(image):
+                run(["losetup", "-d", str(dev)], check=False)
+                removed.append(f"volume {dev}")
         for ns in sorted(namespaces):
             # Deleting a namespace takes its veths and bridges with it.
             run(["ip", "netns", "del", ns], check=False)
@@ -459,7 +496,8 @@ class Lab:
             return result
         topo = self.topology()
         result["networks"] = {
-            n.name: {"ipv4": str(n.v4), "ipv6": str(n.v6) if n.v6 else None} for n in topo.networks
+            n.name: {"ipv4": str(n.v4) if n.v4 else None, "ipv6": str(n.v6) if n.v6 else None}
+            for n in topo.networks
         }
         for host in topo.hosts:
             info: dict[str, Any] = {"interfaces": host_interfaces(host)}
@@ -490,7 +528,19 @@ class Lab:
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
         if host in NODES:
             env["ESC_ROOT"] = str(self.node_paths(host).root)
+            agent = self.agent_pid(host)
+            if agent is not None:
+                # The node's own mount table (a volume the agent mounted is seen there only).
+                return ["nsenter", f"--target={agent}", "--mount", "--net", *argv], env
         return in_ns(host, *argv), env
+
+
+def loop_devices(image: Path) -> list[Path]:
+    """Loop devices backed by ``image``."""
+    if not image.exists():
+        return []
+    out = run(["losetup", "-n", "-O", "NAME", "-j", str(image)], check=False).stdout
+    return [Path(line.strip()) for line in out.splitlines() if line.strip()]
 
 
 def host_interfaces(ns: str) -> dict[str, list[str]]:
@@ -525,7 +575,9 @@ LAB_API_USER = "admin"
 PAIR_TIMEOUT_S = 180.0  # first boot: initdb, clone, election
 
 
-def lab_node_config(topo: Topology, host: str, secret: str, password: str) -> EscConfig:
+def lab_node_config(
+    topo: Topology, host: str, secret: str, password: str, vim_dir: Path | None = None
+) -> EscConfig:
     """The config `escadm ha set` would write on ``host`` in this lab."""
     sync = topo.sync_network
     nodes = tuple(topo.address(n, sync).ip for n in NODES)
@@ -543,5 +595,9 @@ def lab_node_config(topo: Topology, host: str, secret: str, password: str) -> Es
         ha=ha,
         replication=ReplicationConfig(password=password),
         agent=AgentConfig(peer_secret=secret),
-        manager=ManagerConfig(http_port=8080),
+        manager=ManagerConfig(
+            http_port=8080,
+            vim="lab" if vim_dir is not None else "fake",
+            lab_vim=None if vim_dir is None else LabVimSettings(state_dir=str(vim_dir)),
+        ),
     )

@@ -1,8 +1,9 @@
 """``esc-manager``: the process. No arguments; ``ESC_ROOT`` points at the node root.
 
 It starts inactive on every node, binds its listeners (HTTPS, plain HTTP when configured, the
-control socket), opens the database pool without waiting for the database, and then waits for
-the agent's activate message. SIGTERM/SIGINT stop it.
+operator portal's HTTPS port unless switched off, the control socket), opens the database pool
+without waiting for the database, and then waits for the agent's activate message.
+SIGTERM/SIGINT stop it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.errors import EscError
 from esc.manager import db
 from esc.manager.api import build_api
+from esc.manager.labvim import build_vim
+from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
 from esc.manager.tls import ensure_certificate
-from esc.manager.vim import FakeVim, Vim
+from esc.manager.vim import Vim
 from esc.manager.worker import WorkerTuning
 
 log = logging.getLogger("esc.manager")
@@ -111,7 +114,13 @@ async def serve(
 ) -> None:
     """Run the service until ``stop`` is set (or a listener fails)."""
     mcfg = cfg.manager
-    manager = Manager(cfg.node_name, conninfo or db.conninfo(cfg, paths), vim, tuning)
+    manager = Manager(
+        cfg.node_name,
+        conninfo or db.conninfo(cfg, paths),
+        vim,
+        tuning,
+        shared_storage=cfg.ha is not None and cfg.ha.ha_mode == "cinder",
+    )
     tls = ensure_certificate(paths, mcfg)
     api = build_api(manager)
     bind = str(mcfg.bind)
@@ -122,17 +131,21 @@ async def serve(
         listeners.append((_server(api, tls), listen_tcp(bind, mcfg.https_port)))
         if mcfg.http_port is not None:
             listeners.append((_server(api), listen_tcp(bind, mcfg.http_port)))
+        if mcfg.portal_port is not None:  # its own app and port, the API's certificate
+            portal = live_portal(cfg, paths, manager)
+            listeners.append((_server(portal, tls), listen_tcp(bind, mcfg.portal_port)))
     except OSError:
         for _, s in listeners:
             s.close()
         raise
     await manager.start()
     log.info(
-        "escmanager %s started inactive: https %s:%d%s, control %s",
+        "escmanager %s started inactive: https %s:%d%s%s, control %s",
         cfg.node_name,
         bind,
         mcfg.https_port,
         f", http {bind}:{mcfg.http_port}" if mcfg.http_port else "",
+        f", portal https {bind}:{mcfg.portal_port}" if mcfg.portal_port else "",
         sock_path,
     )
     tasks = [asyncio.create_task(srv.serve(sockets=[s])) for srv, s in listeners]
@@ -161,19 +174,12 @@ def setup_logging(paths: NodePaths) -> None:
     logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 
-def make_vim(cfg: EscConfig) -> Vim:
-    if cfg.manager.vim == "fake":
-        log.warning("VIM: in-memory fake (VMs are not real and vanish with the process)")
-        return FakeVim()
-    raise EscError(f"manager.vim: unknown VIM {cfg.manager.vim!r}")
-
-
 async def _main(cfg: EscConfig, paths: NodePaths) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(cfg, paths, make_vim(cfg), stop)
+    await serve(cfg, paths, build_vim(cfg), stop)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

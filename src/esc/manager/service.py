@@ -41,8 +41,12 @@ class Manager:
         conninfo: str,
         vim: Vim,
         tuning: WorkerTuning | None = None,
+        shared_storage: bool = False,
     ) -> None:
         self.node_name = node_name
+        # ha_mode cinder: the database lives on a volume only the primary mounts, so an
+        # inactive node has no database to reach and that is not a fault.
+        self.shared_storage = shared_storage
         self.pool = make_pool(conninfo)
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
@@ -122,6 +126,13 @@ class Manager:
                 await conn.rollback()
         except _DB_ERRORS as exc:
             why = str(exc) or type(exc).__name__
+            if self.shared_storage and not active:
+                return ControlStatus(
+                    False,
+                    True,
+                    f"inactive (primary {self.primary or 'unknown'}), database on the shared "
+                    "volume of the primary",
+                )
             return ControlStatus(active, False, f"database unreachable: {why}")
         in_recovery = bool(row and row[0])
         if active and in_recovery:
