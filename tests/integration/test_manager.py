@@ -168,6 +168,7 @@ class Instance:
     tuning: WorkerTuning = FAST
     http_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
+    portal_port: int = field(default_factory=free_port)
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
     _thread: threading.Thread | None = None
@@ -192,6 +193,7 @@ class Instance:
                 bind="127.0.0.1",  # type: ignore[arg-type]
                 https_port=self.https_port,
                 http_port=self.http_port,
+                portal_port=self.portal_port,
             ),
         )
         ready = threading.Event()
@@ -533,6 +535,44 @@ def test_invalid_json_and_bad_kpi(active: Instance) -> None:
         assert "port" in r.json()["detail"]
 
 
+def test_portal_reads_the_database_and_says_the_agent_is_missing(active: Instance) -> None:
+    """The portal's live source on a real database. No agent runs here: the page says so."""
+    with active.client() as c:
+        assert c.post("/v0/tenants", json={"name": "acme"}).status_code == 202
+        r = c.post("/v0/deployments", json=deployment_body("acme", "web", count=2))
+        assert r.status_code == 202, r.text
+        dep_id = r.json()["resource_id"]
+    with httpx.Client(
+        base_url=f"https://127.0.0.1:{active.portal_port}", verify=False, timeout=10
+    ) as p:
+        assert p.get("/").status_code == 401
+        assert p.get("/portal/status.json", auth=(USER, "wrong")).status_code == 401
+
+        def shown() -> dict[str, Any] | None:
+            r = p.get("/portal/status.json", auth=AUTH)
+            assert r.status_code == 200, r.text
+            view: dict[str, Any] = r.json()
+            return view if any(d["deployment"] == dep_id for d in view["deployments"]) else None
+
+        view = eventually(shown, 10, "the deployment on the portal")  # reads are cached 1 s
+        (dep,) = [d for d in view["deployments"] if d["deployment"] == dep_id]
+        assert dep["tenant"] == "acme" and len(dep["vms"]) == 2
+        assert {t["operation"] for t in view["transactions"]} >= {
+            "CREATE_TENANT",
+            "CREATE_DEPLOYMENT",
+        }
+        assert [(n["node"], n["state"]) for n in view["nodes"]] == [("esc-ha-0", "UNKNOWN")]
+        assert any(e.startswith("agent of esc-ha-0 not answering") for e in view["errors"])
+        page = p.get("/", auth=AUTH)
+        assert page.status_code == 200
+        assert f'data-deployment="{dep_id}"' in page.text
+
+        active.control.deactivate("esc-ha-1", None)
+        r = p.get("/portal/status.json")
+        assert r.status_code == 503
+        assert r.json()["primary"] == "esc-ha-1"
+
+
 def test_https_listener_and_openapi(active: Instance) -> None:
     with httpx.Client(verify=False, auth=AUTH, timeout=10) as c:
         r = c.get(f"https://127.0.0.1:{active.https_port}/openapi.json")
@@ -774,11 +814,12 @@ def test_esc_manager_process(pg: Pg, database: str, node_roots: list[Path]) -> N
     paths.pg_socket_dir.mkdir(parents=True)
     # the agent starts PostgreSQL with its socket in the node's pg_socket_dir; point there
     (paths.pg_socket_dir / f".s.PGSQL.{pg.port}").symlink_to(pg.sockdir / f".s.PGSQL.{pg.port}")
-    http_port, https_port = free_port(), free_port()
+    http_port, https_port, portal_port = free_port(), free_port(), free_port()
     paths.etc_dir.mkdir(parents=True)
     paths.config_file.write_text(
         f'node_name = "esc-ha-0"\n[database]\nport = {pg.port}\n'
         f'[manager]\nbind = "127.0.0.1"\nhttps_port = {https_port}\nhttp_port = {http_port}\n'
+        f"portal_port = {portal_port}\n"
     )
     exe = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "esc-manager"
     proc = subprocess.Popen(

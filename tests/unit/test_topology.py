@@ -19,7 +19,7 @@ def test_every_address_is_documentation_range_and_names_fit(kind: str) -> None:
 
 def test_multi_has_three_networks_and_nb_only_on_northbound() -> None:
     topo = build_topology("multi")
-    assert [n.name for n in topo.networks] == ["northbound", "sync", "mgmt"]
+    assert [n.name for n in topo.networks] == ["northbound", "sync", "mgmt", "vnf"]
     assert [a.network for a in topo.of_host("nb")] == ["northbound"]
     assert topo.address("esc-ha-0", "sync").ip == ipaddress.ip_address("192.0.2.10")
     assert topo.address("esc-ha-1", "northbound", 6).ip == ipaddress.ip_address("2001:db8:100::11")
@@ -27,6 +27,16 @@ def test_multi_has_three_networks_and_nb_only_on_northbound() -> None:
         topo.attachment("nb", "sync")
     with pytest.raises(LabError, match="no network"):
         topo.network("storage")
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_both_nodes_and_only_they_are_on_the_ipv6_vnf_network(kind: str) -> None:
+    topo = build_topology(kind)  # type: ignore[arg-type]
+    assert topo.network("vnf").v4 is None
+    on_vnf = {a.host: a.addresses for a in topo.attachments if a.network == "vnf"}
+    assert set(on_vnf) == {"esc-ha-0", "esc-ha-1"}
+    assert topo.address("esc-ha-1", "vnf", 6).ip == ipaddress.ip_address("2001:db8:200::11")
+    assert all(a.version == 6 for addrs in on_vnf.values() for a in addrs)
 
 
 def test_unknown_topology_names_the_flag() -> None:

@@ -25,9 +25,9 @@ SHORT = {"esc-ha-0": "ha0", "esc-ha-1": "ha1", "nb": "nb", "router": "rtr"}
 
 @dataclass(frozen=True)
 class Network:
-    name: str  # "sync", "northbound", "mgmt"
+    name: str  # "sync", "northbound", "mgmt", "vnf"
     code: str  # one letter, used in switch-side interface names
-    v4: ipaddress.IPv4Network
+    v4: ipaddress.IPv4Network | None
     v6: ipaddress.IPv6Network | None = None
 
     @property
@@ -102,13 +102,25 @@ _HOST_NUM = {"router": 1, "esc-ha-0": 10, "esc-ha-1": 11, "nb": 50}
 
 
 def _iface(
-    v4: ipaddress.IPv4Network, v6: ipaddress.IPv6Network | None, num: int
+    v4: ipaddress.IPv4Network | None, v6: ipaddress.IPv6Network | None, num: int
 ) -> tuple[IPInterface, ...]:
-    out: list[IPInterface] = [ipaddress.IPv4Interface(f"{v4[num]}/{v4.prefixlen}")]
+    out: list[IPInterface] = []
+    if v4 is not None:
+        out.append(ipaddress.IPv4Interface(f"{v4[num]}/{v4.prefixlen}"))
     if v6 is not None:
         # IPv6 host part reads like the IPv4 one: .10 -> ::10
         out.append(ipaddress.IPv6Interface(f"{v6[int(str(num), 16)]}/{v6.prefixlen}"))
     return tuple(out)
+
+
+# The VNF network: the lab VIM's VMs (``esc.manager.labvim``) join its bridge, and both
+# controller nodes are on it too, as ESC's VNFs are connected to both nodes. IPv6 only: every
+# IPv4 documentation /24 is taken by the multi topology.
+VNF = Network("vnf", "v", None, ipaddress.IPv6Network("2001:db8:200::/64"))
+
+
+def _vnf_attachments(iface: str) -> list[Attachment]:
+    return [Attachment(h, "vnf", iface, _iface(None, VNF.v6, _HOST_NUM[h])) for h in NODES]
 
 
 def build_topology(kind: TopologyKind) -> Topology:
@@ -120,15 +132,17 @@ def build_topology(kind: TopologyKind) -> Topology:
             ipaddress.IPv4Network("192.0.2.0/24"),
             ipaddress.IPv6Network("2001:db8::/64"),
         )
-        atts = tuple(
-            Attachment(h, "sync", "eth0", _iface(lan.v4, lan.v6, _HOST_NUM[h])) for h in HOSTS
+        atts = (
+            *(Attachment(h, "sync", "eth0", _iface(lan.v4, lan.v6, _HOST_NUM[h])) for h in HOSTS),
+            *_vnf_attachments("eth1"),
         )
+        assert lan.v4 is not None
         gw = lan.v4[1]
         gw6 = lan.v6[1] if lan.v6 else None
         assert gw6 is not None
         topo = Topology(
             kind,
-            (lan,),
+            (lan, VNF),
             atts,
             {h: gw for h in HOSTS if h != "router"},
             {h: gw6 for h in HOSTS if h != "router"},
@@ -148,12 +162,14 @@ def build_topology(kind: TopologyKind) -> Topology:
         for h in NODES:
             atts_l.append(Attachment(h, "sync", "eth1", _iface(sync.v4, None, _HOST_NUM[h])))
             atts_l.append(Attachment(h, "mgmt", "eth2", _iface(mgmt.v4, None, _HOST_NUM[h])))
+        atts_l += _vnf_attachments("eth3")
+        assert nb.v4 is not None
         gw = nb.v4[1]
         gw6 = nb.v6[1] if nb.v6 else None
         assert gw6 is not None
         topo = Topology(
             kind,
-            (nb, sync, mgmt),
+            (nb, sync, mgmt, VNF),
             tuple(atts_l),
             {h: gw for h in HOSTS if h != "router"},
             {h: gw6 for h in HOSTS if h != "router"},

@@ -4,13 +4,16 @@ It runs on both nodes; the agent activates it on the primary through the control
 (``control.py``). Every write is a durable transaction in the replicated database, so a new
 primary answers retries with the first result and resumes what the old one left half-done.
 
-    main.py      process: logging, certificate, listeners (HTTPS, optional HTTP, control socket)
+    main.py      process: logging, certificate, listeners (HTTPS, HTTP, portal, control socket)
     service.py   the activation switch, the pool, health; owns the worker
     api.py       the /v0 REST API (FastAPI); auth.py checks basic credentials
+    portal.py    the operator portal on portal_port: one self-refreshing page, status.json
     store.py     SQL of the accept paths: transaction + effect in one database transaction
     worker.py    carries out long-running transactions and delivers callbacks
     db.py        connection settings and the versioned schema migrations
     users.py     API users, hashed with scrypt (for ``escadm user``)
     vim.py       the VIM interface and an in-memory fake
+    labvim.py    the lab VIM: VMs are network namespaces on the lab's VNF bridge
+    vm_responder.py  what runs in each lab VM (answers one TCP port)
     models.py    request bodies and header values, validated
 """

@@ -22,7 +22,7 @@ from psycopg_pool import PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esc.manager import store
-from esc.manager.auth import Authenticator, parse_basic
+from esc.manager.auth import Authenticator, CredentialCheck, parse_basic
 from esc.manager.models import (
     NAME_PATTERN,
     TXID_PATTERN,
@@ -100,7 +100,7 @@ class ActiveGate:
 class BasicAuth:
     """401 unless the request carries valid basic credentials (every path, OpenAPI too)."""
 
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, auth: CredentialCheck) -> None:
         self.app = app
         self.auth = auth
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -41,6 +41,12 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     if not sep or not user:
         return None
     return user, password
+
+
+class CredentialCheck(Protocol):
+    """What the basic-auth layer needs: the API and the portal share it; tests pass a fake."""
+
+    async def check(self, user: str, password: str) -> bool: ...
 
 
 class Authenticator:
