@@ -17,13 +17,14 @@ from esc.config.schema import BgpConfig, EscConfig
 from esc.drivers.exabgp_conf import (
     COMMANDS,
     announce_command,
+    exabgp_env,
     render_exabgp,
     withdraw_command,
 )
 from esc.errors import ConfigError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-PROCESS = ["/usr/bin/python3", "-m", "esc.agent.bgp_api", "/run/esc/bgp.fifo"]
+PROCESS = ["/usr/bin/python3", "-m", "esc.drivers.exabgp_api", "/run/esc/exabgp-api.sock"]
 SECRET = "deadbeef42"  # only [a-f0-9]: ExaBGP's md5-base64 "auto" would decode it
 
 
@@ -189,3 +190,27 @@ def test_exabgp_test_does_fail_on_a_bad_config(tmp_path: Path) -> None:
     conf = tmp_path / "exabgp.conf"
     conf.write_text(render_exabgp(IPV4, ["/bin/cat"]).replace("hold-time", "hold-tim"))
     assert _exabgp_test(conf).returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("exabgp") is None, reason="exabgp not installed")
+def test_exabgp_reads_every_setting_of_the_environment() -> None:
+    """Each variable of exabgp_env() names a real ExaBGP 4.2 option and overrides Debian's
+    /etc/exabgp/exabgp.env (``exabgp --fe`` prints the settings it would run with)."""
+    env = exabgp_env("/var/log/esc/exabgp.log", "root")
+    clean = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
+    proc = subprocess.run(
+        ["exabgp", "--fe"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    printed = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            printed[key.replace(".", "_")] = value.strip("'")
+    for key, value in env.items():
+        assert key in printed, f"{key} is not an ExaBGP option"
+        assert printed[key] == value, f"{key}: exabgp runs with {printed[key]!r}, not {value!r}"

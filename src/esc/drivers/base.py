@@ -72,6 +72,39 @@ class Vrrp(Protocol):
         """Re-render the config and apply it without a role change; True if it changed."""
 
 
+@dataclass(frozen=True)
+class BgpStatus:
+    """The BGP driver's view of ExaBGP and the anycast route."""
+
+    running: bool  # the ExaBGP process is alive
+    connected: bool  # its API helper is connected: commands can be sent
+    announced: bool  # desired: the route is announced (only a MASTER wants that)
+    acked: bool  # ExaBGP answered "done" to the command for the desired state
+    session: str = "unknown"  # "up" | "connected" | "down" | "unknown" (ExaBGP's events)
+    last_error: str | None = None
+    restarts: int = 0  # ExaBGP restarts after it died or hung (not counting start())
+    pid: int | None = None
+
+
+class Bgp(Protocol):
+    """ExaBGP on this node, supervised by the agent: announces the anycast route."""
+
+    def start(self) -> None:
+        """Start ExaBGP with the route withdrawn (the session comes up, nothing announced)."""
+
+    def stop(self) -> None:
+        """Kill ExaBGP: the session drops and the router withdraws the route."""
+
+    def set_announced(self, want: bool) -> None:
+        """Announce (True) or withdraw the route; a command only when the wish changes.
+        Delivery problems are recorded in ``status()`` and retried by ``tick()``."""
+
+    def tick(self) -> None:
+        """Every agent cycle, without waiting: restart a dead ExaBGP, re-announce when due."""
+
+    def status(self) -> BgpStatus: ...
+
+
 class Vip(Protocol):
     """The virtual address on its interface (kernel view, not keepalived's)."""
 

@@ -1,7 +1,9 @@
-"""Render ExaBGP 4.2 config text and process-API commands. No I/O in this module.
+"""Render ExaBGP 4.2 config text, environment and process-API commands, and parse its answers.
+No I/O in this module.
 
 Pinned to ExaBGP 4.2 (Debian 4.2.21): the command words differ between versions (``neighbor *``
-in 4.2, ``peer *`` later), so every command word lives in :data:`COMMANDS` and nowhere else.
+in 4.2, ``peer *`` later), so every command word lives in :data:`COMMANDS`, every answer word
+in :func:`parse_answer`, and every setting in :func:`exabgp_env`, and nowhere else.
 
 Each command is one line on the API helper's stdout; a newline inside a value would turn one
 announce into two commands, so every value is refused if it holds a control character or
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
 from esc.addresses import IPAddress
 from esc.config.schema import BgpConfig, EscConfig
@@ -23,6 +26,7 @@ from esc.errors import ConfigError
 
 EXABGP_VERSION = "4.2"
 PROCESS_NAME = "esc-bgp"
+HELPER_MODULE = "esc.drivers.exabgp_api"  # our API helper, run by ExaBGP (see exabgp_api.py)
 
 # ExaBGP 4.2 process-API command words (one place; see the module docstring).
 COMMANDS = {
@@ -108,6 +112,66 @@ neighbor {remote} {{
     }}
     api {{
         processes [ {PROCESS_NAME} ];
+        neighbor-changes;
     }}
 }}
 """
+
+
+def exabgp_env(log_file: str, user: str) -> dict[str, str]:
+    """The ExaBGP 4.2 settings the driver runs it with, as environment variables.
+
+    Environment variables override /etc/exabgp/exabgp.env option by option, and Debian's file
+    says ``user = exabgp``, ``drop = true`` and ``cli = true`` (named pipes in /run/exabgp).
+    The underscore form is used (``exabgp_api_ack``); ExaBGP also reads the dotted form and
+    prefers it, so the driver drops any inherited ``exabgp*`` variable.
+    """
+    return {
+        "exabgp_daemon_user": _safe("user", user),
+        "exabgp_daemon_drop": "false",  # keep root: nothing to drop to in the lab or the VM
+        "exabgp_daemon_daemonize": "false",  # the agent supervises it by PID
+        "exabgp_daemon_pid": "",  # no pid file: /run is shared between lab nodes
+        "exabgp_log_destination": _safe("log_file", log_file),  # rotated by ExaBGP at 5 MB
+        "exabgp_log_level": "INFO",
+        "exabgp_api_ack": "true",  # "done"/"error" for every command (the driver waits on it)
+        "exabgp_api_cli": "false",  # no named pipes: the helper's socket is the only control
+        "exabgp_api_encoder": "text",
+        "exabgp_api_respawn": "true",  # a crashed helper is restarted by ExaBGP
+        "exabgp_api_terminate": "false",
+        "exabgp_tcp_bind": "",  # never listen on 179: the node only connects out
+    }
+
+
+_NEIGHBOR_STATES = frozenset({"connected", "up", "down"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """ExaBGP acknowledged the oldest command not yet acknowledged: ``done`` or ``error``."""
+
+    ok: bool
+
+
+@dataclass(frozen=True)
+class NeighborEvent:
+    """A ``neighbor-changes`` line: ``neighbor 192.0.2.1 up`` (also ``connected``, ``down``)."""
+
+    peer: str
+    state: str  # "connected" | "up" | "down"
+
+
+def parse_answer(line: str) -> Answer | NeighborEvent | None:
+    """One line ExaBGP 4.2 wrote to the helper's stdin (text encoder); None if not ours.
+
+    With ``api.ack`` every command gets exactly one ``done`` or ``error``, in command order;
+    ``shutdown <pid> <ppid>`` (ExaBGP stopping) and the blank line after each event are None.
+    """
+    text = line.strip()
+    if text == "done":
+        return Answer(ok=True)
+    if text == "error":
+        return Answer(ok=False)
+    words = text.split()
+    if len(words) >= 3 and words[0] == "neighbor" and words[2] in _NEIGHBOR_STATES:
+        return NeighborEvent(peer=words[1], state=words[2])
+    return None

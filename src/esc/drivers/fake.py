@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from esc.drivers.base import Database, FollowResult, Progress
+from esc.drivers.base import Bgp, BgpStatus, Database, FollowResult, Progress
 from esc.errors import DbError
 from esc.model import DbRole, DbStatus
 
@@ -139,4 +139,93 @@ class FakeDatabase:
 
 def _conforms(fake: FakeDatabase) -> Database:
     """mypy checks here that the fake implements the Database protocol."""
+    return fake
+
+
+class FakeBgp:
+    """ExaBGP and the router as the agent sees them: ``routed`` says whether the router holds
+    the anycast route, which is true only while ExaBGP runs and has acknowledged an announce.
+
+    Knobs: ``fail['start'] = BgpError(...)`` fails the next start; ``answering = False`` makes
+    ExaBGP leave commands unanswered (``acked`` stays False, ``last_error`` says why) until it
+    answers again at a ``tick()``; ``crash()`` kills ExaBGP (the router drops the route) and the
+    next ``tick()`` restarts it and re-sends the wish, as the real driver does."""
+
+    def __init__(self) -> None:
+        self.started = False  # between start() and stop(): a dead ExaBGP is restarted
+        self.running = False
+        self.announced = False  # the wish
+        self.acked = False
+        self.routed = False  # what the router holds
+        self.answering = True
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.sent: list[str] = []  # "announce" / "withdraw", as written to ExaBGP
+        self.fail: dict[str, Exception] = {}
+        self.calls: list[str] = []
+
+    def _enter(self, method: str) -> None:
+        self.calls.append(method)
+        exc = self.fail.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def _send(self) -> None:
+        self.sent.append("announce" if self.announced else "withdraw")
+        if not self.answering:
+            self.acked = False
+            self.last_error = f"no answer from ExaBGP to {self.sent[-1]}"
+            return
+        self.acked, self.last_error = True, None
+        self.routed = self.announced
+
+    # --- helpers for tests ---------------------------------------------------------------
+
+    def crash(self) -> None:
+        """ExaBGP killed: the session drops, so the router withdraws the route."""
+        self.running = self.acked = self.routed = False
+
+    # --- Bgp protocol ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._enter("start")
+        if self.running:
+            return
+        self.started = self.running = True
+        self.announced = self.acked = self.routed = False
+
+    def stop(self) -> None:
+        self._enter("stop")
+        self.started = self.running = False
+        self.announced = self.acked = self.routed = False
+
+    def set_announced(self, want: bool) -> None:
+        self._enter("set_announced")
+        changed = want != self.announced or not self.acked
+        self.announced = want
+        if self.running and changed:
+            self._send()
+
+    def tick(self) -> None:
+        self._enter("tick")
+        if self.started and not self.running:
+            self.running, self.restarts = True, self.restarts + 1
+            self._send()
+        elif self.running and not self.acked:
+            self._send()
+
+    def status(self) -> BgpStatus:
+        return BgpStatus(
+            running=self.running,
+            connected=self.running,
+            announced=self.announced,
+            acked=self.acked,
+            session="up" if self.running else "down",
+            last_error=self.last_error,
+            restarts=self.restarts,
+        )
+
+
+def _conforms_bgp(fake: FakeBgp) -> Bgp:
+    """mypy checks here that the fake implements the Bgp protocol."""
     return fake
