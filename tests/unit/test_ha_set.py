@@ -26,7 +26,8 @@ from esc.host import FakeHostFacts, HostFacts, SystemHostFacts, parse_ip_json
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CHECK = Path("/usr/libexec/esc/esc-agent-alive")  # as in test_keepalived_conf
-PROCESS = ["/usr/bin/python3", "-m", "esc.agent.bgp_api", "/run/esc/bgp.fifo"]  # test_exabgp_conf
+# as in test_exabgp_conf
+PROCESS = ["/usr/bin/python3", "-m", "esc.drivers.exabgp_api", "/run/esc/exabgp-api.sock"]
 SECRET = "deadbeef42"
 
 HA0 = FakeHostFacts(
@@ -127,8 +128,7 @@ HA_BAD = [
     (["--kad_vip", "198.51.100.254:eth9"], "--kad_vip"),  # no such interface
     (["--kad_vip", "198.51.100.254:eth3"], "--kad_vip"),  # interface without addresses
     (["--kad_vip", "192.0.2.10:eth2"], "--kad_vip"),  # eth2's own address
-    (["--kad_vip", "2001:db8::fc"], "--kad_vip"),  # family differs from the nodes
-    (["--kad_vip", "[2001:db8::fc/48]:eth0"], "--kad_vip"),
+    (["--kad_vip", "2001:db8:7::fc"], "--kad_vip"),  # IPv6, but in no subnet of eth0
     (["--kad_vip", "198.51.100.254/33"], "--kad_vip"),
     (["--kad_vip", "198.51.100.254\n:eth0"], "--kad_vip"),
     (["--kad_vif", "eth9"], "--kad_vif"),
@@ -376,6 +376,22 @@ def test_ha_set_ipv6_vip_on_another_interface(paths: NodePaths) -> None:
     assert text == _golden("keepalived_ipv6_vip_on_other_iface.conf")
 
 
+def test_ha_set_ipv6_vip_over_ipv4_nodes(paths: NodePaths) -> None:
+    """The seed's three networks: an IPv6 northbound VIP, heartbeats over IPv4."""
+    argv = ["--ha_node_list", "198.51.100.10", "198.51.100.11"]
+    argv += ["--kad_vip", "[2001:db8::fc/64]:eth0", "--kad_vif", "eth0"]
+    assert escadm(["ha", "set", *argv], paths, HA0) == 0
+    text = keepalived_of(paths, "198.51.100.10")
+    assert "native_ipv6" in text and "2001:db8::fc/64 dev eth0" in text
+
+
+def test_ha_set_refuses_an_ipv4_vip_over_ipv6_nodes(paths: NodePaths) -> None:
+    argv = ["--ha_node_list", "2001:db8:1::10", "2001:db8:1::11"]
+    argv += ["--kad_vip", "198.51.100.254:eth0", "--kad_vif", "eth1"]
+    assert escadm(["ha", "set", *argv], paths, HA0) != 0
+    assert not paths.config_file.exists()
+
+
 def test_ha_set_ipv6_nodes_on_the_second_node(tmp_path: Path) -> None:
     paths = NodePaths(tmp_path / "ha1")
     argv = ["--ha_node_list", "2001:db8:1::10", "2001:db8:1::11", "--kad_vip", "2001:db8:1::fc"]
@@ -483,8 +499,8 @@ def test_config_validate_ok(
          'kad_vif = "eth0"\nkad_vri = 0\n', "ha.kad_vri"),
         ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "198.51.100.254"\n'
          'kad_vif = "eth0"\nadvert_int = 0.015\n', "ha.advert_int"),
-        ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "2001:db8::fc"\n'
-         'kad_vif = "eth0"\n', "ha.kad_vip"),
+        ('[ha]\nha_node_list = ["2001:db8:1::10", "2001:db8:1::11"]\nkad_vip = "198.51.100.254"\n'
+         'kad_vif = "eth1"\n', "ha.kad_vip"),
         ('node_name = "bad name"\n', "node_name"),
         ("not toml [", ""),
     ],

@@ -64,6 +64,13 @@ IPV6_VIP_OTHER_IFACE = _cfg(
     kad_vip="[2001:db8::fc/48]:eth0",
     kad_vif="eth1",
 )
+# The seed's three networks: IPv6 northbound VIP on eth0, IPv4 nodes on the sync link eth1.
+IPV6_VIP_IPV4_NODES = _cfg(
+    "ha0",
+    ha_node_list=["192.0.2.10", "192.0.2.11"],
+    kad_vip="[2001:db8:100::fc/64]:eth0",
+    kad_vif="eth1",
+)
 IPV6_NODES = _cfg(
     "ha1",
     ha_node_list=["2001:db8:1::10", "2001:db8:1::11"],
@@ -79,6 +86,7 @@ CASES = {
     "keepalived_ipv4_vip_eth2.conf": (IPV4_VIP_ETH2, "198.51.100.10"),
     "keepalived_ipv6_vip_on_other_iface.conf": (IPV6_VIP_OTHER_IFACE, "2001:db8:1::10"),
     "keepalived_ipv6_nodes.conf": (IPV6_NODES, "2001:db8:1::11"),
+    "keepalived_ipv6_vip_ipv4_nodes.conf": (IPV6_VIP_IPV4_NODES, "192.0.2.10"),
 }
 
 
@@ -139,17 +147,15 @@ def test_advert_int_outside_vrrp_v3_is_refused(seconds: float) -> None:
     assert err.value.field == "ha.advert_int"
 
 
-def test_vip_of_the_other_family_is_refused() -> None:
-    # keepalived 2.2.7 refuses a mixed family in virtual_ipaddress, and under VRRPv3 an instance
-    # whose only address is in virtual_ipaddress_excluded ("No VIP specified").
+def test_ipv4_vip_with_ipv6_nodes_is_refused() -> None:
     cfg = _cfg(
         "ha0",
-        ha_node_list=["198.51.100.10", "198.51.100.11"],
-        kad_vip="[2001:db8::fc/48]:eth0",
+        ha_node_list=["2001:db8:1::10", "2001:db8:1::11"],
+        kad_vip="198.51.100.254:eth0",
         kad_vif="eth1",
     )
     with pytest.raises(ConfigError) as err:
-        render_keepalived(cfg, ip_address("198.51.100.10"), ROOT, CHECK)
+        render_keepalived(cfg, ip_address("2001:db8:1::10"), ROOT, CHECK)
     assert err.value.field == "ha.kad_vip"
 
 
@@ -201,8 +207,19 @@ def test_unsafe_node_name_and_paths_are_refused() -> None:
 
 
 def _host_ifaces() -> list[str]:
+    """Non-loopback interfaces, multicast-capable ones first (native_ipv6 adverts need it)."""
     net = Path("/sys/class/net")
-    return sorted(p.name for p in net.iterdir() if p.name != "lo") if net.is_dir() else []
+    if not net.is_dir():
+        return []
+
+    def multicast(p: Path) -> bool:
+        try:
+            return bool(int((p / "flags").read_text(), 16) & 0x1000)  # IFF_MULTICAST
+        except (OSError, ValueError):
+            return False
+
+    found = [p for p in net.iterdir() if p.name != "lo"]
+    return [p.name for p in sorted(found, key=lambda p: (not multicast(p), p.name))]
 
 
 def _use_existing_ifaces(text: str) -> str:
@@ -212,7 +229,8 @@ def _use_existing_ifaces(text: str) -> str:
         pytest.skip("no non-loopback interface here for keepalived -t")
     named = sorted(set(re.findall(r"(?:interface|dev) (\S+)", text)))
     missing = [n for n in named if n not in have]
-    spare = [n for n in have if n not in named] or have
+    # The multicast-capable interface first, even if the config names it already.
+    spare = have[:1] + [n for n in have[1:] if n not in named]
     mapping = {n: spare[i % len(spare)] for i, n in enumerate(missing)}
     return re.sub(r"(interface|dev) (\S+)", lambda m: f"{m[1]} {mapping.get(m[2], m[2])}", text)
 

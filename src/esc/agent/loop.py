@@ -12,13 +12,15 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from esc.agent.decide import DecideConfig, decide, fmt_lsn
+from esc.agent.routes import apply_routes
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
-from esc.drivers.base import Database, GatewaySource, PeerSource, Service, Vip, Vrrp
+from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
 from esc.errors import DriverError, EscError
 from esc.model import (
     Action,
@@ -138,6 +140,8 @@ class Agent:
         peer: PeerSource,
         gateway: GatewaySource | None,
         history: Any,
+        bgp: Bgp | None = None,
+        make_bgp: Callable[[EscConfig], Bgp | None] | None = None,
         clock: Any = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -151,6 +155,9 @@ class Agent:
         self.peer = peer
         self.gateway = gateway
         self.history = history
+        self.bgp = bgp  # the anycast route (ExaBGP), announced only while MASTER
+        self.make_bgp = make_bgp  # builds it again when `escadm reload` changes [bgp]
+        self._bgp_started = False
         self.clock = clock
         self.wake = threading.Event()
         self.requests: queue.Queue[Request] = queue.Queue()
@@ -210,7 +217,23 @@ class Agent:
         self._record(obs, d)
         self._execute(d)
         self._name_primary(obs, d)
+        if self.bgp is not None:
+            self._steer_bgp(d.next_state is NodeState.MASTER)
         return d
+
+    def _steer_bgp(self, announce: bool) -> None:
+        """After the promote and activation, so the route leads to a serving node; every other
+        state withdraws it. Problems are logged and retried next cycle, never raised (they must
+        not stop a failover or the cycle)."""
+        assert self.bgp is not None
+        try:
+            if not self._bgp_started:
+                self.bgp.start()
+                self._bgp_started = True
+            self.bgp.set_announced(announce)
+            self.bgp.tick()
+        except EscError as exc:
+            log.error("BGP: %s (retried next cycle)", exc)
 
     def _name_primary(self, obs: Observation, d: Decision) -> None:
         """Keep an inactive manager's 503 answers naming the current primary."""
@@ -270,6 +293,20 @@ class Agent:
         changed: list[str] = []
         if self.vrrp.reload(new):
             changed.append(str(self.paths.run_dir / "keepalived.conf"))
+        if new.bgp != self.cfg.bgp:
+            # A new neighbor or address: a new ExaBGP (the session restarts; a MASTER
+            # announces again on this cycle).
+            if self.bgp is not None:
+                self.bgp.stop()
+            try:
+                self.bgp = self.make_bgp(new) if self.make_bgp is not None else None
+            except EscError as exc:
+                self.bgp = None
+                log.error("reload: BGP not restarted: %s", exc)
+            self._bgp_started = False  # started by this cycle's _steer_bgp
+            changed.append(str(self.paths.run_dir / "exabgp.conf"))
+        if new.ha is not None and (self.cfg.ha is None or new.ha.routes != self.cfg.ha.routes):
+            changed += [f"route {r}" for r in apply_routes(new.ha.routes)]
         self.cfg = new
         self.dcfg = replace(
             self.dcfg,
@@ -382,6 +419,7 @@ class Agent:
             "streaming": obs.db.streaming,
             "serving": obs.service.active and d.next_state is NodeState.MASTER,
             "vip_held": obs.vip_held,
+            "announced": self._announced(),
             "outdated_lsn": d.memory.peer_outdated_from,
             "handing_over": d.memory.switchover_since is not None,
             "reason": d.reason,
@@ -398,7 +436,11 @@ class Agent:
             "role": obs.db.role.value,
             "vrrp": str(getattr(obs.vrrp, "value", obs.vrrp)),
             "vip": str(self.cfg.ha.kad_vip) if self.cfg.ha else None,
+            "ha_mode": self.cfg.ha.ha_mode if self.cfg.ha else None,
             "vip_held": obs.vip_held,
+            "anycast": str(self.cfg.bgp.anycast_ip) if self.cfg.bgp else None,
+            "announced": self._announced(),
+            "bgp": asdict(self.bgp.status()) if self.bgp is not None else None,
             "db": {**asdict(obs.db), "lsn_text": fmt_lsn(obs.db.lsn)},
             "service": asdict(obs.service),
             "peer": asdict(obs.peer),
@@ -412,6 +454,13 @@ class Agent:
             "last_transition": (self.history.last(1) or [None])[0],
             "diverged_dumps": self._diverged_dumps(),
         }
+
+    def _announced(self) -> bool:
+        """The anycast route is announced and ExaBGP acknowledged it."""
+        if self.bgp is None:
+            return False
+        st = self.bgp.status()
+        return st.running and st.announced and st.acked
 
     def _diverged_dumps(self) -> list[str]:
         """Transactions this node had that its peer lacked, kept before a rewind (never lost)."""
@@ -447,6 +496,16 @@ class Agent:
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.paths.state_file, self.mem.state.value + "\n")
         self.vrrp.start()
+        if self.cfg.ha is not None:
+            # (also when none are configured: removes ours left from an older config)
+            for line in apply_routes(self.cfg.ha.routes):
+                log.info("route %s", line)
+        if self.bgp is not None:
+            try:
+                self.bgp.start()  # withdrawn until this node is MASTER
+                self._bgp_started = True
+            except EscError as exc:
+                log.error("ExaBGP did not start (retried every cycle): %s", exc)
         back_to_back = 0
         while not self._stop.is_set():
             t0 = self.clock()
@@ -479,6 +538,8 @@ class Agent:
         except EscError as exc:
             log.warning("deactivate on stop failed: %s", exc)
         self.service.stop()
+        if self.bgp is not None:
+            self.bgp.stop()  # the session drops: the router withdraws the route
         self.vrrp.stop()
         if self.mem.state is not NodeState.STOP:
             self.history.add(self.mem.state.value, NodeState.STOP.value, "agent stopped")

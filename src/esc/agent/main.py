@@ -24,8 +24,10 @@ from esc.agent.loop import Agent
 from esc.agent.service import ManagedService
 from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.drivers.base import Database
+from esc.drivers.exabgp import ExabgpDriver
 from esc.drivers.keepalived import KeepalivedDriver
 from esc.drivers.postgres import PostgresDriver
+from esc.drivers.proc import run_cmd
 from esc.drivers.shared_db import SharedVolumeDatabase
 from esc.drivers.vip import VipDriver
 from esc.drivers.volume import Volume, VolumeLease, mountpoint_of, resolve_device
@@ -57,6 +59,20 @@ def setup_logging(paths: NodePaths) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def make_bgp(cfg: EscConfig, paths: NodePaths) -> ExabgpDriver | None:
+    """The ExaBGP driver when ``[bgp]`` is configured. The anycast address is local on both
+    nodes (on ``lo``); only the MASTER's route attracts traffic to it."""
+    if cfg.bgp is None:
+        return None
+    hold_local_address(cfg.bgp.anycast_ip)
+    return ExabgpDriver(cfg, paths)
+
+
+def hold_local_address(addr: IPAddress) -> None:
+    """The anycast address on ``lo`` (idempotent), so this node accepts what is routed to it."""
+    run_cmd(["ip", "addr", "replace", f"{addr}/{addr.max_prefixlen}", "dev", "lo"])
 
 
 def build_database(cfg: EscConfig, paths: NodePaths, self_addr: str) -> Database:
@@ -107,6 +123,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
     )
     service = ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr))
+    bgp = make_bgp(cfg, paths)
     agent = Agent(
         cfg=cfg,
         paths=paths,
@@ -119,6 +136,8 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         peer=peer,
         gateway=gateway,
         history=History(paths.data_dir / "history.jsonl"),
+        bgp=bgp,
+        make_bgp=lambda new: make_bgp(new, paths),
     )
     agent.wake = wake
     serve_unix(paths.run_dir / "agent.sock", agent.handle_local)

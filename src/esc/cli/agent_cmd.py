@@ -47,6 +47,10 @@ def serving_as_expected(st: dict[str, Any]) -> bool:
     if state == "MASTER":
         return bool(st.get("service", {}).get("active")) and bool(st.get("vip_held"))
     if state == "BACKUP":
+        if st.get("ha_mode") == "cinder":
+            # one database on the shared volume: a standby has nothing to stream, it must
+            # just not hold the volume
+            return st.get("role") == "standby"
         return bool(st.get("db", {}).get("streaming"))
     return False
 

@@ -453,11 +453,13 @@ def _check_ha_host(ha: HaConfig, addrs: Mapping[str, list[IPInterface]]) -> IPAd
         where = ", ".join(_owner(addrs, self_addr))
         raise ConfigError("--kad_vif", f"{self_addr} is on {where}, not on {ha.kad_vif}")
     vip = ha.kad_vip.address
-    if vip.version != a.version:
+    if vip.version == 4 and a.version == 6:
+        # (An IPv6 VIP over IPv4 nodes is fine: VRRP for it runs over IPv6 link-local on
+        # --kad_vif, see drivers/keepalived_conf.py.)
         raise ConfigError(
             "--kad_vip",
-            f"must be of the family of --ha_node_list (IPv{a.version}): keepalived 2.2.7 "
-            "needs a VIP of the VRRP family",
+            "an IPv4 VIP needs IPv4 --ha_node_list: VRRP carries one family per instance "
+            "and cannot advertise an IPv4 VIP from IPv6-only nodes",
         )
     elsewhere = [name for name in _owner(addrs, vip) if name != ha.vip_iface]
     if elsewhere:  # on the VIP's own interface it may simply be held by keepalived right now

@@ -46,6 +46,14 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="storage mode: drbd (replicated local disks, default), cinder (one shared volume), "
         "drbd_on_cinder (replicated, each node on its own volume)",
     )
+    up.add_argument(
+        "--heartbeat",
+        type=int,
+        choices=[4, 6],
+        default=4,
+        help="address family of ha_node_list (VRRP, replication, peer API); 6 also makes the "
+        "VIP IPv6",
+    )
     ls.add_parser("down", help="remove everything the lab made")
     st = ls.add_parser("status", help="hosts, addresses and HA state")
     st.add_argument("--json", action="store_true")
@@ -111,7 +119,7 @@ def run_lab(args: argparse.Namespace) -> int:
 def _dispatch(lab: Lab, args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     if cmd == "up":
-        res = lab.up(args.topology, ha_mode=args.ha_mode)
+        res = lab.up(args.topology, ha_mode=args.ha_mode, heartbeat=args.heartbeat)
         if not res.created:
             print(
                 f"lab already running at {lab.root} (topology {lab.read_state().get('topology')})"

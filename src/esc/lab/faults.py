@@ -85,6 +85,11 @@ def partition_rules(topo: Topology, network: str, only: PartitionKind) -> dict[s
                 tail = f" {match}" if match else ""
                 rules_in.append(f"    iifname {iface} {fam} saddr {addr.ip}{tail} counter drop")
                 rules_out.append(f"    oifname {iface} {fam} daddr {addr.ip}{tail} counter drop")
+        if only in ("vrrp", "all"):
+            # VRRP for an IPv6 VIP over IPv4 nodes goes to ff02::12 from link-local addresses
+            # (keepalived native_ipv6): cut protocol 112 on the link, whatever the address.
+            rules_in.append(f"    iifname {iface} meta l4proto 112 counter drop")
+            rules_out.append(f"    oifname {iface} meta l4proto 112 counter drop")
         scripts[me] = "\n".join(
             [
                 f"table inet {NFT_TABLE} {{",

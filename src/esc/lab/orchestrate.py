@@ -39,6 +39,7 @@ class WriterRun:
     # after this; it bounds the measured gap from below, so keep it short (retries are safe:
     # same transaction id).
     request_timeout: float = 0.3
+    url: str | None = None  # the northbound base URL; default: the VIP's (lab status api.url)
     acks: list[Ack] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
@@ -56,7 +57,7 @@ class WriterRun:
             "-m",
             "esc.lab.writer",
             "--url",
-            api["url"],
+            self.url or api["url"],
             "--user",
             api["user"],
             "--password-stdin",

@@ -206,7 +206,7 @@ def _peer_row(st: Mapping[str, Any]) -> Row:
         "node": name,
         "seen_from": f"peer of {_text(st.get('node'))}",
         "last_transition": NOT_REPORTED,
-        "reason": NOT_REPORTED,
+        "reason": _text(peer.get("reason")) if peer.get("reason") else NOT_REPORTED,
     }
     if not peer.get("reachable"):
         contact = "never answered" if not math.isfinite(silent_s) else f"silent {silent_s:.1f} s"
