@@ -31,7 +31,8 @@ out = open(sys.argv[1], "a", buffering=1)
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        out.write(json.dumps({"headers": dict(self.headers), "body": json.loads(body or b"null")}) + "\\n")
+        rec = {"headers": dict(self.headers), "body": json.loads(body or b"null")}
+        out.write(json.dumps(rec) + "\\n")
         self.send_response(200); self.end_headers()
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
@@ -146,9 +147,7 @@ def test_deployment_makes_vms_the_primary_reaches(
     api = Api(pair)
     url, out = receiver
     assert api.call("POST", "/v0/tenants", {"name": "nbt"})[0] == 202
-    code, hdrs, tx = api.call(
-        "POST", "/v0/deployments", body("nbt", "web", 2), {"Callback": url}
-    )
+    code, hdrs, tx = api.call("POST", "/v0/deployments", body("nbt", "web", 2), {"Callback": url})
     assert code == 202, tx
     txid = hdrs["esc-transaction-id"]
     assert tx["id"] == txid
@@ -200,8 +199,18 @@ def test_failover_mid_deployment_completes_it_once(
     eventually(lambda: pair.master() == backup, 60, what=f"{backup} MASTER")
     # The orchestrator retries with the same id: answered with the original transaction.
     retry = eventually(
-        lambda: (r := api.call("POST", "/v0/deployments", body("nbf", "big", count),
-                               {"Callback": url, "ESC-Transaction-Id": txid}))[0] == 202 and r,
+        lambda: (
+            (
+                r := api.call(
+                    "POST",
+                    "/v0/deployments",
+                    body("nbf", "big", count),
+                    {"Callback": url, "ESC-Transaction-Id": txid},
+                )
+            )[0]
+            == 202
+            and r
+        ),
         60,
         what="retry answered",
     )

@@ -270,6 +270,17 @@ def process_state(proc_stat: str) -> str:
     return tail[0] if tail else "?"
 
 
+def pid_is_live_postgres(pid: int) -> bool:
+    """``pid`` runs PostgreSQL and is not a zombie (dead, not yet reaped: a slow init reaps
+    late, and PostgreSQL's own lock-file check takes a zombie for a live server)."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return process_state(stat) not in ("Z", "X") and comm in ("postgres", "postmaster")
+
+
 def preserved_name(now: datetime, lsn: int) -> str:
     """``diverged-20261127T153000Z-0-3000060.txt``: when, and the divergence LSN."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -582,10 +593,12 @@ class PostgresDriver:
         with self._timed("checkpoint on the source"):
             self._checkpoint_source(primary_host)
         self.stop()
-        if self._local_controldata().get("Database cluster state") == "in archive recovery":
-            # A crashed standby: its WAL is a prefix of the primary's. Single-user crash
-            # recovery would end recovery and write a checkpoint of its own, diverging it;
-            # start it as a standby and let it recover as one.
+        state = self._local_controldata().get("Database cluster state")
+        if state == "in archive recovery" or (self.pgdata / "backup_label").exists():
+            # A crashed standby, or a clone that never started (backup_label, control file
+            # copied "in production"): its WAL is a prefix of the primary's. Single-user crash
+            # recovery would end recovery and write a checkpoint of its own, diverging it on the
+            # same timeline where pg_rewind cannot see it; start it as a standby instead.
             return self._reconfigure(primary_host, progress)
         try:
             with self._timed("crash recovery"):
@@ -662,14 +675,7 @@ class PostgresDriver:
             return None
         if parsed is None:
             return None
-        try:
-            comm = Path(f"/proc/{parsed[0]}/comm").read_text().strip()
-            stat = Path(f"/proc/{parsed[0]}/stat").read_text()
-        except OSError:
-            return None
-        if process_state(stat) in ("Z", "X"):
-            return None  # dead, not yet reaped (a slow init reaps late)
-        return parsed if comm in ("postgres", "postmaster") else None
+        return parsed if pid_is_live_postgres(parsed[0]) else None
 
     def _probe(self) -> _Probe:
         if not self._has_cluster():
@@ -1097,6 +1103,16 @@ class PostgresDriver:
                 "%s: removing the stale postmaster.pid of dead pid %d", self.node_name, parsed[0]
             )
             pid_file.unlink(missing_ok=True)
+        # The socket's lock file has the same check (and the same zombie in it).
+        sock_lock = self.socket_dir / f".s.PGSQL.{self.port}.lock"
+        try:
+            first = sock_lock.read_text().split("\n", 1)[0].strip()
+        except OSError:
+            return
+        pid = int(first) if first.lstrip("-").isdigit() else 0
+        if pid and not pid_is_live_postgres(abs(pid)):
+            log.info("%s: removing the stale socket lock of dead pid %d", self.node_name, pid)
+            sock_lock.unlink(missing_ok=True)
 
     def _local_controldata(self) -> dict[str, str]:
         proc = self._run([self._bin("pg_controldata"), "-D", str(self.pgdata)], timeout=30)
