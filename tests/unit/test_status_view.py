@@ -44,3 +44,13 @@ def test_side_by_side_has_both_nodes_lsn_text_and_lag() -> None:
         "replay lag -          96 B, 0.2 s"
     ]
     assert "MASTER" in lines["state"] and "BACKUP" in lines["state"]
+
+
+def test_anycast_holder_is_shown_when_bgp_is_configured() -> None:
+    assert "announces" not in _side_by_side(STATUS)
+    st = {**STATUS, "anycast": "203.0.113.200", "announced": True}
+    st["peer"] = {**STATUS["peer"], "announced": False}  # type: ignore[dict-item]
+    text = _side_by_side(st)
+    row = [ln for ln in text.splitlines() if ln.startswith("announces")]
+    assert row == ["announces  True       False"]
+    assert "anycast 203.0.113.200" in text

@@ -159,13 +159,17 @@ def _side_by_side(st: dict[str, Any]) -> str:
         ("serving", st.get("service", {}).get("active"), peer.get("serving")),
         ("VIP held", st.get("vip_held"), peer.get("vip_held")),
     ]
+    if st.get("anycast"):
+        rows.append(("announces", st.get("announced"), peer.get("announced")))
     width = max(len(str(r[1])) for r in rows) + 2
     lines = [f"{'':<11}{'this node':<{width}}peer"]
     lines += [f"{k:<11}{v!s:<{width}}{p}" for k, v, p in rows]
     last = st.get("last_transition") or {}
     lines.append("")
     lines.append(
-        f"VIP {st.get('vip')}   policy {st.get('policy')}   "
+        f"VIP {st.get('vip')}   "
+        + (f"anycast {st['anycast']}   " if st.get("anycast") else "")
+        + f"policy {st.get('policy')}   "
         f"degraded {st.get('degraded')}   forced {st.get('forced')}"
     )
     if (line := progress_line(st.get("progress"))) is not None:
