@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -142,3 +142,46 @@ def save_artifacts(lab: Lab, name: str) -> None:
     if lab.state_file.exists():
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy(lab.state_file, dest / "lab.json")
+
+
+def api_code_from_nb(lab: Lab, url: str) -> int:
+    """The HTTP status nb gets for GET ``url`` with the lab's API credentials (0: no answer)."""
+    api = lab.status()["api"]
+    res = in_host(
+        "nb", "curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+        "-u", f"{api['user']}:{api['password']}", url,
+    )  # fmt: skip
+    return int(res.stdout or 0)
+
+
+def deployment_body(
+    tenant: str, name: str, count: int = 3, networks: tuple[str, ...] = ("vnf-net",)
+) -> dict[str, object]:
+    """A northbound deployment of ``count`` VMs in one vm_group ``g1``."""
+    return {
+        "tenant": tenant,
+        "name": name,
+        "vm_groups": [
+            {
+                "name": "g1",
+                "image": "cirros",
+                "flavor": "m1.small",
+                "count": count,
+                "networks": list(networks),
+                "kpi": {"type": "ICMPPing", "poll_interval_s": 3},
+                "rules": [{"event": "VM_ALIVE", "action": "recover autohealing"}],
+            }
+        ],
+    }
+
+
+def lab_fixture(request: object, **up: object) -> Iterator[Lab]:
+    """Body of a module fixture: a fresh lab brought up with ``up``, always torn down."""
+    lab = Lab()
+    lab.down()
+    try:
+        lab.up(**up)  # type: ignore[arg-type]
+        yield lab
+    finally:
+        save_artifacts(lab, request.module.__name__)  # type: ignore[attr-defined]
+        lab.down()

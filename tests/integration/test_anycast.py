@@ -10,7 +10,7 @@ import re
 import signal
 
 import pytest
-from labutil import NODES, escadm, eventually, in_host, wait_pair
+from labutil import NODES, api_code_from_nb, escadm, eventually, in_host, wait_pair
 
 from esc.lab import faults, scenarios
 from esc.lab.lab import LAB_ANYCAST, Lab
@@ -35,23 +35,7 @@ def routes_via(lab: Lab) -> list[str]:
 
 
 def api_via_anycast(lab: Lab) -> int:
-    api = lab.status()["api"]
-    url = f"https://{LAB_ANYCAST}:8443/v0/tenants"
-    res = in_host(
-        "nb",
-        "curl",
-        "-sk",
-        "-m",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-u",
-        f"{api['user']}:{api['password']}",
-        url,
-    )
-    return int(res.stdout or 0)
+    return api_code_from_nb(lab, f"https://{LAB_ANYCAST}:8443/v0/tenants")
 
 
 def announcing(lab: Lab, host: str) -> dict[str, object] | None:

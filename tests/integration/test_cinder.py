@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from labutil import NODES, escadm, eventually, psql, save_artifacts, wait_pair
+from labutil import NODES, escadm, eventually, lab_fixture, psql, wait_pair
 
 from esc.config.schema import load_config
 from esc.lab import faults, scenarios
@@ -21,14 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    lab = Lab()
-    lab.down()
-    try:
-        lab.up("single", ha_mode="cinder")
-        yield lab
-    finally:
-        save_artifacts(lab, request.module.__name__)
-        lab.down()
+    yield from lab_fixture(request, kind="single", ha_mode="cinder")
 
 
 def node_exec(lab: Lab, host: str, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from labutil import NODES, eventually, psql, save_artifacts, wait_pair
+from labutil import NODES, eventually, lab_fixture, psql, wait_pair
 
 from esc.config.schema import load_config
 from esc.lab import scenarios
@@ -18,14 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    lab = Lab()
-    lab.down()
-    try:
-        lab.up("single", ha_mode="drbd_on_cinder")
-        yield lab
-    finally:
-        save_artifacts(lab, request.module.__name__)
-        lab.down()
+    yield from lab_fixture(request, kind="single", ha_mode="drbd_on_cinder")
 
 
 def own_mount(lab: Lab, host: str) -> str | None:

@@ -8,7 +8,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from labutil import NODES, escadm, eventually, holds_address, in_host, psql, save_artifacts
+from labutil import (
+    NODES,
+    api_code_from_nb,
+    escadm,
+    eventually,
+    holds_address,
+    in_host,
+    psql,
+    save_artifacts,
+)
 
 from esc.lab import scenarios
 from esc.lab.lab import Lab, lab_vip
@@ -21,22 +30,7 @@ def other(host: str) -> str:
 
 
 def api_code(lab: Lab, vip: str) -> int:
-    api = lab.status()["api"]
-    res = in_host(
-        "nb",
-        "curl",
-        "-sk",
-        "-m",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-u",
-        f"{api['user']}:{api['password']}",
-        f"https://[{vip}]:8443/v0/tenants",
-    )
-    return int(res.stdout or 0)
+    return api_code_from_nb(lab, f"https://[{vip}]:8443/v0/tenants")
 
 
 def pair_up(lab: Lab) -> tuple[str, str]:

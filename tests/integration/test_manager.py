@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 import pytest
+from labutil import deployment_body
 from psycopg.conninfo import make_conninfo
 
 from esc.config.schema import EscConfig, ManagerConfig, NodePaths
@@ -311,24 +312,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 # --- tests -------------------------------------------------------------------------------------
-
-
-def deployment_body(tenant: str, name: str, count: int = 3) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "name": name,
-        "vm_groups": [
-            {
-                "name": "g1",
-                "image": "cirros",
-                "flavor": "m1.small",
-                "count": count,
-                "networks": ["vnf-net"],
-                "kpi": {"type": "ICMPPing", "poll_interval_s": 3},
-                "rules": [{"event": "VM_ALIVE", "action": "recover autohealing"}],
-            }
-        ],
-    }
 
 
 def test_inactive_answers_503_naming_the_primary(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labutil import eventually, in_host, wait_pair
+from labutil import deployment_body, eventually, in_host, wait_pair
 
 from esc.lab import scenarios
 from esc.lab.lab import LAB_VIP, Lab
@@ -103,21 +103,7 @@ def calls(path: Path) -> list[dict[str, Any]]:
 
 
 def body(tenant: str, name: str, count: int) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "name": name,
-        "vm_groups": [
-            {
-                "name": "g1",
-                "image": "cirros",
-                "flavor": "m1.small",
-                "count": count,
-                "networks": ["vnf"],
-                "kpi": {"type": "ICMPPing", "poll_interval_s": 3},
-                "rules": [{"event": "VM_ALIVE", "action": "recover autohealing"}],
-            }
-        ],
-    }
+    return deployment_body(tenant, name, count, networks=("vnf",))
 
 
 def responders(vm_id: str) -> list[int]:

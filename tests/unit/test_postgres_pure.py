@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -278,3 +279,14 @@ def test_fake_database_moves_like_the_driver() -> None:
         b.promote()
     b.promote()  # the failure is injected once
     assert b.calls[-2:] == ["promote", "promote"]
+
+
+def test_progress_lines_are_reported_with_the_operation() -> None:
+    """pg_rewind --progress and pg_basebackup --progress both write 'N/M kB' lines with CR."""
+    script = "printf '1/4 kB (25%%) copied\\r4/4 kB (100%%) copied\\nsome notice\\n' >&2"
+    proc = subprocess.Popen(["sh", "-c", script], stderr=subprocess.PIPE)
+    seen: list[tuple[str, int, int]] = []
+    tail = PostgresDriver._read_progress(proc, "rewinding", lambda *a: seen.append(a))
+    proc.wait()
+    assert seen == [("rewinding", 1024, 4096), ("rewinding", 4096, 4096), ("rewinding", 4096, 4096)]
+    assert tail == "some notice"

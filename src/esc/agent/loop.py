@@ -380,10 +380,11 @@ class Agent:
         else:
             raise EscError(f"no executor for {a.kind}")
 
-    def _on_progress(self, done: int, total: int) -> None:
-        """pg_basebackup's progress, served by the local API while Follow blocks the loop."""
+    def _on_progress(self, operation: str, done: int, total: int) -> None:
+        """pg_basebackup's or pg_rewind's progress, served by the local API while Follow blocks
+        the loop."""
         self.progress = {
-            "operation": f"cloning from {self.dcfg.peer_name}",
+            "operation": f"{operation} from {self.dcfg.peer_name}",
             "done": done,
             "total": total,
             "time": time.time(),

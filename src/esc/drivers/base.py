@@ -14,7 +14,8 @@ from typing import Protocol
 from esc.config.schema import EscConfig
 from esc.model import DbStatus, PeerView, ServiceView, VrrpState
 
-Progress = Callable[[int, int], None]  # (done_bytes, total_bytes); total 0 when unknown
+# (operation, done_bytes, total_bytes): "cloning" or "rewinding"; total 0 when unknown
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class FakeDatabase:
         result: FollowResult
         if self.role is DbRole.ABSENT:
             if progress is not None:
-                progress(1 << 20, 1 << 20)
+                progress("cloning", 1 << 20, 1 << 20)
             result = FollowResult("reclone")
         elif self.was_primary:
             preserved = None

@@ -603,8 +603,7 @@ class PostgresDriver:
         try:
             with self._timed("crash recovery"):
                 self._ensure_clean_shutdown()
-            with self._timed("pg_rewind --dry-run"):
-                check = self._rewind(primary_host, dry_run=True)
+            check = self._rewind_check(primary_host)
         except CommandError as exc:
             if _is_connection_failure(exc.stderr):
                 # the source went away between CHECKPOINT and pg_rewind: retry later rather
@@ -622,7 +621,7 @@ class PostgresDriver:
             preserved = self._preserve(primary_host, check.diverged_lsn, check.diverged_tli)
         try:
             with self._timed("pg_rewind"):
-                self._rewind(primary_host, dry_run=False)
+                self._rewind_copy(primary_host, progress)
         except (CommandError, ValueError) as exc:
             log.warning("%s: pg_rewind failed (%s); re-cloning", self.node_name, exc)
             self._reclone(primary_host, progress)
@@ -1056,24 +1055,29 @@ class PostgresDriver:
         with self._peer_session(host) as conn:
             self._exec(conn, "CHECKPOINT")
 
-    def _rewind(self, host: str, *, dry_run: bool) -> RewindCheck:
+    def _rewind_check(self, host: str) -> RewindCheck:
+        """``pg_rewind --dry-run``: is a rewind needed, and where did the histories fork?"""
         argv = [self._bin("pg_rewind"), "-D", str(self.pgdata)]
-        argv.append(f"--source-server={self._source_conninfo(host)}")
-        if dry_run:
-            argv.append("--dry-run")
+        argv += [f"--source-server={self._source_conninfo(host)}", "--dry-run"]
         started = time.monotonic()
         proc = self._run(argv, timeout=3600)
         check = parse_rewind_output(proc.stdout + proc.stderr)
         log.info(
-            "%s: pg_rewind%s in %.2f s: %s",
+            "%s: pg_rewind --dry-run: %.2f s: %s",
             self.node_name,
-            " --dry-run" if dry_run else "",
             time.monotonic() - started,
             "diverged at " + format_lsn(check.diverged_lsn)
             if check.diverged_lsn is not None and check.needed
             else "no rewind required",
         )
         return check
+
+    def _rewind_copy(self, host: str, progress: Progress | None) -> None:
+        """The real pg_rewind, its progress reported as "rewinding" (a dry run decided that
+        one is needed)."""
+        argv = [self._bin("pg_rewind"), "-D", str(self.pgdata)]
+        argv += [f"--source-server={self._source_conninfo(host)}", "--progress"]
+        self._run_with_progress(argv, "rewinding", progress, 3600)
 
     def _ensure_clean_shutdown(self) -> None:
         """A crashed cluster must finish crash recovery before ``pg_rewind --dry-run`` (which
@@ -1298,12 +1302,19 @@ class PostgresDriver:
 
     def _basebackup(self, host: str, progress: Progress | None) -> None:
         """pg_basebackup -X stream into our slot (created by -C if the source lacks it), with
-        --progress parsed into ``progress(done, total)``."""
+        --progress parsed into ``progress("cloning", done, total)``."""
         argv = [self._bin("pg_basebackup"), "-d", self._source_conninfo(host)]
         argv += ["-D", str(self.pgdata), "-X", "stream", "-c", "fast", "-S", self.own_slot]
         if not self._source_slot_exists(host):
             argv.append("-C")
         argv.append("--progress")
+        self._run_with_progress(argv, "cloning", progress, self.BASEBACKUP_TIMEOUT_S)
+
+    def _run_with_progress(
+        self, argv: list[str], operation: str, progress: Progress | None, timeout_s: float
+    ) -> None:
+        """Run a copying tool as postgres with its ``--progress`` lines ("N/M kB") on stderr
+        reported as ``progress(operation, done, total)``; failure -> CommandError."""
         full = self._argv_as_pg(argv)
         try:
             proc = subprocess.Popen(
@@ -1315,12 +1326,12 @@ class PostgresDriver:
             )
         except OSError as exc:
             raise CommandError(full, -1, str(exc)) from exc
-        # The watchdog bounds the whole copy (reading stderr blocks until pg_basebackup
-        # exits); the finally kills it if the progress callback raises.
-        watchdog = threading.Timer(self.BASEBACKUP_TIMEOUT_S, proc.kill)
+        # The watchdog bounds the whole copy (reading stderr blocks until the tool exits); the
+        # finally kills it if the progress callback raises.
+        watchdog = threading.Timer(timeout_s, proc.kill)
         watchdog.start()
         try:
-            tail = self._read_progress(proc, progress)
+            tail = self._read_progress(proc, operation, progress)
             rc = proc.wait()
         finally:
             watchdog.cancel()
@@ -1331,8 +1342,10 @@ class PostgresDriver:
             raise CommandError(full, rc, tail or f"exit {rc} (killed after a timeout?)")
 
     @staticmethod
-    def _read_progress(proc: subprocess.Popen[bytes], progress: Progress | None) -> str:
-        """Split pg_basebackup's stderr on CR/LF; report progress lines, keep the rest."""
+    def _read_progress(
+        proc: subprocess.Popen[bytes], operation: str, progress: Progress | None
+    ) -> str:
+        """Split the tool's stderr on CR/LF; report progress lines, keep the rest."""
         assert proc.stderr is not None
         buf = b""
         other: list[str] = []
@@ -1349,9 +1362,9 @@ class PostgresDriver:
                     continue
                 last = seen
                 if progress is not None:
-                    progress(*seen)
+                    progress(operation, *seen)
         if progress is not None and last is not None:
-            progress(last[1], last[1])
+            progress(operation, last[1], last[1])
         return "\n".join(other[-20:])
 
 
