@@ -15,7 +15,8 @@ process on the master node. Prints our median / baseline median per fault.
 ``partition-replication`` (PostgreSQL's port cut between the nodes, VRRP and the agents' API
 open) is not a failover: the primary keeps the role and its commits wait for the lost standby
 until the standby-loss grace ends (policy ``available``), then go on alone. Its write gap is
-that grace plus one agent cycle; it has no baseline ratio.
+the time the primary takes to see the standby gone (its WAL sender's timeout, 5 s) plus that
+grace; it has no baseline ratio.
 
 Every run starts from a whole pair (``wait_healthy``: the standby streaming and named
 synchronous again, nobody outdated), not just MASTER + BACKUP state files: a standby still

@@ -219,6 +219,16 @@ class Lab:
                     "net.ipv6.conf.default.keep_addr_on_down=1",
                     "net.ipv6.conf.all.accept_dad=0",
                     "net.ipv6.conf.default.accept_dad=0",
+                    # No ICMP redirects (set before the interfaces exist: the per-interface
+                    # value counts too). In the single topology nb shares the nodes' LAN, and a
+                    # redirect ("reach the anycast address via 192.0.2.10 directly") cached for
+                    # minutes would outlive a failover and bypass the router's BGP route.
+                    "net.ipv4.conf.all.send_redirects=0",
+                    "net.ipv4.conf.default.send_redirects=0",
+                    "net.ipv4.conf.all.accept_redirects=0",
+                    "net.ipv4.conf.default.accept_redirects=0",
+                    "net.ipv6.conf.all.accept_redirects=0",
+                    "net.ipv6.conf.default.accept_redirects=0",
                 )
             )
         self._step("namespaces")
@@ -269,7 +279,11 @@ class Lab:
         self._step("links")
         run(
             in_ns(
-                "router", "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"
+                "router",
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
             )
         )
         for host, gw in topo.gateways.items():
