@@ -115,7 +115,7 @@ def force_stop(drv: PostgresDriver) -> None:
 class Pair:
     primary: PostgresDriver  # ha-0 at the start
     standby: PostgresDriver  # ha-1 at the start
-    progress: list[tuple[int, int]] = field(default_factory=list)
+    progress: list[tuple[str, int, int]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -149,7 +149,7 @@ def pair(drivers: tuple[PostgresDriver, PostgresDriver]) -> Pair:
     a.init_primary()
     pair.timings["init_primary"] = time.monotonic() - t0
     t0 = time.monotonic()
-    result = b.follow("127.0.0.1", lambda done, total: pair.progress.append((done, total)))
+    result = b.follow("127.0.0.1", lambda op, done, total: pair.progress.append((op, done, total)))
     pair.timings["clone"] = time.monotonic() - t0
     assert result.method == "reclone"
     assert result.preserved is None
@@ -178,7 +178,8 @@ def test_status_absent_then_stopped_is_fast(
 def test_clone_replicates_synchronously(pair: Pair) -> None:
     a, b = pair.primary, pair.standby
     assert pair.progress, "pg_basebackup progress was reported"
-    assert pair.progress[-1][0] == pair.progress[-1][1] > 0
+    assert pair.progress[-1][0] == "cloning"
+    assert pair.progress[-1][1] == pair.progress[-1][2] > 0
 
     query(a, "CREATE TABLE t (v text)")
     query(a, "INSERT INTO t VALUES ('committed')")
@@ -336,9 +337,9 @@ def test_reclone_when_data_is_gone(pair: Pair) -> None:
     b.stop_immediate()
     shutil.rmtree(b.pgdata)
     assert b.status().role is DbRole.ABSENT
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, int, int]] = []
     t0 = time.monotonic()
-    result = b.follow("127.0.0.1", lambda d, t: seen.append((d, t)))
+    result = b.follow("127.0.0.1", lambda op, d, t: seen.append((op, d, t)))
     print(f"reclone {time.monotonic() - t0:.2f} s")
     assert result.method == "reclone" and result.preserved is None
     assert seen
