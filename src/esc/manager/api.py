@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
@@ -65,6 +66,36 @@ CallbackHeader = Annotated[
     ),
 ]
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
+
+
+@dataclass(frozen=True)
+class WriteHeaders:
+    """What every write takes besides its body: the request line, the client's transaction id
+    (``ESC-Transaction-Id`` or ``Idempotency-Key``) and the ``Callback`` URL, checked."""
+
+    method: str
+    path: str
+    transaction_id: str | None
+    callback: str | None
+
+
+def _write_headers(
+    request: Request,
+    txid: TxIdHeader = None,
+    idem: IdemHeader = None,
+    callback: CallbackHeader = None,
+) -> WriteHeaders:
+    try:
+        client_id = pick_transaction_id(txid, idem)
+        if callback is not None:
+            check_callback_url(callback)
+    except ValueError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise store.RequestError(422, str(exc), field=field) from None
+    return WriteHeaders(request.method, request.url.path, client_id, callback)
+
+
+Writes = Annotated[WriteHeaders, Depends(_write_headers)]
 
 
 async def _connection(request: Request) -> AsyncIterator[store.Conn]:
@@ -198,30 +229,21 @@ def build_api(manager: Manager) -> ASGIApp:
 
     async def write(
         conn: store.Conn,
-        request: Request,
+        hdrs: WriteHeaders,
         *,
         operation: str,
         resource_type: str,
         body: dict[str, Any] | None,
         effect: store.Effector,
-        txid: str | None,
-        idem: str | None,
-        callback: str | None,
     ) -> JSONResponse:
-        try:
-            client_id = pick_transaction_id(txid, idem)
-            if callback is not None:
-                check_callback_url(callback)
-        except ValueError as exc:
-            field = str(exc).split(":", 1)[0]
-            raise store.RequestError(422, str(exc), field=field) from None
+        callback = hdrs.callback
         req = store.WriteRequest(
-            method=request.method,
-            path=request.url.path,
+            method=hdrs.method,
+            path=hdrs.path,
             body=body,
             operation=operation,
             resource_type=resource_type,
-            transaction_id=client_id,
+            transaction_id=hdrs.transaction_id,
             callback=callback,
         )
         accepted = await store.accept(conn, req, effect)
@@ -244,22 +266,16 @@ def build_api(manager: Manager) -> ASGIApp:
     @app.post("/v0/tenants", status_code=202, response_model=None, tags=["tenants"])
     async def create_tenant(
         conn: Db,
-        request: Request,
         body: TenantCreate,
-        txid: TxIdHeader = None,
-        idem: IdemHeader = None,
-        callback: CallbackHeader = None,
+        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
-            request,
+            hdrs,
             operation="CREATE_TENANT",
             resource_type="tenant",
             body=body.model_dump(mode="json"),
             effect=store.create_tenant(body),
-            txid=txid,
-            idem=idem,
-            callback=callback,
         )
 
     @app.get("/v0/tenants", tags=["tenants"])
@@ -276,22 +292,16 @@ def build_api(manager: Manager) -> ASGIApp:
     @app.delete("/v0/tenants/{name}", status_code=202, response_model=None, tags=["tenants"])
     async def delete_tenant(
         conn: Db,
-        request: Request,
         name: NamePath,
-        txid: TxIdHeader = None,
-        idem: IdemHeader = None,
-        callback: CallbackHeader = None,
+        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
-            request,
+            hdrs,
             operation="DELETE_TENANT",
             resource_type="tenant",
             body=None,
             effect=store.delete_tenant(name),
-            txid=txid,
-            idem=idem,
-            callback=callback,
         )
 
     # --- deployments ------------------------------------------------------------------------
@@ -299,22 +309,16 @@ def build_api(manager: Manager) -> ASGIApp:
     @app.post("/v0/deployments", status_code=202, response_model=None, tags=["deployments"])
     async def create_deployment(
         conn: Db,
-        request: Request,
         body: DeploymentCreate,
-        txid: TxIdHeader = None,
-        idem: IdemHeader = None,
-        callback: CallbackHeader = None,
+        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
-            request,
+            hdrs,
             operation="CREATE_DEPLOYMENT",
             resource_type="deployment",
             body=body.model_dump(mode="json"),
             effect=store.create_deployment(body),
-            txid=txid,
-            idem=idem,
-            callback=callback,
         )
 
     @app.get("/v0/deployments", tags=["deployments"])
@@ -340,22 +344,16 @@ def build_api(manager: Manager) -> ASGIApp:
     )
     async def delete_deployment(
         conn: Db,
-        request: Request,
         deployment_id: uuid.UUID,
-        txid: TxIdHeader = None,
-        idem: IdemHeader = None,
-        callback: CallbackHeader = None,
+        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
-            request,
+            hdrs,
             operation="DELETE_DEPLOYMENT",
             resource_type="deployment",
             body=None,
             effect=store.delete_deployment(str(deployment_id)),
-            txid=txid,
-            idem=idem,
-            callback=callback,
         )
 
     # --- transactions -----------------------------------------------------------------------
