@@ -35,11 +35,27 @@ def agent_socket(paths: NodePaths) -> Path:
 
 
 def fetch_status(paths: NodePaths) -> dict[str, Any] | None:
+    """The agent's status, or None (silently: callers say what that means for them)."""
     try:
         code, body = local_request(agent_socket(paths), "GET", "/status", timeout=5)
     except DriverError:
         return None
     return body if code == 200 else None
+
+
+def ask_agent(
+    paths: NodePaths,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, dict[str, Any]] | None:
+    """One request to the local agent; None (said on stderr) when it does not answer."""
+    try:
+        return local_request(agent_socket(paths), method, path, body, timeout=timeout)
+    except DriverError as exc:
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        return None
 
 
 def serving_as_expected(st: dict[str, Any]) -> bool:
@@ -200,11 +216,10 @@ def run_ha_status(paths: NodePaths, as_json: bool, watch: bool) -> int:
 
 
 def run_history(paths: NodePaths, as_json: bool, n: int) -> int:
-    try:
-        code, body = local_request(agent_socket(paths), "GET", "/history")
-    except DriverError as exc:
-        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+    answer = ask_agent(paths, "GET", "/history")
+    if answer is None:
         return EXIT_NO_AGENT
+    code, body = answer
     items = body.get("history", [])[-n:]
     if as_json:
         print(json.dumps(items, indent=2))
@@ -216,13 +231,10 @@ def run_history(paths: NodePaths, as_json: bool, n: int) -> int:
 
 
 def run_switchover(paths: NodePaths, wait_s: float) -> int:
-    try:
-        code, body = local_request(
-            agent_socket(paths), "POST", "/switchover", {"who": "escadm"}, timeout=15
-        )
-    except DriverError as exc:
-        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+    answer = ask_agent(paths, "POST", "/switchover", {"who": "escadm"}, timeout=15)
+    if answer is None:
         return EXIT_NO_AGENT
+    code, body = answer
     print(body.get("message", body))
     if code != 200:
         return 1
@@ -244,19 +256,16 @@ def run_force_primary(paths: NodePaths, yes: bool) -> int:
             "acknowledged after this node last synchronised may be lost."
         )
         try:
-            answer = input("Type 'yes' to force this node primary: ")
+            typed = input("Type 'yes' to force this node primary: ")
         except EOFError:
-            answer = ""
-        if answer.strip() != "yes":
+            typed = ""
+        if typed.strip() != "yes":
             print("not forced")
             return 1
-    try:
-        code, body = local_request(
-            agent_socket(paths), "POST", "/force-primary", {"who": "escadm"}, timeout=15
-        )
-    except DriverError as exc:
-        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+    answer = ask_agent(paths, "POST", "/force-primary", {"who": "escadm"}, timeout=15)
+    if answer is None:
         return EXIT_NO_AGENT
+    code, body = answer
     print(body.get("message", body))
     return EXIT_OK if code == 200 else 1
 
@@ -265,11 +274,10 @@ def run_reload(paths: NodePaths) -> int:
     """Validate the config here, then ask the agent to apply it (no role change)."""
     if run_config_validate(paths.config_file) != 0:
         return 2
-    try:
-        code, body = local_request(agent_socket(paths), "POST", "/reload", {}, timeout=15)
-    except DriverError as exc:
-        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+    answer = ask_agent(paths, "POST", "/reload", {}, timeout=15)
+    if answer is None:
         return EXIT_NO_AGENT
+    code, body = answer
     msg = str(body.get("message", body))
     print(msg, file=sys.stdout if code == 200 else sys.stderr)
     return EXIT_OK if code == 200 else 1

@@ -71,37 +71,44 @@ def verify_password(password: str, stored: str) -> bool:
 
 def add_user(conn: psycopg.Connection[Any], name: str, password: str) -> None:
     """Create a user; ConfigError if the name is taken. Applies pending migrations first."""
-    check_user_name(name)
-    hashed = hash_password(check_password(password))
-    try:
-        migrate_sync(conn)
-        with conn.transaction():
-            cur = conn.execute(
-                "INSERT INTO users (name, password_hash) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO NOTHING",
-                (name, hashed),
-            )
-            if cur.rowcount != 1:
-                raise ConfigError("user", f"{name!r} already exists")
-    except psycopg.Error as exc:
-        raise DbError(f"add user {name!r}: {exc}") from exc
+    _store_password(
+        conn,
+        name,
+        password,
+        "INSERT INTO users (name, password_hash) VALUES (%(name)s, %(hash)s) "
+        "ON CONFLICT (name) DO NOTHING",
+        refused=f"{name!r} already exists",
+        what=f"add user {name!r}",
+    )
 
 
 def set_password(conn: psycopg.Connection[Any], name: str, password: str) -> None:
     """Replace a user's password; ConfigError if there is no such user."""
+    _store_password(
+        conn,
+        name,
+        password,
+        "UPDATE users SET password_hash = %(hash)s, updated_at = now() WHERE name = %(name)s",
+        refused=f"no user {name!r}",
+        what=f"set password of {name!r}",
+    )
+
+
+def _store_password(
+    conn: psycopg.Connection[Any], name: str, password: str, sql: str, *, refused: str, what: str
+) -> None:
+    """Check the name and password, hash it, run ``sql`` (which must touch exactly one row, or
+    ConfigError ``refused``) after pending migrations; database errors -> DbError."""
     check_user_name(name)
     hashed = hash_password(check_password(password))
     try:
         migrate_sync(conn)
         with conn.transaction():
-            cur = conn.execute(
-                "UPDATE users SET password_hash = %s, updated_at = now() WHERE name = %s",
-                (hashed, name),
-            )
+            cur = conn.execute(sql, {"name": name, "hash": hashed})
             if cur.rowcount != 1:
-                raise ConfigError("user", f"no user {name!r}")
+                raise ConfigError("user", refused)
     except psycopg.Error as exc:
-        raise DbError(f"set password of {name!r}: {exc}") from exc
+        raise DbError(f"{what}: {exc}") from exc
 
 
 def list_users(conn: psycopg.Connection[Any]) -> list[str]:
