@@ -264,7 +264,6 @@ def test_announce_withdraw_and_owner_killed(bed: Bed) -> None:
     eventually(lambda: not _alive(exabgp_pid), 10, 0.01, "ExaBGP dead")
     eventually(lambda: not _pids_with(str(bed.root / "node")), 10, 0.01, "no orphaned helper")
     assert not bed.session_up()
-    assert time.monotonic() - t_start < 30
 
 
 def test_dead_helper_or_exabgp_heals(bed: Bed) -> None:

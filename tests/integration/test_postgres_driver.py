@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -157,7 +156,7 @@ def pair(drivers: tuple[PostgresDriver, PostgresDriver]) -> Pair:
     return pair
 
 
-def test_status_absent_then_stopped_is_fast(
+def test_status_absent_stopped_primary_and_idempotent_init(
     drivers: tuple[PostgresDriver, PostgresDriver],
 ) -> None:
     a, _ = drivers
@@ -167,9 +166,7 @@ def test_status_absent_then_stopped_is_fast(
     assert a.status().role is DbRole.PRIMARY
     a.stop()
     a.stop()  # idempotent
-    t0 = time.monotonic()
     assert a.status().role is DbRole.STOPPED
-    assert time.monotonic() - t0 < 0.05
     a.start()
     a.start()
     assert a.status().role is DbRole.PRIMARY
@@ -202,14 +199,7 @@ def test_clone_replicates_synchronously(pair: Pair) -> None:
 
     assert b.follow("127.0.0.1").method == "none"
 
-    for drv in (a, b):
-        samples = []
-        for _ in range(50):
-            t0 = time.perf_counter()
-            drv.status()
-            samples.append(time.perf_counter() - t0)
-        assert statistics.median(samples) < 0.01, samples
-    print(f"timings: {pair.timings}, status median {statistics.median(samples) * 1e3:.2f} ms")
+    print(f"timings: {pair.timings}")  # status() latency: bench/status.py
 
 
 def test_status_survives_a_restart(pair: Pair) -> None:
