@@ -453,7 +453,6 @@ class Agent:
             "degraded": mem.peer_outdated_from is not None,
             "switchover": mem.switchover_since is not None,
             "last_transition": (self.history.last(1) or [None])[0],
-            "diverged_dumps": self._diverged_dumps(),
         }
 
     def _announced(self) -> bool:
@@ -472,7 +471,9 @@ class Agent:
         self, method: str, path: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
-            return 200, {**self.published.status, "progress": self.progress}
+            # The dumps are listed per request (a directory listing), not every cycle.
+            extra = {"progress": self.progress, "diverged_dumps": self._diverged_dumps()}
+            return 200, {**self.published.status, **extra}
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
         if method == "POST" and path in ("/switchover", "/force-primary", "/reload"):
