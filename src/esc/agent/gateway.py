@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from esc.lab.run import run
+from esc.drivers.proc import run
 
 
 class GatewayProbe:

@@ -27,7 +27,7 @@ from esc.drivers.base import Database
 from esc.drivers.exabgp import ExabgpDriver
 from esc.drivers.keepalived import KeepalivedDriver
 from esc.drivers.postgres import PostgresDriver
-from esc.drivers.proc import run_cmd
+from esc.drivers.proc import run
 from esc.drivers.shared_db import SharedVolumeDatabase
 from esc.drivers.vip import VipDriver
 from esc.drivers.volume import Volume, VolumeLease, mountpoint_of, resolve_device
@@ -72,7 +72,7 @@ def make_bgp(cfg: EscConfig, paths: NodePaths) -> ExabgpDriver | None:
 
 def hold_local_address(addr: IPAddress) -> None:
     """The anycast address on ``lo`` (idempotent), so this node accepts what is routed to it."""
-    run_cmd(["ip", "addr", "replace", f"{addr}/{addr.max_prefixlen}", "dev", "lo"])
+    run(["ip", "addr", "replace", f"{addr}/{addr.max_prefixlen}", "dev", "lo"])
 
 
 def build_database(cfg: EscConfig, paths: NodePaths, self_addr: str) -> Database:

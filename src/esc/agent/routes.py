@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from esc.config.schema import Route
-from esc.drivers.proc import run_cmd
+from esc.drivers.proc import run
 from esc.errors import CommandError
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,13 @@ def apply_routes(desired: tuple[Route, ...]) -> list[str]:
     other routes still applied: a bad route must not stop the agent)."""
     present: list[Present] = []
     for fam in ("-4", "-6"):
-        present += parse_ip_route_json(run_cmd(["ip", fam, "-j", "route", "show", "proto", PROTO]))
+        present += parse_ip_route_json(
+            run(["ip", fam, "-j", "route", "show", "proto", PROTO]).stdout
+        )
     done = []
     for argv in plan(desired, present):
         try:
-            run_cmd(argv)
+            run(argv)
         except CommandError as exc:
             log.error("route not applied: %s", exc)
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from esc.errors import CommandError
@@ -68,8 +69,18 @@ class Child:
         self.proc = None
 
 
-def run_cmd(argv: Sequence[str], *, timeout: float = 30.0) -> str:
-    """Run a short system command (never through a shell); stdout, or CommandError."""
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str], check: bool = True, timeout: float = 60.0, input_: str | None = None
+) -> Result:
+    """Run a short command (never through a shell, stdin closed unless ``input_``); raise
+    CommandError on failure when ``check``. The one runner of the agent, drivers and lab."""
     full = list(argv)
     try:
         proc = subprocess.run(
@@ -77,13 +88,14 @@ def run_cmd(argv: Sequence[str], *, timeout: float = 30.0) -> str:
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=input_,
+            stdin=None if input_ is not None else subprocess.DEVNULL,
             check=False,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(full, -1, f"timed out after {timeout:.0f} s") from exc
     except OSError as exc:
-        raise CommandError(full, -1, str(exc)) from exc
-    if proc.returncode != 0:
+        raise CommandError(full, 127, str(exc)) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(full, -1, f"timed out after {timeout}s") from exc
+    if check and proc.returncode != 0:
         raise CommandError(full, proc.returncode, proc.stderr or proc.stdout)
-    return proc.stdout
+    return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -6,8 +6,8 @@ import ipaddress
 import json
 
 from esc.addresses import IPAddress
+from esc.drivers.proc import run
 from esc.errors import CommandError
-from esc.lab.run import run
 
 
 class VipDriver:

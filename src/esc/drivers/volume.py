@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from esc.config.schema import DatabaseConfig, HaConfig, NodePaths
-from esc.drivers.proc import run_cmd
+from esc.drivers.proc import run
 from esc.errors import ConfigError, DbError
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Volume:
         self._rdev()  # a clear error when the device is missing
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         os.chmod(self.mountpoint, 0o755)
-        run_cmd(
+        run(
             ["mount", "-t", self.fs_type, "-o", "noatime", str(self.device), str(self.mountpoint)],
             timeout=60,
         )
@@ -183,5 +183,5 @@ class Volume:
     def unmount(self) -> None:
         if not self.mounted_here():
             return
-        run_cmd(["umount", str(self.mountpoint)], timeout=60)
+        run(["umount", str(self.mountpoint)], timeout=60)
         log.info("volume %s unmounted from %s", self.device, self.mountpoint)

@@ -1,36 +1,11 @@
-"""Running commands for the lab: one seam (``Runner``) so pure logic stays testable."""
+"""Running commands for the lab: the project's one runner (``esc.drivers.proc.run``) and the
+argv prefix that runs a command inside a lab host."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from esc.drivers.proc import Result, run
 
-from esc.errors import CommandError
-
-
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run(
-    argv: Sequence[str], check: bool = True, timeout: float = 60.0, input_: str | None = None
-) -> Result:
-    """Run ``argv`` (never through a shell); raise CommandError on failure when ``check``."""
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, input=input_, check=False
-        )
-    except FileNotFoundError as exc:
-        raise CommandError(list(argv), 127, str(exc)) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(list(argv), -1, f"timed out after {timeout}s") from exc
-    if check and proc.returncode != 0:
-        raise CommandError(list(argv), proc.returncode, proc.stderr)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+__all__ = ["Result", "in_ns", "run"]
 
 
 def in_ns(ns: str, *argv: str) -> list[str]:
