@@ -42,6 +42,10 @@ def test_reload_applies_timing_and_refuses_what_would_split_the_pair() -> None:
     assert live_change_refusal(old, parse_config(moved)) == "ha.ha_node_list"
     db = {**_cfg(), "database": {"port": 5433}}
     assert live_change_refusal(old, parse_config(db)) == "database"
+    gw = parse_config(_cfg(gateway_ip="192.0.2.1"))
+    assert live_change_refusal(old, gw).startswith("ha.gateway_ip")  # type: ignore[union-attr]
+    moved_gw = parse_config(_cfg(gateway_ip="192.0.2.2"))
+    assert live_change_refusal(gw, moved_gw) is None  # another address: retargeted live
 
 
 def _obs(peer: PeerView, sync: str | None = "esc-ha-1") -> Observation:

@@ -30,6 +30,12 @@ class GatewayProbe:
     def start(self) -> None:
         threading.Thread(target=self._run, name="gateway", daemon=True).start()
 
+    def retarget(self, gateway: str) -> None:
+        """Probe another address from the next ping on (``escadm reload``)."""
+        if gateway != self.gateway:
+            self.gateway = gateway
+            self._failures = 0
+
     def ok(self) -> bool:
         return self._failures < self.failures_needed
 

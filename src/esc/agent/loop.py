@@ -86,6 +86,8 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
                 return f"ha.{field_name}"
         if old.ha.vrid != new.ha.vrid:  # the effective one: kad_vri or the VIP's last byte
             return "ha.kad_vri"
+        if (old.ha.gateway_ip is None) != (new.ha.gateway_ip is None):
+            return "ha.gateway_ip (added or removed: the gateway probe starts with the agent)"
     if old.database != new.database:
         return "database"
     if old.agent.peer_port != new.agent.peer_port:
@@ -315,6 +317,8 @@ class Agent:
             health_failures=new.agent.health_failures,
             gateway=str(new.ha.gateway_ip) if new.ha and new.ha.gateway_ip else None,
         )
+        if self.gateway is not None and self.dcfg.gateway is not None:
+            self.gateway.retarget(self.dcfg.gateway)
         self.history.add(self.mem.state.value, self.mem.state.value, "config reloaded")
         files = ", ".join(changed) if changed else "no generated file changed"
         return True, f"reloaded: {files}"
@@ -502,12 +506,7 @@ class Agent:
             # (also when none are configured: removes ours left from an older config)
             for line in apply_routes(self.cfg.ha.routes):
                 log.info("route %s", line)
-        if self.bgp is not None:
-            try:
-                self.bgp.start()  # withdrawn until this node is MASTER
-                self._bgp_started = True
-            except EscError as exc:
-                log.error("ExaBGP did not start (retried every cycle): %s", exc)
+        # ExaBGP is started, withdrawn, by the first cycle's _steer_bgp (and retried there).
         back_to_back = 0
         while not self._stop.is_set():
             t0 = self.clock()

@@ -137,3 +137,6 @@ class PeerSource(Protocol):
 
 class GatewaySource(Protocol):
     def ok(self) -> bool: ...
+
+    def retarget(self, gateway: str) -> None:
+        """Probe ``gateway`` from now on (a reloaded config)."""
