@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from labutil import NODES, eventually, save_artifacts, vip_holders, wait_pair
+from labutil import NODES, eventually, lab_fixture, vip_holders, wait_pair
 
 from esc.lab import faults
 from esc.lab.lab import LAB_VIP, Lab
@@ -14,14 +14,7 @@ from esc.lab.lab import LAB_VIP, Lab
 @pytest.fixture(scope="module")
 def pair(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A lab (single topology) with the HA pair up, for the whole module."""
-    lab = Lab()
-    lab.down()
-    try:
-        lab.up("single")
-        yield lab
-    finally:
-        save_artifacts(lab, request.module.__name__)
-        lab.down()
+    yield from lab_fixture(request, kind="single")
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 from esc.lab.lab import Lab, existing_namespaces
 from esc.lab.run import Result
@@ -175,13 +177,13 @@ def deployment_body(
     }
 
 
-def lab_fixture(request: object, **up: object) -> Iterator[Lab]:
+def lab_fixture(request: pytest.FixtureRequest, **up: Any) -> Iterator[Lab]:
     """Body of a module fixture: a fresh lab brought up with ``up``, always torn down."""
     lab = Lab()
     lab.down()
     try:
-        lab.up(**up)  # type: ignore[arg-type]
+        lab.up(**up)
         yield lab
     finally:
-        save_artifacts(lab, request.module.__name__)  # type: ignore[attr-defined]
+        save_artifacts(lab, request.module.__name__)
         lab.down()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labutil import eventually, in_host, leftovers, pings
+from labutil import eventually, in_host, lab_fixture, leftovers, pings
 
 from esc.errors import LabError
 from esc.lab import faults
@@ -29,14 +29,8 @@ def fresh() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def single() -> Iterator[Lab]:
-    lab = Lab()
-    lab.down()
-    try:
-        lab.up("single")
-        yield lab
-    finally:
-        lab.down()
+def single(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    yield from lab_fixture(request, kind="single")
 
 
 def test_up_then_down_leaves_nothing(fresh: Lab) -> None:
