@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
-from esc.lab.lab import LAB_ANYCAST
-from esc.lab.orchestrate import WriterRun, check
-from esc.lab.scenarios import SCENARIOS, restore, wait_healthy
+from esclab.lab import LAB_ANYCAST
+from esclab.orchestrate import WriterRun, check
+from esclab.scenarios import SCENARIOS, restore, wait_healthy
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from esc.lab.lab import Lab
+from esclab.lab import Lab
 
 
 def dist(values: Sequence[float]) -> dict[str, float]:

@@ -35,12 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
 from esc.config.schema import load_config
-from esc.lab import faults
-from esc.lab.lab import LAB_VIP, Lab, kill_all_in, wait_until
-from esc.lab.orchestrate import WriterRun, check
-from esc.lab.run import in_ns, run
-from esc.lab.scenarios import NOT_FAILOVER, SCENARIOS, restore, wait_healthy
-from esc.lab.topology import NODES
+from esclab import faults
+from esclab.lab import LAB_VIP, Lab, kill_all_in, wait_until
+from esclab.orchestrate import WriterRun, check
+from esclab.run import in_ns, run
+from esclab.scenarios import NOT_FAILOVER, SCENARIOS, restore, wait_healthy
+from esclab.topology import NODES
 
 VIP = LAB_VIP["single"]
 PROBE = r"""

@@ -5,7 +5,7 @@
 
 One lab, one pair (policy ``available``), ``--writers`` northbound writers in ``nb`` writing
 through the VIP for the whole run (each its own tenant stream, every write retried with the
-same transaction id until acknowledged). The schedule (esc.lab.nemesis, deterministic for a
+same transaction id until acknowledged). The schedule (esclab.nemesis, deterministic for a
 seed) mixes: kill -9 of every process of a node, of keepalived, of PostgreSQL, of the service;
 link down on the sync network; SIGSTOP of a whole node; partitions between the nodes (VRRP
 only, replication only, both, everything); packet loss; reboots; double faults (both nodes
@@ -44,10 +44,10 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
 from esc.errors import EscError
-from esc.lab import faults
-from esc.lab.faults import PartitionKind
-from esc.lab.lab import Lab
-from esc.lab.nemesis import (
+from esclab import faults
+from esclab.faults import PartitionKind
+from esclab.lab import Lab
+from esclab.nemesis import (
     DOUBLE,
     KINDS,
     SPLIT_BRAIN,
@@ -65,9 +65,9 @@ from esc.lab.nemesis import (
     tally,
     tenant_numbers,
 )
-from esc.lab.orchestrate import WriterRun
-from esc.lab.scenarios import SCENARIOS, PairHealth, agent_status, wait_healthy
-from esc.lab.topology import NODES
+from esclab.orchestrate import WriterRun
+from esclab.scenarios import SCENARIOS, PairHealth, agent_status, wait_healthy
+from esclab.topology import NODES
 
 EFFECT_TIMEOUT_S = 30.0  # a fault writes survive: the first ack after it, at most this late
 DEFAULT_LOG = Path(__file__).resolve().parents[1] / "test-artifacts" / "nemesis.jsonl"

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
-from esc.lab import faults, scenarios
-from esc.lab.lab import NODES, Lab
-from esc.lab.orchestrate import other
+from esclab import faults, scenarios
+from esclab.lab import NODES, Lab
+from esclab.orchestrate import other
 
 DEADLINE_S = 1800.0
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import emit, fresh_pair, table
-from esc.lab import faults
-from esc.lab.orchestrate import WriterRun, check
-from esc.lab.run import in_ns
-from esc.lab.topology import NODES
+from esclab import faults
+from esclab.orchestrate import WriterRun, check
+from esclab.run import in_ns
+from esclab.topology import NODES
 
 BURN = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
 

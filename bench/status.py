@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
 from esc.config.schema import load_config
 from esc.drivers.postgres import PostgresDriver
-from esc.lab import faults
-from esc.lab.lab import Lab
-from esc.lab.orchestrate import other
-from esc.lab.scenarios import restore, wait_healthy
 from esc.model import DbRole
+from esclab import faults
+from esclab.lab import Lab
+from esclab.orchestrate import other
+from esclab.scenarios import restore, wait_healthy
 
 
 def driver(lab: Lab, host: str) -> PostgresDriver:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
-from esc.lab.orchestrate import WriterRun, check
-from esc.lab.run import in_ns
+from esclab.orchestrate import WriterRun, check
+from esclab.run import in_ns
 
 
 def main() -> int:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fresh_pair, table
-from esc.lab import faults
-from esc.lab.lab import Lab, wait_until
-from esc.lab.run import in_ns
-from esc.lab.topology import NODES
+from esclab import faults
+from esclab.lab import Lab, wait_until
+from esclab.run import in_ns
+from esclab.topology import NODES
 
 
 def load(lab: Lab, threads: int, duration: float, prefix: str) -> dict[str, float]:
@@ -32,7 +32,7 @@ def load(lab: Lab, threads: int, duration: float, prefix: str) -> dict[str, floa
             "nb",
             sys.executable,
             "-m",
-            "esc.lab.load",
+            "esclab.load",
             "--url",
             api["url"],
             "--user",

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from labutil import NODES, eventually, lab_fixture, vip_holders, wait_pair
 
-from esc.lab import faults
-from esc.lab.lab import LAB_VIP, Lab
+from esclab import faults
+from esclab.lab import LAB_VIP, Lab
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from esc.lab.lab import Lab, existing_namespaces
-from esc.lab.run import Result
-from esc.lab.topology import HOSTS, SWITCH_NS
+from esclab.lab import Lab, existing_namespaces
+from esclab.run import Result
+from esclab.topology import HOSTS, SWITCH_NS
 
 T = TypeVar("T")
 LAB_NAMESPACES = {*HOSTS, SWITCH_NS}

@@ -22,8 +22,8 @@ from labutil import (
     wait_pair,
 )
 
-from esc.lab import faults
-from esc.lab.lab import Lab
+from esclab import faults
+from esclab.lab import Lab
 
 pytestmark = pytest.mark.integration
 VIP = "192.0.2.100"

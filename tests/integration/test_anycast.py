@@ -12,8 +12,8 @@ import signal
 import pytest
 from labutil import NODES, api_code_from_nb, escadm, eventually, in_host, wait_pair
 
-from esc.lab import faults, scenarios
-from esc.lab.lab import LAB_ANYCAST, Lab
+from esclab import faults, scenarios
+from esclab.lab import LAB_ANYCAST, Lab
 
 pytestmark = pytest.mark.integration
 PREFIX = f"{LAB_ANYCAST}/32"

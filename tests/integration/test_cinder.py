@@ -13,8 +13,8 @@ import pytest
 from labutil import NODES, escadm, eventually, lab_fixture, psql, wait_pair
 
 from esc.config.schema import load_config
-from esc.lab import faults, scenarios
-from esc.lab.lab import Lab
+from esclab import faults, scenarios
+from esclab.lab import Lab
 
 pytestmark = pytest.mark.integration
 

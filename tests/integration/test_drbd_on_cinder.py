@@ -10,8 +10,8 @@ import pytest
 from labutil import NODES, eventually, lab_fixture, psql, wait_pair
 
 from esc.config.schema import load_config
-from esc.lab import scenarios
-from esc.lab.lab import Lab
+from esclab import scenarios
+from esclab.lab import Lab
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from labutil import NODES, eventually, vip_holders, wait_pair
 
-from esc.lab.lab import LAB_VIP, Lab
-from esc.lab.orchestrate import WriterRun, check
-from esc.lab.scenarios import SCENARIOS, restore
+from esclab.lab import LAB_VIP, Lab
+from esclab.orchestrate import WriterRun, check
+from esclab.scenarios import SCENARIOS, restore
 
 pytestmark = pytest.mark.integration
 VIP = LAB_VIP["single"]

@@ -19,8 +19,8 @@ from labutil import (
     save_artifacts,
 )
 
-from esc.lab import scenarios
-from esc.lab.lab import Lab, lab_vip
+from esclab import scenarios
+from esclab.lab import Lab, lab_vip
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from labutil import eventually, in_host, lab_fixture, leftovers, pings
 
 from esc.errors import LabError
-from esc.lab import faults
-from esc.lab.lab import Lab, ns_pids, pid_alive
+from esclab import faults
+from esclab.lab import Lab, ns_pids, pid_alive
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from esc.config.schema import LabVimSettings
-from esc.manager.labvim import LabVim, list_vms, remove_all_blocking
 from esc.manager.vim import VmSpec
+from esclab.vim import LabVim, list_vms, remove_all_blocking
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ FAMILIES = {
 MANAGER = """
 import asyncio, sys
 from esc.config.schema import LabVimSettings
-from esc.manager.labvim import LabVim
+from esclab.vim import LabVim
 from esc.manager.vim import VmSpec
 vim = LabVim(LabVimSettings.model_validate_json(sys.argv[1]))
 op, dep, name = sys.argv[2:5]

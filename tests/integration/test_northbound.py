@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from labutil import deployment_body, eventually, in_host, wait_pair
 
-from esc.lab import scenarios
-from esc.lab.lab import LAB_VIP, Lab
-from esc.manager.labvim import list_vms
+from esclab import scenarios
+from esclab.lab import LAB_VIP, Lab
+from esclab.vim import list_vms
 
 pytestmark = pytest.mark.integration
 VIP = LAB_VIP["single"]

@@ -24,8 +24,8 @@ import pytest
 from labutil import ARTIFACTS, eventually, wait_pair
 
 from esc.config.schema import ManagerConfig
-from esc.lab.lab import LAB_VIP, Lab
-from esc.lab.scenarios import SCENARIOS, restore
+from esclab.lab import LAB_VIP, Lab
+from esclab.scenarios import SCENARIOS, restore
 
 pytestmark = pytest.mark.integration
 VIP = LAB_VIP["single"]

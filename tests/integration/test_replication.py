@@ -14,8 +14,8 @@ import pytest
 from labutil import NODES, escadm, eventually, psql, states, wait_pair
 
 from esc.config.schema import load_config, save_config
-from esc.lab import faults
-from esc.lab.lab import Lab
+from esclab import faults
+from esclab.lab import Lab
 
 pytestmark = pytest.mark.integration
 WRITER = Path(__file__).with_name("writer.py")

@@ -16,19 +16,18 @@ import pytest
 
 from esc.config.schema import EscConfig, LabVimSettings, dump_config, parse_config
 from esc.errors import CommandError, ConfigError
-from esc.manager import labvim
-from esc.manager.labvim import (
+from esc.manager.vim import FakeVim, VimError, VmSpec, build_vim
+from esclab import vim as labvim
+from esclab.vim import (
     Completed,
     LabVim,
     SubprocessRunner,
     allocate,
-    build_vim,
     list_vms,
     peer_name,
     remove_all,
     vm_id,
 )
-from esc.manager.vim import FakeVim, VimError, VmSpec
 
 SPEC = VmSpec("g", "img", "small")
 SW = "esc-sw"

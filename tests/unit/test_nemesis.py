@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from esc.lab.nemesis import (
+from esclab.nemesis import (
     BACKGROUND,
     DOUBLE,
     KINDS,
@@ -35,7 +35,7 @@ from esc.lab.nemesis import (
     tally,
     tenant_numbers,
 )
-from esc.lab.scenarios import NOT_FAILOVER, SCENARIOS, pair_verdict
+from esclab.scenarios import NOT_FAILOVER, SCENARIOS, pair_verdict
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "nemesis.py"
 

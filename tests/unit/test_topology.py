@@ -4,8 +4,8 @@ import pytest
 
 from esc.addresses import is_allowed
 from esc.errors import LabError
-from esc.lab.faults import loss_rules, partition_rules
-from esc.lab.topology import build_topology
+from esclab.faults import loss_rules, partition_rules
+from esclab.topology import build_topology
 
 
 @pytest.mark.parametrize("kind", ["single", "multi"])

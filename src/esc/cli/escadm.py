@@ -14,11 +14,15 @@ from esc.cli.ha_set import (
     run_config_validate,
     run_ha_set,
 )
-from esc.cli.lab_cmd import add_lab_parser, run_lab
 from esc.cli.secrets_cmd import add_secrets_parser, run_secrets
 from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
 from esc.host import SystemHostFacts
+
+try:  # the lab ships with the checkout only, never in the product's package
+    import esclab.cli as lab_cli
+except ImportError:  # pragma: no cover - the installed product
+    lab_cli = None  # type: ignore[assignment]
 
 # The ESC install guide's forms, with documentation addresses.
 HA_SET_EXAMPLES = """examples (as in the ESC install guide):
@@ -62,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("file", nargs="?")
     add_user_parser(sub)
-    add_lab_parser(sub)
+    if lab_cli is not None:
+        lab_cli.add_lab_parser(sub)
     return parser
 
 
@@ -71,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = NodePaths.from_env()
     cmd = args.cmd
-    if cmd == "lab":
-        return run_lab(args)
+    if cmd == "lab" and lab_cli is not None:
+        return lab_cli.run_lab(args)
     if cmd == "status":
         return agent_cmd.run_status(paths, args.json)
     if cmd == "ha":

@@ -26,11 +26,10 @@ from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.errors import EscError
 from esc.manager import db
 from esc.manager.api import build_api
-from esc.manager.labvim import build_vim
 from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
 from esc.manager.tls import ensure_certificate
-from esc.manager.vim import Vim
+from esc.manager.vim import Vim, build_vim
 from esc.manager.worker import WorkerTuning
 
 log = logging.getLogger("esc.manager")

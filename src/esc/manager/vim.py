@@ -8,12 +8,16 @@ not create a second one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from esc.errors import DriverError
+from esc.config.schema import EscConfig
+from esc.errors import ConfigError, DriverError
+
+log = logging.getLogger("esc.manager.vim")
 
 
 class VimError(DriverError):
@@ -102,3 +106,18 @@ class FakeVim:
     def names(self) -> set[str]:
         with self._lock:
             return {name for _, name in self.vms}
+
+
+def build_vim(cfg: EscConfig) -> Vim:
+    """The VIM ``cfg.manager.vim`` names. The lab VIM lives in the lab package (``esclab``,
+    the checkout only), never in the product's: without it, ``vim = "lab"`` is refused."""
+    if cfg.manager.vim == "lab":
+        try:
+            from esclab.vim import build_lab_vim  # noqa: PLC0415 - optional, lab only
+        except ImportError as exc:
+            raise ConfigError(
+                "manager.vim", '"lab" needs the lab package (the checkout), not installed here'
+            ) from exc
+        return build_lab_vim(cfg)
+    log.warning("VIM: in-memory fake (VMs are not real and vanish with the process)")
+    return FakeVim()

@@ -32,7 +32,7 @@ class KindSpec:
 # The faults of the issue: kill -9 of the whole node, of keepalived alone, of PostgreSQL alone,
 # link down on the sync network, SIGSTOP of the whole node, service crash; partitions (VRRP only,
 # replication only, both, everything between the nodes); packet loss; restarts (a power cut and
-# a boot). Names shared with esc.lab.scenarios where the fault is one of its scenarios.
+# a boot). Names shared with esclab.scenarios where the fault is one of its scenarios.
 KINDS: dict[str, KindSpec] = {
     # kill-node on "both" is the simultaneous double fault: a cold boot of the pair.
     "kill-node": KindSpec(14, (("primary", 6), ("standby", 2), ("both", 2)), (0.5, 2.5)),

@@ -17,9 +17,9 @@ from typing import Any
 
 from esc.agent.api import local_request
 from esc.errors import DriverError
-from esc.lab import faults
-from esc.lab.lab import Lab
-from esc.lab.topology import NODES
+from esclab import faults
+from esclab.lab import Lab
+from esclab.topology import NODES
 
 Inject = Callable[[Lab, str], object]
 

@@ -1,6 +1,6 @@
 """A bounded northbound load for the throughput benchmark, run inside the ``nb`` host.
 
-    python -m esc.lab.load --url URL --user U --password-stdin --threads 8 --duration 10 \\
+    python -m esclab.load --url URL --user U --password-stdin --threads 8 --duration 10 \\
         --prefix tp1
 
 Each thread creates tenants (one transaction each) back to back on its own keep-alive
@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from esc.lab.writer import Client
+from esclab.writer import Client
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,7 +113,7 @@ def _iface(
     return tuple(out)
 
 
-# The VNF network: the lab VIM's VMs (``esc.manager.labvim``) join its bridge, and both
+# The VNF network: the lab VIM's VMs (``esclab.vim``) join its bridge, and both
 # controller nodes are on it too, as ESC's VNFs are connected to both nodes. IPv6 only: every
 # IPv4 documentation /24 is taken by the multi topology.
 VNF = Network("vnf", "v", None, ipaddress.IPv6Network("2001:db8:200::/64"))

@@ -1,6 +1,6 @@
 """What runs inside one lab VM: answers one TCP port with the VM's name, then closes.
 
-Started by the lab VIM as ``unshare --net -- PYTHON -m esc.manager.vm_responder --vm=ID ...``:
+Started by the lab VIM as ``unshare --net -- PYTHON -m esclab.vm_responder --vm=ID ...``:
 the process *is* the VM's network namespace (it lives exactly as long as this process), and
 ping is answered by the kernel once the VIM has configured the address. It daemonizes so that
 no manager has to reap it and it outlives the manager that created it (a VM survives the death
@@ -26,7 +26,7 @@ import time
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="esc.manager.vm_responder")
+    parser = argparse.ArgumentParser(prog="esclab.vm_responder")
     parser.add_argument("--vm", required=True, help="the VM's id (esc-vm-...)")
     parser.add_argument("--name", required=True, help="the line answered on each connection")
     parser.add_argument("--port", type=int, required=True)

@@ -1,4 +1,4 @@
-"""Drive the lab's northbound writer (esc.lab.writer) from outside, and check its result.
+"""Drive the lab's northbound writer (esclab.writer) from outside, and check its result.
 
 Used by the fault tests and the benchmarks: start a writer in ``nb``, inject a fault, stop the
 writer, then check on the surviving primary that every acknowledged write exists (none lost)
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esc.errors import LabError
-from esc.lab.lab import Lab
-from esc.lab.run import in_ns
-from esc.lab.topology import NODES
+from esclab.lab import Lab
+from esclab.run import in_ns
+from esclab.topology import NODES
 
 
 @dataclass
@@ -55,7 +55,7 @@ class WriterRun:
             "nb",
             sys.executable,
             "-m",
-            "esc.lab.writer",
+            "esclab.writer",
             "--url",
             self.url or api["url"],
             "--user",

@@ -1,6 +1,6 @@
 """The lab VIM: each VM is a network namespace on the lab's VNF bridge, with a responder.
 
-A VM is the process ``esc.manager.vm_responder`` started in a fresh network namespace
+A VM is the process ``esclab.vm_responder`` started in a fresh network namespace
 (``unshare --net``): the namespace lives exactly as long as that process. One veth joins it
 to the VNF bridge in the switch namespace; the VM gets one address from the configured subnet,
 so the kernel answers ping, and the responder answers one TCP port with the VM's name.
@@ -53,12 +53,12 @@ from typing import Any, Literal, Protocol
 from esc.addresses import IPAddress, IPInterface
 from esc.config.schema import EscConfig, LabVimSettings
 from esc.errors import CommandError
-from esc.manager.vim import FakeVim, Vim, VimError, VmInfo, VmSpec
+from esc.manager.vim import Vim, VimError, VmInfo, VmSpec
 
 log = logging.getLogger(__name__)
 
 VM_PREFIX = "esc-vm-"
-RESPONDER_MODULE = "esc.manager.vm_responder"
+RESPONDER_MODULE = "esclab.vm_responder"
 VM_IFACE = "eth0"  # the VM's interface, inside its namespace
 MAX_NAME = 255
 VmState = Literal["creating", "active"]
@@ -640,17 +640,14 @@ class LabVim:
         return vm
 
 
-def build_vim(cfg: EscConfig) -> Vim:
-    """The VIM ``cfg.manager.vim`` names."""
-    if cfg.manager.vim == "lab":
-        settings = cfg.manager.lab_vim or LabVimSettings()
-        log.info(
-            "VIM: lab (%s on %s/%s, registry %s)",
-            settings.subnet,
-            settings.switch_netns,
-            settings.bridge,
-            settings.state_dir,
-        )
-        return LabVim(settings)
-    log.warning("VIM: in-memory fake (VMs are not real and vanish with the process)")
-    return FakeVim()
+def build_lab_vim(cfg: EscConfig) -> Vim:
+    """The lab VIM with ``cfg.manager.lab_vim`` (or its defaults)."""
+    settings = cfg.manager.lab_vim or LabVimSettings()
+    log.info(
+        "VIM: lab (%s on %s/%s, registry %s)",
+        settings.subnet,
+        settings.switch_netns,
+        settings.bridge,
+        settings.state_dir,
+    )
+    return LabVim(settings)

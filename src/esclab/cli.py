@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from esc.errors import EscError, LabError
-from esc.lab import faults
-from esc.lab.lab import Lab
+from esclab import faults
+from esclab.lab import Lab
 
 EXAMPLES = """examples:
   escadm lab up                       # single network, everything on 192.0.2.0/24

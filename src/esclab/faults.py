@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 from esc.errors import LabError
-from esc.lab.lab import Lab, ns_pids, pid_alive, wait_until
-from esc.lab.run import in_ns, run
-from esc.lab.topology import NODES, SWITCH_NS, Topology
+from esclab.lab import Lab, ns_pids, pid_alive, wait_until
+from esclab.run import in_ns, run
+from esclab.topology import NODES, SWITCH_NS, Topology
 
 # Components by process name (/proc/PID/comm, 15 chars at most).
 COMPONENTS: dict[str, frozenset[str]] = {
