@@ -15,6 +15,11 @@ from esc.errors import ConfigError
         ("[2001:db8::fc/48]:eth0", "2001:db8::fc", 48, "eth0"),
         ("2001:db8::fc", "2001:db8::fc", None, None),
         ("[2001:db8::fc]", "2001:db8::fc", None, None),
+        # the ESC install guide's own, and private ranges
+        ("[2001:cc0:2020::fc/48]:eth0", "2001:cc0:2020::fc", 48, "eth0"),
+        ("10.85.103.254/24:eth1", "10.85.103.254", 24, "eth1"),
+        ("172.16.0.100", "172.16.0.100", None, None),
+        ("192.168.0.250:eth0", "192.168.0.250", None, "eth0"),
     ],
 )
 def test_vip_seed_forms(text: str, addr: str, plen: int | None, iface: str | None) -> None:
@@ -24,7 +29,7 @@ def test_vip_seed_forms(text: str, addr: str, plen: int | None, iface: str | Non
 
 
 @pytest.mark.parametrize(
-    "text", ["10.0.0.1", "192.0.2.254:eth0\nx", "[2001:db8::fc/48", "192.0.2.1/33", "nope"]
+    "text", ["127.0.0.1", "192.0.2.254:eth0\nx", "[2001:db8::fc/48", "192.0.2.1/33", "nope"]
 )
 def test_vip_bad_forms(text: str) -> None:
     with pytest.raises(ValueError):
@@ -51,9 +56,10 @@ def _ha(**over: object) -> dict[str, object]:
     [
         ({"kad_vri": 0}, "ha.kad_vri"),
         ({"kad_vri": 256}, "ha.kad_vri"),
-        ({"kad_vip": "192.0.2.10"}, "ha"),
-        ({"ha_node_list": ["192.0.2.10", "2001:db8::1"]}, "ha"),
-        ({"ha_node_list": ["192.0.2.10", "10.1.1.1"]}, "ha.ha_node_list.1"),
+        ({"kad_vip": "192.0.2.10"}, "ha.kad_vip"),
+        ({"ha_node_list": ["192.0.2.10", "2001:db8::1"]}, "ha.ha_node_list"),
+        ({"ha_node_list": ["192.0.2.10", "127.0.0.1"]}, "ha.ha_node_list.1"),
+        ({"db_volume_id": "v", "db_volume_path": "/v"}, "ha"),  # no single field to name
         ({"kad_vif": "eth0\n"}, "ha.kad_vif"),
         ({"ha_mode": "raid"}, "ha.ha_mode"),
     ],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from esc.cli.escadm import build_parser, parse_args
 from esc.cli.ha_set import (
     add_bgp_set_parser,
     add_ha_set_parser,
@@ -75,13 +76,9 @@ BGP_FLAGS = [
 
 
 def escadm(argv: list[str], paths: NodePaths, host: HostFacts) -> int:
-    """What the escadm dispatcher will do with these parsers."""
-    parser = argparse.ArgumentParser(prog="escadm")
-    top = parser.add_subparsers(dest="cmd", required=True)
-    add_ha_set_parser(top.add_parser("ha").add_subparsers(dest="sub", required=True))
-    add_bgp_set_parser(top.add_parser("bgp").add_subparsers(dest="sub", required=True))
+    """What ``escadm`` does with ``argv`` on ``host``: its own parser, these host facts."""
     try:
-        args = parser.parse_args(argv)
+        args = parse_args(build_parser(), argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.cmd == "ha":
@@ -112,7 +109,7 @@ def keepalived_of(paths: NodePaths, self_addr: str) -> str:
 HA_BAD = [
     # (replacement flags, flag named in the error)
     (["--ha_node_list", "198.51.100.10", "not-an-ip"], "--ha_node_list"),
-    (["--ha_node_list", "10.0.0.1", "10.0.0.2"], "--ha_node_list"),
+    (["--ha_node_list", "127.0.0.1", "198.51.100.11"], "--ha_node_list"),  # lo has it
     (["--ha_node_list", "198.51.100.10", "2001:db8::11"], "--ha_node_list"),
     (["--ha_node_list", "198.51.100.10"], "--ha_node_list"),
     (["--ha_node_list", "198.51.100.10", "198.51.100.11", "198.51.100.12"], "--ha_node_list"),
@@ -120,7 +117,7 @@ HA_BAD = [
     (["--ha_node_list", "198.51.100.20", "198.51.100.21"], "--ha_node_list"),  # owns neither
     (["--ha_node_list", "198.51.100.10", "198.51.100.11\n"], "--ha_node_list"),
     (["--kad_vip", "bogus"], "--kad_vip"),
-    (["--kad_vip", "10.1.2.3"], "--kad_vip"),
+    (["--kad_vip", "224.0.0.18"], "--kad_vip"),
     (["--kad_vip", "198.51.100.10"], "--kad_vip"),  # equals a node address
     (["--kad_vip", "198.51.100.11"], "--kad_vip"),
     (["--kad_vip", "203.0.113.254"], "--kad_vip"),  # in no subnet of eth0
@@ -149,15 +146,15 @@ HA_EXTRA_BAD = [
     (["--advert_int", "nan"], "--advert_int"),
     (["--advert_int", "fast"], "--advert_int"),
     (["--gateway_ip", "2001:db8::1"], "--gateway_ip"),
-    (["--gateway_ip", "10.0.0.1"], "--gateway_ip"),
+    (["--gateway_ip", "127.0.0.1"], "--gateway_ip"),
     (["--db_volume_id", "vol-1", "--db_volume_path", "/mnt/db"], "--db_volume_path"),
     (["--db_volume_id", "vol\n1"], "--db_volume_id"),
     (["--db_volume_path", "/mnt/\x00db"], "--db_volume_path"),
     (["--db_volume_id", " "], "--db_volume_id"),
     (["--route", "garbage"], "--route"),
     (["--route", "203.0.113.0/24:198.51.100.1:eth9"], "--route"),
-    (["--route", "10.0.0.0/8:198.51.100.1:eth0"], "--route"),
-    (["--route", "203.0.113.0/24:10.0.0.1:eth0"], "--route"),
+    (["--route", "224.0.0.0/4:198.51.100.1:eth0"], "--route"),
+    (["--route", "203.0.113.0/24:127.0.0.1:eth0"], "--route"),
     (["--route", "[2001:db8:5::/48]:198.51.100.1:eth0"], "--route"),
     (["--route", "203.0.113.0/24:198.51.100.1:eth0\n"], "--route"),
     (["--route", "203.0.113.0/24:198.51.100.1:eth0", "--route", "x"], "--route"),
@@ -287,7 +284,7 @@ BGP_BAD = [
     (["--local_router_id", "300.1.1.1"], "--local_router_id"),
     (["--local_router_id", "192.0.2.10\n"], "--local_router_id"),
     (["--local_ip", "192.0.2.99"], "--local_ip"),  # not an address of this host
-    (["--local_ip", "10.0.0.1"], "--local_ip"),
+    (["--local_ip", "127.0.0.1"], "--local_ip"),  # lo has it
     (["--remote_ip", "2001:db8::1"], "--remote_ip"),
     (["--remote_ip", "192.0.2.10"], "--remote_ip"),
     (["--anycast_ip", "2001:db8:ff::1"], "--anycast_ip"),

@@ -625,7 +625,7 @@ def test_lab_vim_config_round_trip() -> None:
         ({"subnet": "10.0.0.0/24"}, "manager.lab_vim.subnet"),
         ({"subnet": "192.0.2.0/23"}, "manager.lab_vim.subnet"),
         ({"subnet": "192.0.2.1/24"}, "manager.lab_vim.subnet"),
-        ({"subnet": "203.0.113.128/25", "first_host": 127}, "manager.lab_vim"),
+        ({"subnet": "203.0.113.128/25", "first_host": 127}, "manager.lab_vim.first_host"),
         ({"bridge": "br\nx"}, "manager.lab_vim.bridge"),
         ({"bridge": "a-very-long-bridge"}, "manager.lab_vim.bridge"),
         ({"switch_netns": "../etc"}, "manager.lab_vim.switch_netns"),

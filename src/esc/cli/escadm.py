@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from esc.cli import agent_cmd
+from esc.cli.guide_args import guide_argv
 from esc.cli.ha_set import (
     add_bgp_set_parser,
     add_ha_set_parser,
@@ -17,6 +19,7 @@ from esc.cli.ha_set import (
 from esc.cli.secrets_cmd import add_secrets_parser, run_secrets
 from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
+from esc.errors import ConfigError
 from esc.host import SystemHostFacts
 
 try:  # the lab ships with the checkout only, never in the product's package
@@ -24,9 +27,10 @@ try:  # the lab ships with the checkout only, never in the product's package
 except ImportError:  # pragma: no cover - the installed product
     lab_cli = None  # type: ignore[assignment]
 
-# The ESC install guide's forms, with documentation addresses.
+# The ESC install guide's forms (any unicast address works; these are documentation ones).
 HA_SET_EXAMPLES = """examples (as in the ESC install guide):
   escadm ha set --ha_node_list 192.0.2.10 192.0.2.11 --kad_vip 192.0.2.254 --kad_vif eth0
+  escadm ha set --ha_node_list=192.0.2.10 192.0.2.11 --kad_vip= 192.0.2.254 --kad_vif= eth0
   escadm ha set --ha_node_list=192.0.2.10,192.0.2.11 --kad_vip 198.51.100.254:eth2 \\
       --kad_vif eth0 --kad_vri 77 --gateway_ip 198.51.100.1
   escadm ha set --ha_node_list 2001:db8::10 2001:db8::11 --kad_vip [2001:db8::fc/48]:eth0 \\
@@ -71,9 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed, the guide's ``--kad_vip= IP`` forms included (guide_args.py). Exits 2
+    naming the option on a bad one, as argparse does."""
+    try:
+        words = guide_argv(argv)
+    except ConfigError as exc:
+        parser.exit(2, f"escadm: {exc}\n")
+    return parser.parse_args(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, sys.argv[1:] if argv is None else argv)
     paths = NodePaths.from_env()
     cmd = args.cmd
     if cmd == "lab" and lab_cli is not None:

@@ -29,13 +29,7 @@ from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from esc.addresses import (
-    ALLOWED_NETWORKS,
-    IPAddress,
-    IPInterface,
-    check_ifname,
-    parse_ip,
-)
+from esc.addresses import IPAddress, IPInterface, check_ifname, parse_ip, subnet_own
 from esc.cli.secrets_cmd import generate_missing
 from esc.config.schema import (
     BgpConfig,
@@ -45,6 +39,7 @@ from esc.config.schema import (
     NodePaths,
     Route,
     Vip,
+    config_error,
     dump_config,
     load_config,
     parse_config,
@@ -68,6 +63,7 @@ HA_REQUIRED = ("ha_node_list", "kad_vip", "kad_vif")
 HA_OPTIONAL = ("kad_vri", "ha_mode", "db_volume_id", "db_volume_path", "route", "advert_int")
 HA_FLAGS = (*HA_REQUIRED, *HA_OPTIONAL, "gateway_ip")
 BGP_REQUIRED = ("local_ip", "anycast_ip", "remote_ip", "local_as", "remote_as", "local_router_id")
+BGP_FLAGS = (*BGP_REQUIRED, "md5")
 # schema field -> flag, where the names differ
 _FLAG_OF_FIELD = {"routes": "route"}
 
@@ -156,7 +152,7 @@ def run_bgp_set(args: argparse.Namespace, paths: NodePaths, host: HostFacts) -> 
     secret = getattr(args, "md5", None)
     try:
         old = _load_or_default(paths, host)
-        given = _given(args, (*BGP_REQUIRED, "md5"))
+        given = _given(args, BGP_FLAGS)
         values = _bgp_values(given)
         base = _section_base(old.bgp, given, BGP_REQUIRED, "--local_ip", "BGP")
         new_bgp = _validated_section(BgpConfig, {**base, **values}, "bgp")
@@ -219,10 +215,6 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-def _loc(exc: ValidationError) -> list[str]:
-    return [str(part) for part in exc.errors()[0]["loc"]]
-
-
 def _ip_flag(flag: str, text: str) -> IPAddress:
     try:
         return parse_ip(text)
@@ -243,10 +235,6 @@ def _ha_values(given: Mapping[str, Any]) -> dict[str, Any]:
         if len(items) != 2:
             raise ConfigError("--ha_node_list", "needs exactly two addresses: IP1 IP2")
         a, b = (_ip_flag("--ha_node_list", t) for t in items)
-        if a.version != b.version:
-            raise ConfigError("--ha_node_list", "both node addresses must be of one family")
-        if a == b:
-            raise ConfigError("--ha_node_list", "the two node addresses must differ")
         values["ha_node_list"] = (a, b)
     if "kad_vip" in given:
         try:
@@ -286,18 +274,9 @@ def _ha_values(given: Mapping[str, Any]) -> dict[str, Any]:
         routes = []
         for text in given["route"]:
             try:
-                route = Route.parse(text)
+                routes.append(Route.parse(text))
             except ValueError as exc:
                 raise ConfigError("--route", _message(exc)) from None
-            dest = ipaddress.ip_network(route.dest)
-            if dest.version != route.gateway.version:
-                raise ConfigError("--route", f"{text}: gateway and destination differ in family")
-            if not any(
-                dest.version == net.version and dest.subnet_of(net)  # type: ignore[arg-type]
-                for net in ALLOWED_NETWORKS
-            ):
-                raise ConfigError("--route", f"{dest} is outside the allowed ranges")
-            routes.append(route)
         values["routes"] = tuple(routes)
     return values
 
@@ -314,9 +293,6 @@ def _bgp_values(given: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("local_ip", "anycast_ip", "remote_ip"):
         if name in given:
             values[name] = _ip_flag(f"--{name}", given[name])
-    local, remote = values.get("local_ip"), values.get("remote_ip")
-    if local is not None and remote is not None and local.version != remote.version:
-        raise ConfigError("--remote_ip", "must be of the family of --local_ip")
     for name in ("local_as", "remote_as"):
         if name in given:
             values[name] = _int_flag(f"--{name}", given[name], 1, 4294967295)
@@ -411,8 +387,7 @@ def _validated_section(model: type[M], data: dict[str, Any], section: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        loc = ".".join([section, *_loc(exc)])
-        raise _translate_error(ConfigError(loc, _message(exc)), section) from None
+        raise _translate_error(config_error(exc, (section,)), section) from None
 
 
 def _whole(old: EscConfig, section: str, value: HaConfig | BgpConfig) -> EscConfig:
@@ -422,8 +397,7 @@ def _whole(old: EscConfig, section: str, value: HaConfig | BgpConfig) -> EscConf
     try:
         new = EscConfig.model_validate(data)
     except ValidationError as exc:
-        loc = ".".join(_loc(exc))
-        raise _translate_error(ConfigError(loc, _message(exc)), section) from None
+        raise _translate_error(config_error(exc), section) from None
     reloaded = parse_config(tomllib.loads(dump_config(new)))
     if reloaded != new:
         raise ConfigError(section, "does not survive a save and load (a bug: please report)")
@@ -453,39 +427,30 @@ def _check_ha_host(ha: HaConfig, addrs: Mapping[str, list[IPInterface]]) -> IPAd
         where = ", ".join(_owner(addrs, self_addr))
         raise ConfigError("--kad_vif", f"{self_addr} is on {where}, not on {ha.kad_vif}")
     vip = ha.kad_vip.address
-    if vip.version == 4 and a.version == 6:
-        # (An IPv6 VIP over IPv4 nodes is fine: VRRP for it runs over IPv6 link-local on
-        # --kad_vif, see drivers/keepalived_conf.py.)
-        raise ConfigError(
-            "--kad_vip",
-            "an IPv4 VIP needs IPv4 --ha_node_list: VRRP carries one family per instance "
-            "and cannot advertise an IPv4 VIP from IPv6-only nodes",
-        )
     elsewhere = [name for name in _owner(addrs, vip) if name != ha.vip_iface]
     if elsewhere:  # on the VIP's own interface it may simply be held by keepalived right now
         raise ConfigError("--kad_vip", f"{vip} is already an address of {', '.join(elsewhere)}")
-    if not any(
-        i.version == vip.version and i.ip != vip and vip in i.network for i in addrs[ha.vip_iface]
-    ):
+    subnets = [
+        i.network
+        for i in addrs[ha.vip_iface]
+        if i.version == vip.version and i.ip != vip and vip in i.network
+    ]
+    if not subnets:
         if _owner(addrs, vip):
             raise ConfigError(
                 "--kad_vip", f"{vip} is an address of {ha.vip_iface} itself, not a free address"
             )
         raise ConfigError("--kad_vip", f"{vip} is in no subnet of {ha.vip_iface}")
-    if ha.gateway_ip is not None and ha.gateway_ip.version != vip.version:
-        raise ConfigError("--gateway_ip", "must be of the family of --kad_vip")
+    for net in subnets:
+        which = subnet_own(vip, net)
+        if which is not None:
+            raise ConfigError("--kad_vip", f"{vip} is the {which} address of {net}")
     return self_addr
 
 
 def _check_bgp_host(bgp: BgpConfig, addrs: Mapping[str, list[IPInterface]]) -> None:
     if not _owner(addrs, bgp.local_ip):
         raise ConfigError("--local_ip", f"{bgp.local_ip} is not an address of this host")
-    if bgp.anycast_ip.version != bgp.local_ip.version:
-        raise ConfigError("--anycast_ip", "must be of the family of --local_ip")
-    if bgp.anycast_ip in (bgp.local_ip, bgp.remote_ip):
-        raise ConfigError("--anycast_ip", "must differ from --local_ip and --remote_ip")
-    if bgp.remote_ip == bgp.local_ip:
-        raise ConfigError("--remote_ip", "must differ from --local_ip")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 
 Every component reads the same file, ``<root>/etc/esc/esc.toml``. A value that is wrong is
 reported as a :class:`ConfigError` naming the dotted field (``ha.kad_vri``), and a file is only
-ever replaced atomically, so a failed write leaves the old config byte-for-byte unchanged.
+ever replaced atomically, so a failed write leaves the old config byte-for-byte unchanged. A
+rule over several fields (a model validator) starts its message with the field it is about
+(``kad_vip: must differ ...``), which :func:`config_error` turns into ``ha.kad_vip``.
+
+Addresses: any unicast address is accepted. Each kind of address setting has its own type
+(``NodeIp``, ``VipIp``, ...) refusing only what can never work there (``esc.addresses``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,7 +33,15 @@ from pydantic import (
     model_validator,
 )
 
-from esc.addresses import IPAddress, check_ifname, is_allowed, parse_ip
+from esc.addresses import (
+    IPAddress,
+    Use,
+    check_address,
+    check_ifname,
+    is_allowed,
+    parse_ip,
+    subnet_own,
+)
 from esc.errors import ConfigError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -48,22 +62,66 @@ def _ip(value: object) -> IPAddress:
     return parse_ip(no_control(value))
 
 
-Ip = Annotated[IPAddress, BeforeValidator(_ip), PlainSerializer(str, return_type=str)]
+_NO_ZONE = "it is usable only with an interface (a zone), which this setting cannot carry"
+_UNROUTED = "routers never forward link-local addresses, so other networks cannot reach it"
+
+# One Use per kind of address setting; its reasons end up in the error messages. Link-local
+# (see addresses.py for the general rule): the node addresses carry VRRP unicast, replication
+# and the peer API between two hosts, which works over IPv4 link-local on one link but has no
+# place for an IPv6 zone. The VIP and the anycast address are reached from other networks, so
+# neither family's link-local can serve. The tracked gateway is pinged without an interface; a
+# route's next hop names its interface, so both families work there. BGP over IPv4 link-local
+# is common (cloud peering on 169.254.x.x/30); ExaBGP's neighbour has no zone for an IPv6 one.
+NODE = Use(
+    loopback="the other node can never reach it",
+    link_local_v4=None,
+    link_local_v6=f"for keepalived, replication and the peer API {_NO_ZONE}",
+)
+VIP = Use(
+    loopback="clients on other hosts can never reach it",
+    link_local_v4=f"{_UNROUTED}, and hosts there pick and defend their own (RFC 3927)",
+    link_local_v6=f"{_UNROUTED}, and every client would need a zone",
+)
+ANYCAST = Use(
+    loopback="announcing it attracts nothing",
+    link_local_v4=_UNROUTED,
+    link_local_v6=_UNROUTED,
+)
+GATEWAY = Use(
+    loopback="pinging this host says nothing about reaching the gateway",
+    link_local_v4=None,
+    link_local_v6="the gateway probe pings it without an interface: give a global address",
+)
+NEXT_HOP = Use(
+    loopback="a route cannot go via this host's loopback", link_local_v4=None, link_local_v6=None
+)
+BGP_PEER = Use(
+    loopback="a BGP session with a router never runs over loopback",
+    link_local_v4=None,
+    link_local_v6=_NO_ZONE,
+)
+LISTEN = Use(loopback=None, link_local_v4=None, link_local_v6=_NO_ZONE, unspecified=None)
 
 
-def _bind_ip(value: object) -> IPAddress:
-    """A listening address: any-address, loopback, or one in the documentation ranges."""
-    if isinstance(value, str):
-        try:
-            addr = ipaddress.ip_address(no_control(value).strip("[]"))
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address") from None
-        if addr.is_unspecified or addr.is_loopback:
-            return addr
-    return _ip(value)
+def _checked(use: Use) -> AfterValidator:
+    return AfterValidator(lambda addr: check_address(addr, use))
 
 
-BindIp = Annotated[IPAddress, BeforeValidator(_bind_ip), PlainSerializer(str, return_type=str)]
+_PARSE = BeforeValidator(_ip)
+_STR = PlainSerializer(str, return_type=str)
+NodeIp = Annotated[IPAddress, _PARSE, _checked(NODE), _STR]
+VipIp = Annotated[IPAddress, _PARSE, _checked(VIP), _STR]
+AnycastIp = Annotated[IPAddress, _PARSE, _checked(ANYCAST), _STR]
+GatewayIp = Annotated[IPAddress, _PARSE, _checked(GATEWAY), _STR]
+NextHopIp = Annotated[IPAddress, _PARSE, _checked(NEXT_HOP), _STR]
+BgpPeerIp = Annotated[IPAddress, _PARSE, _checked(BGP_PEER), _STR]
+ListenIp = Annotated[IPAddress, _PARSE, _checked(LISTEN), _STR]
+
+
+def _first_message(exc: ValidationError) -> str:
+    return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+
+
 IfName = Annotated[str, BeforeValidator(lambda v: check_ifname(no_control(str(v))))]
 
 
@@ -75,7 +133,7 @@ class Vip(_Model):
     """The northbound virtual IP: ``192.0.2.254``, ``192.0.2.254:eth2``,
     ``[2001:db8::fc/48]:eth0``. ``iface`` None means ``kad_vif``."""
 
-    address: Ip
+    address: VipIp
     prefixlen: int | None = None
     iface: IfName | None = None
 
@@ -108,7 +166,19 @@ class Vip(_Model):
             prefixlen = int(plen_text)
         if iface is not None:
             check_ifname(iface)
-        return cls(address=address, prefixlen=prefixlen, iface=iface)
+        try:
+            return cls(address=address, prefixlen=prefixlen, iface=iface)
+        except ValidationError as exc:
+            raise ValueError(_first_message(exc)) from None
+
+    @model_validator(mode="after")
+    def _not_the_subnets_own(self) -> Vip:
+        if self.prefixlen is not None:
+            net = ipaddress.ip_network(f"{self.address}/{self.prefixlen}", strict=False)
+            which = subnet_own(self.address, net)
+            if which is not None:
+                raise ValueError(f"{self.address} is the {which} address of {net}")
+        return self
 
     def __str__(self) -> str:
         plen = f"/{self.prefixlen}" if self.prefixlen is not None else ""
@@ -127,14 +197,27 @@ class Route(_Model):
     """A static route the node applies: ``DEST/LEN:GW:IFACE`` (IPv6 in brackets)."""
 
     dest: str
-    gateway: Ip
+    gateway: NextHopIp
     iface: IfName
 
     @field_validator("dest")
     @classmethod
     def _dest(cls, v: str) -> str:
+        """Any network (a default route too), except those no gateway can lead to: loopback
+        (the kernel keeps it local) and multicast (not forwarded to a unicast next hop)."""
         net = ipaddress.ip_network(no_control(v), strict=False)
+        if net.is_loopback or net.is_multicast:
+            kind = "loopback" if net.is_loopback else "multicast"
+            raise ValueError(f"{net} is a {kind} network: no route via a gateway can reach it")
         return str(net)
+
+    @model_validator(mode="after")
+    def _one_family(self) -> Route:
+        if ipaddress.ip_network(self.dest).version != self.gateway.version:
+            raise ValueError(
+                f"{self.dest} via {self.gateway}: gateway and destination differ in family"
+            )
+        return self
 
     @classmethod
     def parse(cls, text: str) -> Route:
@@ -143,7 +226,10 @@ class Route(_Model):
         if m is None:
             raise ValueError(f"{text!r} is not DEST/LEN:GW:IFACE")
         dest, gw, iface = m.groups()
-        return cls(dest=dest, gateway=parse_ip(gw), iface=iface)
+        try:
+            return cls(dest=dest, gateway=parse_ip(gw), iface=iface)
+        except ValidationError as exc:
+            raise ValueError(_first_message(exc)) from None
 
 
 def _vip(value: object) -> object:
@@ -163,12 +249,12 @@ class HaConfig(_Model):
     """The seed's ``escadm ha set`` arguments plus the agent's VRRP timing."""
 
     ha_mode: HaMode = "drbd"
-    ha_node_list: tuple[Ip, Ip]
+    ha_node_list: tuple[NodeIp, NodeIp]
     kad_vip: Annotated[Vip, BeforeValidator(_vip), PlainSerializer(str, return_type=str)]
     kad_vif: IfName
     kad_vri: int | None = Field(default=None, ge=1, le=255)
     advert_int: float = Field(default=0.2, ge=0.01, le=255)
-    gateway_ip: Ip | None = None
+    gateway_ip: GatewayIp | None = None
     db_volume_id: str | None = None
     db_volume_path: str | None = None
     routes: Annotated[tuple[Route, ...], BeforeValidator(_routes)] = ()
@@ -187,8 +273,23 @@ class HaConfig(_Model):
             raise ValueError("ha_node_list: the two node addresses must differ")
         if a.version != b.version:
             raise ValueError("ha_node_list: both node addresses must be of one family")
-        if self.kad_vip.address in (a, b):
+        vip = self.kad_vip.address
+        if vip in (a, b):
             raise ValueError("kad_vip: must differ from both node addresses")
+        if vip.version == 4 and a.version == 6:
+            # (An IPv6 VIP over IPv4 nodes is fine: VRRP for it runs over IPv6 link-local on
+            # kad_vif, see drivers/keepalived_conf.py.)
+            raise ValueError(
+                "kad_vip: an IPv4 VIP needs IPv4 ha_node_list: VRRP carries one family per "
+                "instance and cannot advertise an IPv4 VIP from IPv6-only nodes"
+            )
+        gateway = self.gateway_ip
+        if gateway is not None and gateway.version != vip.version:
+            raise ValueError("gateway_ip: must be of the family of kad_vip")
+        if gateway is not None and gateway in (vip, a, b):
+            raise ValueError(
+                "gateway_ip: must be the router the nodes track, not the VIP or a node address"
+            )
         for name in self.node_names:
             if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,62}", name):
                 raise ValueError(f"node_names: {name!r}: lower-case letters, digits, '_', '-'")
@@ -220,9 +321,9 @@ class HaConfig(_Model):
 class BgpConfig(_Model):
     """The seed's ``escadm bgp set`` arguments."""
 
-    local_ip: Ip
-    anycast_ip: Ip
-    remote_ip: Ip
+    local_ip: BgpPeerIp
+    anycast_ip: AnycastIp
+    remote_ip: BgpPeerIp
     local_as: int = Field(ge=1, le=4294967295)
     remote_as: int = Field(ge=1, le=4294967295)
     local_router_id: Annotated[ipaddress.IPv4Address, PlainSerializer(str, return_type=str)]
@@ -240,10 +341,24 @@ class BgpConfig(_Model):
             raise ValueError("md5: 1-80 printable characters, no spaces, quotes, ';', braces")
         return v
 
+    @field_validator("local_router_id")
+    @classmethod
+    def _router_id(cls, v: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        if int(v) == 0:
+            raise ValueError("a BGP router id must not be 0.0.0.0 (RFC 6286)")
+        return v
+
     @model_validator(mode="after")
-    def _family(self) -> BgpConfig:
-        if self.local_ip.version != self.remote_ip.version:
-            raise ValueError("local_ip and remote_ip must be of one family")
+    def _consistent(self) -> BgpConfig:
+        if self.remote_ip.version != self.local_ip.version:
+            raise ValueError("remote_ip: must be of the family of local_ip")
+        if self.remote_ip == self.local_ip:
+            raise ValueError("remote_ip: must differ from local_ip")
+        if self.anycast_ip.version != self.local_ip.version:
+            # "next-hop self" would give the route a next hop of the other family
+            raise ValueError("anycast_ip: must be of the family of local_ip")
+        if self.anycast_ip in (self.local_ip, self.remote_ip):
+            raise ValueError("anycast_ip: must differ from local_ip and remote_ip")
         return self
 
 
@@ -352,9 +467,10 @@ class LabVimSettings(_Model):
     def _doc_subnet(
         cls, v: ipaddress.IPv4Network | ipaddress.IPv6Network
     ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        # the lab's traffic rule (esc/addresses.py): its VMs are lab traffic
         if not (is_allowed(v.network_address) and is_allowed(v.broadcast_address)):
             raise ValueError(
-                f"{v} is outside the documentation ranges "
+                f"{v} is outside the documentation ranges the lab keeps to "
                 "(192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)"
             )
         return v
@@ -371,7 +487,7 @@ class ManagerConfig(_Model):
     """escmanager's northbound listeners. Plain HTTP is off unless ``http_port`` is set; the
     certificate is generated at first start when missing (default ``<etc>/manager.crt|.key``)."""
 
-    bind: BindIp = ipaddress.IPv6Address("::")  # "::" is dual-stack (IPv4-mapped accepted)
+    bind: ListenIp = ipaddress.IPv6Address("::")  # "::" is dual-stack (IPv4-mapped accepted)
     https_port: int = Field(default=8443, ge=1, le=65535)
     http_port: int | None = Field(default=None, ge=1, le=65535)
     # the operator portal (HTTPS, same certificate and users as the API); None: off
@@ -468,11 +584,24 @@ class NodePaths:
         return (self.etc_dir, self.data_dir, self.log_dir, self.run_dir)
 
 
-def _field_of(err: ValidationError) -> ConfigError:
+# A model-level rule names its field first: "kad_vip: must differ ..." (module docstring).
+_LEADING_FIELD = re.compile(r"([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*): (.+)", re.DOTALL)
+
+
+def config_error(err: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    """The first error as a :class:`ConfigError` naming the dotted field. A model-level rule's
+    message starts with the field it is about (``kad_vip: must differ ...`` in ``ha``), which
+    then joins the location: ``ha.kad_vip``."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    loc = [*prefix, *(str(p) for p in first["loc"])]
     msg = str(first["msg"]).removeprefix("Value error, ")
-    return ConfigError(loc, msg)
+    m = _LEADING_FIELD.fullmatch(msg)
+    if m is not None:
+        named = m.group(1).split(".")
+        if loc[-len(named) :] != named:
+            loc += named
+        msg = m.group(2)
+    return ConfigError(".".join(loc) or "config", msg)
 
 
 def parse_config(data: dict[str, Any]) -> EscConfig:
@@ -480,7 +609,7 @@ def parse_config(data: dict[str, Any]) -> EscConfig:
     try:
         return EscConfig.model_validate(data)
     except ValidationError as exc:
-        raise _field_of(exc) from None
+        raise config_error(exc) from None
 
 
 def load_config(path: Path) -> EscConfig:

@@ -1,13 +1,16 @@
-"""``esc-manager``: the process. No arguments; ``ESC_ROOT`` points at the node root.
+"""esc-manager: the northbound REST service and portal of one node, run by esc-haagent.
 
-It starts inactive on every node, binds its listeners (HTTPS, plain HTTP when configured, the
-operator portal's HTTPS port unless switched off, the control socket), opens the database pool
-without waiting for the database, and then waits for the agent's activate message.
-SIGTERM/SIGINT stop it.
+    esc-manager            # reads $ESC_ROOT/etc/esc/esc.toml (ESC_ROOT defaults to /)
+
+It takes no arguments but --help. It starts inactive on every node, binds its listeners
+(HTTPS, plain HTTP when configured, the operator portal's HTTPS port unless switched off, the
+control socket), opens the database pool without waiting for the database, and then waits for
+the agent's activate message. SIGTERM/SIGINT stop it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -191,7 +194,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="esc-manager",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)  # --help prints and exits 0, anything else exits 2
     paths = NodePaths.from_env()
     try:
         cfg = load_config(paths.config_file) if paths.config_file.exists() else EscConfig()
