@@ -9,6 +9,7 @@ same (fake) VIM, activate B.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -20,23 +21,28 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import psycopg
 import pytest
 from labutil import deployment_body
 from psycopg.conninfo import make_conninfo
+from pydantic import BaseModel
 
 from esc.config.schema import EscConfig, ManagerConfig, NodePaths
 from esc.errors import ServiceError
 from esc.manager.control import ManagerControl
 from esc.manager.main import control_socket, serve
+from esc.manager.models import DeploymentPage, TenantPage, TransactionPage
 from esc.manager.users import add_user, set_password
 from esc.manager.vim import FakeVim, Vim
 from esc.manager.worker import WorkerTuning
@@ -772,6 +778,319 @@ def test_health_reports_a_dead_database(
     with pytest.raises(ServiceError, match="database"):
         inst.control.activate("esc-ha-0")
     assert not inst.control.status().active
+
+
+# --- pagination -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list route: its answer's key and model, the field naming a row, an optional filter
+    (name, the value that selects a subset of the seeded rows) and its default limit."""
+
+    path: str
+    key: str
+    model: type[BaseModel]
+    ident: str
+    filter: tuple[str, str] | None
+    default_limit: int
+
+
+LISTINGS = {
+    "tenants": Listing("/v0/tenants", "tenants", TenantPage, "name", None, 1000),
+    "deployments": Listing(
+        "/v0/deployments", "deployments", DeploymentPage, "id", ("tenant", "beta"), 1000
+    ),
+    "transactions": Listing(
+        "/v0/transactions", "transactions", TransactionPage, "id", ("state", "FAILED"), 100
+    ),
+}
+
+
+def seed_tenants(info: str, n: int) -> None:
+    """``n`` tenants t00001..., inserted in random order (not the list's order)."""
+    sql(
+        info,
+        "INSERT INTO tenants (name, description) SELECT format('t%%s', lpad(i::text, 5, '0')),"
+        " format('tenant %%s', i) FROM generate_series(1, %s) i ORDER BY random() RETURNING 1",
+        n,
+    )
+
+
+def seed_deployments(info: str, n: int) -> None:
+    """``n`` deployments of tenants acme and beta (every third), four to a created_at (the id
+    breaks the tie), a microsecond apart, inserted in random order."""
+    sql(info, "INSERT INTO tenants (name) VALUES ('acme'), ('beta') RETURNING 1")
+    sql(
+        info,
+        "INSERT INTO deployments (id, tenant, name, spec, state, created_at)"
+        " SELECT gen_random_uuid(), t, format('d%%s', i),"
+        "   jsonb_build_object('tenant', t, 'name', format('d%%s', i), 'vm_groups', '[]'::jsonb),"
+        "   'DEPLOYED', timestamptz '2024-01-01 00:00:00+00' + (i / 4) * interval '1 microsecond'"
+        " FROM generate_series(1, %s) i,"
+        "   LATERAL (SELECT CASE WHEN i %% 3 = 0 THEN 'beta' ELSE 'acme' END AS t) x"
+        " ORDER BY random() RETURNING 1",
+        n,
+    )
+
+
+def seed_transactions(info: str, n: int) -> None:
+    """``n`` finished transactions tx-1... with seq 10, 20, ... (gaps, for rows that took a seq
+    early and committed late), every fourth FAILED, inserted in random order."""
+    sql(
+        info,
+        "INSERT INTO transactions (id, seq, operation, resource_type, resource_id, request,"
+        " state, status_code, response, created_at)"
+        " SELECT format('tx-%%s', i), i * 10, 'CREATE_TENANT', 'tenant', format('t%%s', i), '{}',"
+        "   CASE WHEN i %% 4 = 0 THEN 'FAILED' ELSE 'SUCCESS' END, 200, '{}', now()"
+        " FROM generate_series(1, %s) i ORDER BY random() RETURNING 1",
+        n,
+    )
+    sql(info, "SELECT setval('transactions_seq_seq', %s)", max(n * 10, 1))
+
+
+def expected_ids(info: str, name: str, filtered: bool = False) -> list[str]:
+    """The rows of a list in its documented order, sorted here in Python (not by the API's
+    SQL): tenants by name, deployments by (created_at, id), transactions by seq descending."""
+    if name == "tenants":
+        return sorted(r[0] for r in sql(info, "SELECT name FROM tenants"))
+    if name == "deployments":
+        rows = sql(info, "SELECT id, created_at, tenant FROM deployments")
+        rows = [r for r in rows if not filtered or r[2] == "beta"]
+        return [str(r[0]) for r in sorted(rows, key=lambda r: (r[1], r[0]))]
+    rows = sql(info, "SELECT id, seq, state FROM transactions")
+    rows = [r for r in rows if not filtered or r[2] == "FAILED"]
+    return [r[0] for r in sorted(rows, key=lambda r: -r[1])]
+
+
+def read_page(
+    c: httpx.Client, listing: Listing, url: str, params: dict[str, Any] | None = None
+) -> tuple[list[str], str | None]:
+    """One page: its rows' ids and its next link, the answer checked against the OpenAPI model."""
+    r = c.get(url, params=params)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {listing.key, "next"}, body.keys()
+    listing.model.model_validate(body)
+    return [item[listing.ident] for item in body[listing.key]], body["next"]
+
+
+def walk(c: httpx.Client, listing: Listing, params: dict[str, Any]) -> tuple[list[str], int]:
+    """Every page from the first, following ``next`` as is; (the ids in order, pages read)."""
+    limit = int(params.get("limit", listing.default_limit))
+    same = [(k, str(v)) for k, v in params.items() if k != "limit"] + [("limit", str(limit))]
+    ids, pages = [], 0
+    url: str | None = listing.path
+    while url is not None:
+        page, url = read_page(c, listing, url, params if pages == 0 else None)
+        pages += 1
+        assert len(page) <= limit
+        ids += page
+        if url is not None:
+            assert len(page) == limit, "only a full page has a next link"
+            parts = urlsplit(url)
+            assert (parts.scheme, parts.netloc, parts.path) == ("", "", listing.path), url
+            query = parse_qsl(parts.query)
+            assert [q for q in query if q[0] != "after"] == same, url
+            assert [q[0] for q in query].count("after") == 1, url
+        assert pages <= 10_001, "the walk does not end"
+    return ids, pages
+
+
+SEED = {"tenants": seed_tenants, "deployments": seed_deployments, "transactions": seed_transactions}
+
+
+@pytest.mark.parametrize("name", list(LISTINGS))
+@pytest.mark.parametrize(("n", "limit"), [(0, 5), (1, 5), (5, 5), (6, 5), (10_000, 1000)])
+def test_every_page_of_a_list_every_row_once_in_order(
+    active: Instance, name: str, n: int, limit: int
+) -> None:
+    listing, info = LISTINGS[name], active.conninfo
+    SEED[name](info, n)
+    assert len(expected_ids(info, name)) == n
+    with active.client() as c:
+        ids, pages = walk(c, listing, {"limit": limit})
+        assert ids == expected_ids(info, name)
+        assert pages == max(1, -(-n // limit))
+        if listing.filter is not None:
+            key, value = listing.filter
+            ids, _ = walk(c, listing, {key: value, "limit": limit})
+            assert ids == expected_ids(info, name, filtered=True)
+            assert (len(ids) > 0) == (n >= 3)
+        if n == 10_000:  # the default limit, not in the query: the next links carry it
+            ids, pages = walk(c, listing, {})
+            assert ids == expected_ids(info, name)
+            assert pages == n // listing.default_limit
+
+
+def test_tenant_pages_with_writes_between_reads(active: Instance) -> None:
+    """Between two page reads: tenants created behind the cursor (never shown), ahead of it
+    (shown once, in place), and the cursor's own row deleted; the walk goes on unshaken."""
+    listing, info = LISTINGS["tenants"], active.conninfo
+    seed_tenants(info, 20)
+    before = expected_ids(info, "tenants")
+    with active.client() as c:
+        page1, url = read_page(c, listing, "/v0/tenants", {"limit": 5})
+        assert url is not None
+        page2, url = read_page(c, listing, url)
+        assert page1 + page2 == before[:10] and url is not None
+        for new in ("t00005x", "t00012x", "t00099", "a"):
+            assert c.post("/v0/tenants", json={"name": new}).status_code == 202
+        assert c.delete(f"/v0/tenants/{page2[-1]}").status_code == 202  # the cursor's row
+        rest: list[str] = []
+        while url is not None:
+            page, url = read_page(c, listing, url)
+            rest += page
+    seen = page1 + page2 + rest
+    assert seen == sorted([*before, "t00012x", "t00099"])
+    assert len(seen) == len(set(seen))
+
+
+def test_deployment_pages_with_writes_between_reads(active: Instance) -> None:
+    """Deployments ordered by (created_at, id): rows with the cursor's created_at on either
+    side of its id, one that committed late with an old created_at, a new one through the API,
+    and the cursor's row deleted, all between two page reads."""
+    listing, info = LISTINGS["deployments"], active.conninfo
+    seed_deployments(info, 20)
+    keys = {str(r[0]): (r[1], r[0]) for r in sql(info, "SELECT id, created_at FROM deployments")}
+    before = expected_ids(info, "deployments")
+    with active.client() as c:
+        page1, url = read_page(c, listing, "/v0/deployments", {"limit": 5})
+        assert url is not None
+        page2, url = read_page(c, listing, url)
+        assert page1 + page2 == before[:10] and url is not None
+        at, cursor_id = keys[page2[-1]]
+        behind, ahead = uuid.UUID(int=cursor_id.int - 1), uuid.UUID(int=cursor_id.int + 1)
+        assert not {str(behind), str(ahead)} & set(keys)
+        for dep_id, created in (
+            (behind, at),  # same created_at, smaller id: behind the cursor
+            (ahead, at),  # same created_at, larger id: ahead of it
+            (uuid.uuid4(), datetime(2023, 1, 1, tzinfo=UTC)),  # committed late, long ago
+        ):
+            sql(
+                info,
+                "INSERT INTO deployments (id, tenant, name, spec, state, created_at)"
+                " VALUES (%s, 'acme', %s, '{\"vm_groups\": []}', 'DEPLOYED', %s) RETURNING 1",
+                dep_id,
+                f"late-{dep_id}",
+                created,
+            )
+        r = c.post("/v0/deployments", json=deployment_body("acme", "fresh", count=2))
+        assert r.status_code == 202, r.text
+        fresh = r.json()["resource_id"]
+        sql(info, "DELETE FROM deployments WHERE id = %s RETURNING 1", cursor_id)
+        rest: list[str] = []
+        while url is not None:
+            page, url = read_page(c, listing, url)
+            rest += page
+    seen = page1 + page2 + rest
+    assert len(seen) == len(set(seen))
+    assert seen == [*before[:10], *sorted([*before[10:], str(ahead)], key=keys_of(info)), fresh]
+
+
+def keys_of(info: str) -> Callable[[str], tuple[datetime, uuid.UUID]]:
+    rows = sql(info, "SELECT id, created_at FROM deployments")
+    found = {str(r[0]): (r[1], r[0]) for r in rows}
+    return lambda dep_id: found[dep_id]
+
+
+def test_transaction_pages_with_writes_between_reads(active: Instance) -> None:
+    """Transactions newest first by seq: a new one through the API (behind the cursor, never
+    shown) and two that took their seq early and committed late, one on either side."""
+    listing, info = LISTINGS["transactions"], active.conninfo
+    seed_transactions(info, 20)  # seq 10..200; page 2 ends at tx-11, seq 110
+    before = expected_ids(info, "transactions")
+    with active.client() as c:
+        page1, url = read_page(c, listing, "/v0/transactions", {"limit": 5})
+        assert url is not None
+        page2, url = read_page(c, listing, url)
+        assert page1 + page2 == before[:10] and page2[-1] == "tx-11" and url is not None
+        assert c.post("/v0/tenants", json={"name": "newer"}).status_code == 202
+        for txid, seq in (("late-behind", 155), ("late-ahead", 105)):
+            sql(
+                info,
+                "INSERT INTO transactions (id, seq, operation, resource_type, resource_id,"
+                " request, state, response, created_at)"
+                " VALUES (%s, %s, 'CREATE_TENANT', 'tenant', 'x', '{}', 'SUCCESS', '{}', now())"
+                " RETURNING 1",
+                txid,
+                seq,
+            )
+        rest: list[str] = []
+        while url is not None:
+            page, url = read_page(c, listing, url)
+            rest += page
+    seen = page1 + page2 + rest
+    assert len(seen) == len(set(seen))
+    assert seen == [*before[:10], "late-ahead", *before[10:]]
+
+
+def b64json(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("name", list(LISTINGS))
+def test_malformed_cursor_is_422_naming_after(active: Instance, name: str) -> None:
+    listing, info = LISTINGS[name], active.conninfo
+    SEED[name](info, 3)
+    with active.client() as c:
+        _, url = read_page(c, listing, listing.path, {"limit": 1})
+        assert url is not None
+        good = dict(parse_qsl(urlsplit(url).query))["after"]
+        others = {
+            "tenants": b64json('["tenants","t00001"]'),
+            "deployments": b64json(
+                '["deployments","2024-01-01T00:00:00.000000Z","6f1c1f43-5a5e-4c3e-9a57-0e7d3c1b2a90"]'
+            ),
+            "transactions": b64json('["transactions",10]'),
+        }
+        bad = [
+            "",
+            "!!!",
+            "a",
+            good[:-1],
+            good + "=",
+            good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1],
+            b64json("[]"),
+            b64json("{}"),
+            b64json("not json"),
+            b64json(f'["{name}"]'),
+            b64json(f'["{name}",null]'),
+            b64json(f'["{name}",9223372036854775808]'),  # beyond bigint
+            b64json(f'["{name}","a\\u0000b"]'),  # NUL: PostgreSQL would refuse it
+            b64json(f'["{name}","\\ud800"]'),  # not UTF-8
+            *(cursor for kind, cursor in others.items() if kind != name),
+        ]
+        txs = sql(info, "SELECT count(*) FROM transactions")
+        for after in bad:
+            r = c.get(listing.path, params={"after": after})
+            assert r.status_code == 422, (after, r.status_code, r.text)
+            assert r.json()["field"] == "after", (after, r.text)
+            assert r.json()["detail"].startswith("after: "), (after, r.text)
+        r = c.get(listing.path, params={"after": "A" * 513})
+        assert (r.status_code, r.json()["field"]) == (422, "after"), r.text
+        for limit in ("0", "1001", "-1", "x"):
+            r = c.get(listing.path, params={"limit": limit, "after": good})
+            assert (r.status_code, r.json()["field"]) == (422, "limit"), r.text
+        assert sql(info, "SELECT count(*) FROM transactions") == txs  # nothing changed
+        assert read_page(c, listing, listing.path, {"after": good})[0]  # the good one works
+
+
+def test_openapi_documents_pagination(active: Instance) -> None:
+    with active.client() as c:
+        doc = c.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for listing in LISTINGS.values():
+        op = doc["paths"][listing.path]["get"]
+        params = {p["name"]: p for p in op["parameters"]}
+        assert {"after", "limit"} <= set(params)
+        assert params["limit"]["schema"]["maximum"] == 1000
+        assert params["limit"]["schema"]["minimum"] == 1
+        assert "next" in params["after"]["description"]
+        ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        page = schemas[ref.rsplit("/", 1)[1]]
+        assert set(page["properties"]) == {listing.key, "next"}
+        assert "last page" in page["properties"]["next"]["description"]
 
 
 def test_schemathesis_finds_no_server_error(active: Instance, tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ primary answers retries with the first result and resumes what the old one left 
     api.py       the /v0 REST API (FastAPI); auth.py checks basic credentials
     portal.py    the operator portal on portal_port: one self-refreshing page, status.json
     store.py     SQL of the accept paths: transaction + effect in one database transaction
+    paging.py    the cursors of the list routes (keyset pagination: ?after= and next)
     worker.py    carries out long-running transactions and delivers callbacks
     db.py        connection settings and the versioned schema migrations
     users.py     API users, hashed with scrypt (for ``escadm user``)
-    vim.py       the VIM interface and an in-memory fake
-    labvim.py    the lab VIM: VMs are network namespaces on the lab's VNF bridge
-    vm_responder.py  what runs in each lab VM (answers one TCP port)
-    models.py    request bodies and header values, validated
+    vim.py       the VIM interface, an in-memory fake, and the choice of VIM (the lab VIM,
+                 ``vim = "lab"``, lives in the lab package esclab, not in the product)
+    models.py    request bodies and header values, validated; answers' shapes for the OpenAPI
 """

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -20,15 +20,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from esc.manager import store
+from esc.manager import paging, store
 from esc.manager.auth import Authenticator, CredentialCheck, parse_basic
 from esc.manager.models import (
+    AFTER_DOC,
     NAME_PATTERN,
     TXID_PATTERN,
     DeploymentCreate,
+    DeploymentPage,
     TenantCreate,
+    TenantPage,
+    TransactionPage,
     TxState,
     check_callback_url,
     pick_transaction_id,
@@ -105,7 +110,30 @@ async def _connection(request: Request) -> AsyncIterator[store.Conn]:
 
 
 Db = Annotated[store.Conn, Depends(_connection)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many rows per page.")]
+After = Annotated[str | None, Query(description=AFTER_DOC, max_length=paging.MAX_CURSOR)]
+K = TypeVar("K")
+
+
+def _after(read: Callable[[str], K], after: str | None) -> K | None:
+    """The decoded cursor, or None for the first page; 422 naming ``after`` when it is not one."""
+    if after is None:
+        return None
+    try:
+        return read(after)
+    except paging.CursorError as exc:
+        raise store.RequestError(422, str(exc), field="after") from None
+
+
+def _page(
+    request: Request, key: str, page: store.Page, params: list[tuple[str, str | int | None]]
+) -> dict[str, Any]:
+    return {key: page.items, "next": paging.next_link(request.url.path, params, page.next_after)}
+
+
+def _ok(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer's schema for the OpenAPI document (the answer is not re-validated)."""
+    return {200: {"model": model, "description": "One page."}}
 
 
 class ActiveGate:
@@ -278,9 +306,13 @@ def build_api(manager: Manager) -> ASGIApp:
             effect=store.create_tenant(body),
         )
 
-    @app.get("/v0/tenants", tags=["tenants"])
-    async def list_tenants(conn: Db, limit: Limit = 1000) -> dict[str, Any]:
-        return {"tenants": await store.list_tenants(conn, limit)}
+    @app.get("/v0/tenants", tags=["tenants"], response_model=None, responses=_ok(TenantPage))
+    async def list_tenants(
+        request: Request, conn: Db, limit: Limit = 1000, after: After = None
+    ) -> dict[str, Any]:
+        """Tenants by name, `limit` per page; follow `next` for the rest."""
+        page = await store.list_tenants(conn, limit, _after(paging.read_tenant_cursor, after))
+        return _page(request, "tenants", page, [("limit", limit)])
 
     @app.get("/v0/tenants/{name}", tags=["tenants"])
     async def get_tenant(conn: Db, name: NamePath) -> dict[str, Any]:
@@ -321,13 +353,23 @@ def build_api(manager: Manager) -> ASGIApp:
             effect=store.create_deployment(body),
         )
 
-    @app.get("/v0/deployments", tags=["deployments"])
+    @app.get(
+        "/v0/deployments",
+        tags=["deployments"],
+        response_model=None,
+        responses=_ok(DeploymentPage),
+    )
     async def list_deployments(
+        request: Request,
         conn: Db,
         tenant: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
         limit: Limit = 1000,
+        after: After = None,
     ) -> dict[str, Any]:
-        return {"deployments": await store.list_deployments(conn, tenant, limit)}
+        """Deployments oldest first, by (created_at, id), `limit` per page; follow `next`."""
+        key = _after(paging.read_deployment_cursor, after)
+        page = await store.list_deployments(conn, tenant, limit, key)
+        return _page(request, "deployments", page, [("tenant", tenant), ("limit", limit)])
 
     @app.get("/v0/deployments/{deployment_id}", tags=["deployments"])
     async def get_deployment(conn: Db, deployment_id: uuid.UUID) -> dict[str, Any]:
@@ -358,11 +400,24 @@ def build_api(manager: Manager) -> ASGIApp:
 
     # --- transactions -----------------------------------------------------------------------
 
-    @app.get("/v0/transactions", tags=["transactions"])
+    @app.get(
+        "/v0/transactions",
+        tags=["transactions"],
+        response_model=None,
+        responses=_ok(TransactionPage),
+    )
     async def list_transactions(
-        conn: Db, state: TxState | None = None, limit: Limit = 100
+        request: Request,
+        conn: Db,
+        state: TxState | None = None,
+        limit: Limit = 100,
+        after: After = None,
     ) -> dict[str, Any]:
-        return {"transactions": await store.list_transactions(conn, state, limit)}
+        """Transactions newest first (in the order they were accepted), `limit` per page;
+        follow `next` for older ones."""
+        key = _after(paging.read_transaction_cursor, after)
+        page = await store.list_transactions(conn, state, limit, key)
+        return _page(request, "transactions", page, [("state", state), ("limit", limit)])
 
     @app.get("/v0/transactions/{transaction_id}", tags=["transactions"])
     async def get_transaction(

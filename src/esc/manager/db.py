@@ -88,6 +88,14 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
         CREATE INDEX callbacks_due ON callbacks (next_attempt_at) WHERE state = 'PENDING';
         """,
     ),
+    (
+        2,
+        # the order of GET /v0/deployments pages, with and without ?tenant= (store.py)
+        """
+        CREATE INDEX deployments_page ON deployments (created_at, id);
+        CREATE INDEX deployments_tenant_page ON deployments (tenant, created_at, id);
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

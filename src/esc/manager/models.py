@@ -1,4 +1,5 @@
-"""Request bodies and header values of the northbound API, validated. No I/O in this module.
+"""Request bodies and header values of the northbound API, validated, and the answers' shapes for
+the OpenAPI document. No I/O in this module.
 
 Every string that is stored or echoed refuses control characters: PostgreSQL rejects NUL in
 text and jsonb, and a newline in a value that ends up in a callback header would split it.
@@ -7,6 +8,8 @@ text and jsonb, and a newline in a value that ends up in a callback header would
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -202,3 +205,86 @@ def header_safe(text: str, limit: int = 200) -> str:
     clean = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
     clean = clean.encode("latin-1", "replace").decode("latin-1")
     return clean[:limit]
+
+
+# --- answers, for the OpenAPI document ------------------------------------------------------
+# The API sends what store.py builds and does not re-validate it against these; the integration
+# tests check that real answers validate (extra="forbid": a new key must be documented here).
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tenant(_Answer):
+    name: str
+    description: str
+    created_at: datetime
+
+
+class Vm(_Answer):
+    name: str
+    vm_group: str
+    state: VmState
+
+
+class Deployment(_Answer):
+    id: uuid.UUID
+    tenant: str
+    name: str
+    state: DeploymentState
+    vm_groups: list[VmGroup]
+    vms: list[Vm]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CallbackStatus(_Answer):
+    url: str
+    state: CallbackState
+    attempts: int
+
+
+class Transaction(_Answer):
+    id: str
+    operation: str
+    resource_type: str
+    resource_id: str
+    state: TxState
+    status_code: int | None
+    message: str
+    created_at: datetime
+    updated_at: datetime
+    resource: dict[str, Any] | None
+    callback: CallbackStatus | None
+
+
+NEXT_DOC = (
+    "Relative URL of the next page (the same filters and limit, and `after`); "
+    "null on the last page."
+)
+AFTER_DOC = (
+    "Cursor from the `next` link of the previous page: the page starts after the row it "
+    "names. Opaque; a cursor not handed out by this list is refused with 422."
+)
+
+
+class TenantPage(_Answer):
+    """Tenants by name."""
+
+    tenants: list[Tenant]
+    next: str | None = Field(description=NEXT_DOC)
+
+
+class DeploymentPage(_Answer):
+    """Deployments by (created_at, id), oldest first."""
+
+    deployments: list[Deployment]
+    next: str | None = Field(description=NEXT_DOC)
+
+
+class TransactionPage(_Answer):
+    """Transactions newest first (by acceptance order)."""
+
+    transactions: list[Transaction]
+    next: str | None = Field(description=NEXT_DOC)

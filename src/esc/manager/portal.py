@@ -744,8 +744,8 @@ class LiveSource:
     ) -> tuple[list[store.Json] | None, list[store.Json] | None, str | None]:
         try:
             async with asyncio.timeout(self.timeout), self.pool.connection() as conn:
-                deps = await store.list_deployments(conn, None, DEPLOYMENTS_SHOWN)
-                txs = await store.list_transactions(conn, None, TRANSACTIONS_SHOWN)
+                deps = (await store.list_deployments(conn, None, DEPLOYMENTS_SHOWN)).items
+                txs = (await store.list_transactions(conn, None, TRANSACTIONS_SHOWN)).items
                 await conn.rollback()
         except _DB_ERRORS as exc:
             log.debug("portal: database: %s", exc)

@@ -12,13 +12,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from esc.errors import EscError
+from esc.manager import paging
 from esc.manager.models import (
     CallbackState,
     DeploymentCreate,
@@ -303,6 +304,15 @@ def delete_deployment(dep_id: str) -> Effector:
 
 # --- reads ----------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list (see :mod:`esc.manager.paging`)."""
+
+    items: list[Json]
+    next_after: str | None  # the cursor of the next page; None on the last page
+
+
 _DEPLOYMENT_SELECT = """
     SELECT d.id::text AS id, d.tenant, d.name, d.state, d.spec, d.created_at, d.updated_at,
            coalesce((SELECT json_agg(json_build_object('name', v.name, 'vm_group', v.vm_group,
@@ -332,16 +342,33 @@ async def get_deployment(conn: Conn, dep_id: str) -> Json | None:
     return None if row is None else _deployment_row(row)
 
 
-async def list_deployments(conn: Conn, tenant: str | None, limit: int) -> list[Json]:
+async def list_deployments(
+    conn: Conn,
+    tenant: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> Page:
+    """Deployments by (created_at, id), the first ``limit`` after the key ``after``."""
+    where: list[LiteralString] = []
+    params: list[Any] = []
+    if tenant is not None:
+        where.append("d.tenant = %s")
+        params.append(tenant)
+    if after is not None:
+        where.append("(d.created_at, d.id) > (%s, %s)")
+        params.extend(after)
+    query = _DEPLOYMENT_SELECT
+    if where:
+        query += " WHERE " + " AND ".join(where)
     async with conn.cursor(row_factory=dict_row) as cur:
-        if tenant is None:
-            await cur.execute(_DEPLOYMENT_SELECT + " ORDER BY d.created_at LIMIT %s", (limit,))
-        else:
-            await cur.execute(
-                _DEPLOYMENT_SELECT + " WHERE d.tenant = %s ORDER BY d.created_at LIMIT %s",
-                (tenant, limit),
-            )
-        return [_deployment_row(r) for r in await cur.fetchall()]
+        await cur.execute(query + " ORDER BY d.created_at, d.id LIMIT %s", (*params, limit + 1))
+        rows = await cur.fetchall()
+    more, rows = len(rows) > limit, rows[:limit]
+    last = rows[-1] if rows else None
+    return Page(
+        [_deployment_row(r) for r in rows],
+        paging.deployment_cursor(last["created_at"], last["id"]) if more and last else None,
+    )
 
 
 async def get_tenant(conn: Conn, name: str) -> Json | None:
@@ -352,16 +379,31 @@ async def get_tenant(conn: Conn, name: str) -> Json | None:
     return None if row is None else tenant_json(row[0], row[1], row[2])
 
 
-async def list_tenants(conn: Conn, limit: int) -> list[Json]:
-    cur = await conn.execute(
-        "SELECT name, description, created_at FROM tenants ORDER BY name LIMIT %s", (limit,)
+async def list_tenants(conn: Conn, limit: int, after: str | None = None) -> Page:
+    """Tenants by name, the first ``limit`` after the name ``after``."""
+    if after is None:
+        cur = await conn.execute(
+            "SELECT name, description, created_at FROM tenants ORDER BY name LIMIT %s",
+            (limit + 1,),
+        )
+    else:
+        cur = await conn.execute(
+            "SELECT name, description, created_at FROM tenants WHERE name > %s"
+            " ORDER BY name LIMIT %s",
+            (after, limit + 1),
+        )
+    rows = await cur.fetchall()
+    more, rows = len(rows) > limit, rows[:limit]
+    return Page(
+        [tenant_json(r[0], r[1], r[2]) for r in rows],
+        paging.tenant_cursor(rows[-1][0]) if more and rows else None,
     )
-    return [tenant_json(r[0], r[1], r[2]) for r in await cur.fetchall()]
 
 
 _TX_SELECT = """
-    SELECT t.id, t.operation, t.resource_type, t.resource_id, t.state, t.status_code, t.message,
-           t.created_at, t.updated_at, coalesce(t.result, t.response -> 'resource') AS resource,
+    SELECT t.seq, t.id, t.operation, t.resource_type, t.resource_id, t.state, t.status_code,
+           t.message, t.created_at, t.updated_at,
+           coalesce(t.result, t.response -> 'resource') AS resource,
            c.url AS cb_url, c.state AS cb_state, c.attempts AS cb_attempts
     FROM transactions t LEFT JOIN callbacks c ON c.transaction_id = t.id
 """
@@ -390,12 +432,26 @@ async def get_transaction(conn: Conn, txid: str) -> Json | None:
     return None if row is None else _tx_row(row)
 
 
-async def list_transactions(conn: Conn, state: str | None, limit: int) -> list[Json]:
+async def list_transactions(
+    conn: Conn, state: str | None, limit: int, after: int | None = None
+) -> Page:
+    """Transactions newest first (by seq, descending), the first ``limit`` below seq ``after``."""
+    where: list[LiteralString] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append("t.state = %s")
+        params.append(state)
+    if after is not None:
+        where.append("t.seq < %s")
+        params.append(after)
+    query = _TX_SELECT
+    if where:
+        query += " WHERE " + " AND ".join(where)
     async with conn.cursor(row_factory=dict_row) as cur:
-        if state is None:
-            await cur.execute(_TX_SELECT + " ORDER BY t.seq DESC LIMIT %s", (limit,))
-        else:
-            await cur.execute(
-                _TX_SELECT + " WHERE t.state = %s ORDER BY t.seq DESC LIMIT %s", (state, limit)
-            )
-        return [_tx_row(r) for r in await cur.fetchall()]
+        await cur.execute(query + " ORDER BY t.seq DESC LIMIT %s", (*params, limit + 1))
+        rows = await cur.fetchall()
+    more, rows = len(rows) > limit, rows[:limit]
+    return Page(
+        [_tx_row(r) for r in rows],
+        paging.transaction_cursor(rows[-1]["seq"]) if more and rows else None,
+    )
