@@ -19,6 +19,7 @@ from typing import Any
 
 from esc.agent.decide import DecideConfig, decide, fmt_lsn
 from esc.agent.routes import apply_routes
+from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
 from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
 from esc.errors import DriverError, EscError
@@ -172,6 +173,7 @@ class Agent:
         self._told_primary: str | None = None
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.progress: dict[str, Any] | None = None  # a clone/resync under way (for escadm)
+        self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
 
     # --- memory -----------------------------------------------------------------------------
 
@@ -326,6 +328,7 @@ class Agent:
     def _execute(self, d: Decision) -> None:
         self.action_failed = False
         for action in d.actions:
+            self.notifier.watchdog()  # each action gets the whole WatchdogSec
             try:
                 self._do(action)
             except (EscError, OSError) as exc:
@@ -387,6 +390,7 @@ class Agent:
     def _on_progress(self, operation: str, done: int, total: int) -> None:
         """pg_basebackup's or pg_rewind's progress, served by the local API while Follow blocks
         the loop."""
+        self.notifier.watchdog()
         self.progress = {
             "operation": f"{operation} from {self.dcfg.peer_name}",
             "done": done,
@@ -404,6 +408,13 @@ class Agent:
             log.info("%s -> %s: %s", prev.state.value, d.next_state.value, d.reason)
         elif self.last is None or d.reason != self.last.reason:
             log.info("%s: %s", d.next_state.value, d.reason)
+        # systemd: ready once the first cycle has decided (before its actions: a clone may take
+        # hours), then the state line whenever it changes (Notifier.status skips repeats).
+        line = state_line(d.next_state.value, d.reason)
+        if self.last is None:
+            self.notifier.ready(line)
+        else:
+            self.notifier.status(line)
         if any(getattr(prev, k) != getattr(d.memory, k) for k in PERSISTED):
             self._save_memory(d.memory)
         self.mem = d.memory
@@ -509,6 +520,7 @@ class Agent:
         # ExaBGP is started, withdrawn, by the first cycle's _steer_bgp (and retried there).
         back_to_back = 0
         while not self._stop.is_set():
+            self.notifier.watchdog()
             t0 = self.clock()
             try:
                 d = self.cycle()
@@ -534,6 +546,7 @@ class Agent:
     def stop(self) -> None:
         """Stop on purpose: STOP in the state file, service off, VIP released gracefully."""
         self._stop.set()
+        self.notifier.stopping(state_line(NodeState.STOP.value, "agent stopping"))
         try:
             self.service.deactivate(None)
         except EscError as exc:

@@ -3,7 +3,9 @@
     esc-haagent            # reads $ESC_ROOT/etc/esc/esc.toml (ESC_ROOT defaults to /)
 
 Logs to <log>/esc_haagent.log; writes <run>/keepalived_state; local API on <run>/agent.sock;
-peer API on the node's own address (ha_node_list), port agent.peer_port.
+peer API on the node's own address (ha_node_list), port agent.peer_port. A setup error (exit 2)
+is also written to the log and to <run>/agent_error, which `escadm status` shows. Under systemd
+(esc-haagent.service, Type=notify) it reports READY, its state and reason, and the watchdog.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import threading
 from types import FrameType
 
 from esc.addresses import IPAddress
+from esc.agent import setup_error
 from esc.agent.api import PeerPoller, serve_peer, serve_unix
 from esc.agent.decide import DecideConfig
 from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.service import ManagedService
+from esc.agent.systemd import Notifier
 from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.drivers.base import Database
 from esc.drivers.exabgp import ExabgpDriver
@@ -149,6 +153,17 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     return agent
 
 
+def setup_failed(paths: NodePaths, message: str, notifier: Notifier) -> int:
+    """The agent cannot start: say why on stderr (the journal under systemd), in its log, in
+    <run>/agent_error (for `escadm status`) and as the unit's status line. Exit status 2."""
+    print(f"esc-haagent: {message}", file=sys.stderr)
+    if logging.getLogger().handlers:  # else logging would print it on stderr a second time
+        logging.getLogger("esc.agent").error("not started: %s", message)
+    setup_error.record(paths, message)
+    notifier.status(f"not started: {message}")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="esc-haagent",
@@ -157,15 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(argv)
     paths = NodePaths.from_env()
+    # Taken out of the environment before any child starts: see esc.agent.systemd.
+    notifier = Notifier.from_env()
     try:
-        cfg = load_config(paths.config_file)
         for d in paths.all_dirs():
             d.mkdir(parents=True, exist_ok=True)
         setup_logging(paths)
+    except OSError as exc:
+        return setup_failed(paths, str(exc), notifier)
+    try:
+        cfg = load_config(paths.config_file)
         agent = build_agent(cfg, paths, SystemHostFacts())
-    except EscError as exc:
-        print(f"esc-haagent: {exc}", file=sys.stderr)
-        return 2
+    except (EscError, OSError) as exc:
+        return setup_failed(paths, str(exc), notifier)
+    setup_error.clear(paths)
+    agent.notifier = notifier
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("esc.agent").info("signal %d: stopping", signum)

@@ -2,25 +2,36 @@
 
 Exit codes of ``escadm status``: 0 serving as expected for the node's role (MASTER: service
 active and VIP held; BACKUP: database streaming from the primary), 1 up but not serving as
-expected (SWITCHING, FAULT, degraded standby...), 3 agent not running (state file only).
+expected (SWITCHING, FAULT, degraded standby...), 3 agent not running (state file only, and
+the agent's setup error when it failed to start).
+
+``escadm reload`` on a node whose agent is not running starts it through systemd
+(``systemctl enable --now esc-haagent.service``) when the host runs systemd and the node root
+is ``/``; the call goes through :class:`AgentUnit`, so tests use a fake.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from esc.agent import setup_error
 from esc.agent.api import local_request
 from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
 from esc.errors import DriverError
 
 EXIT_OK, EXIT_NOT_SERVING, EXIT_NO_AGENT = 0, 1, 3
+AGENT_UNIT = "esc-haagent.service"
+SYSTEMD_MARKER = Path("/run/systemd/system")  # exists iff systemd is PID 1 (sd_booted(3))
+START_DEADLINE_S = 60.0  # reload's wait for a started agent's first answer
 LOGS = {
     "agent": "esc_haagent.log",
     "manager": "escmanager.log",
@@ -119,12 +130,14 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
             state = paths.state_file.read_text().strip()
         except OSError:
             state = "STOP"
+        error = setup_error.read(paths)
         if as_json:
             print(
                 json.dumps(
                     {
                         "state": state,
                         "agent": "not running",
+                        "error": error,
                         "role": None,
                         "peer": None,
                         "vip_held": None,
@@ -132,7 +145,7 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
                 )
             )
         else:
-            print(f"{state}  (agent not running: state file only)")
+            print(f"{state}  (agent not running: {error or 'state file only'})")
         return EXIT_NO_AGENT
     ok = serving_as_expected(st)
     if as_json:
@@ -270,14 +283,126 @@ def run_force_primary(paths: NodePaths, yes: bool) -> int:
     return EXIT_OK if code == 200 else 1
 
 
-def run_reload(paths: NodePaths) -> int:
-    """Validate the config here, then ask the agent to apply it (no role change)."""
+class AgentUnit(Protocol):
+    """The agent's systemd unit, as ``escadm reload`` needs it (the seam tests replace)."""
+
+    def available(self) -> bool:
+        """systemd runs this host and manages this node's agent."""
+        ...
+
+    def active(self) -> bool: ...
+
+    def failed(self) -> bool: ...
+
+    def start(self) -> str | None:
+        """Enable the unit (so a reboot starts it too) and start it without waiting for it;
+        None, or why that failed."""
+        ...
+
+
+Systemctl = Callable[[list[str]], tuple[int, str]]
+
+
+def _systemctl(args: list[str]) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(
+            ["systemctl", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, str(exc)
+    return proc.returncode, (proc.stderr or proc.stdout).strip()
+
+
+class SystemdAgentUnit:
+    """esc-haagent.service through systemctl. Only for the node root ``/``: the unit runs the
+    agent without ``ESC_ROOT``, so it is not the agent of a lab node or of another root."""
+
+    def __init__(
+        self, root: Path, marker: Path = SYSTEMD_MARKER, systemctl: Systemctl = _systemctl
+    ) -> None:
+        self.root = root
+        self.marker = marker
+        self.systemctl = systemctl
+
+    def available(self) -> bool:
+        if self.root != Path("/") or shutil.which("systemctl") is None:
+            return False
+        return self.marker.is_dir()
+
+    def active(self) -> bool:
+        return self.systemctl(["is-active", "--quiet", AGENT_UNIT])[0] == 0
+
+    def failed(self) -> bool:
+        return self.systemctl(["is-failed", "--quiet", AGENT_UNIT])[0] == 0
+
+    def start(self) -> str | None:
+        # A unit that gave up (start limit hit after repeated failures) refuses to start until
+        # its failure is reset.
+        self.systemctl(["reset-failed", AGENT_UNIT])
+        code, out = self.systemctl(["enable", "--now", "--no-block", AGENT_UNIT])
+        return None if code == 0 else out or f"systemctl enable --now {AGENT_UNIT}: exit {code}"
+
+
+def start_hint(paths: NodePaths) -> str:
+    """How to start the agent by hand (no systemd, or another node root)."""
+    env = "" if paths.root == Path("/") else f"ESC_ROOT={paths.root} "
+    log = paths.log_dir / "esc_haagent.stdout"
+    return f"{env}setsid esc-haagent >>{log} 2>&1 </dev/null &"
+
+
+def start_agent(
+    paths: NodePaths,
+    unit: AgentUnit,
+    deadline_s: float = START_DEADLINE_S,
+    poll_s: float = 0.2,
+) -> int:
+    """Start the agent's unit, then wait until the agent answers with a state (it has read the
+    config this reload validated), its setup fails, or the unit failed."""
+    print(f"escadm: the agent is not running: starting it (systemctl enable --now {AGENT_UNIT})")
+    since = time.time() - 0.1  # file times come from a coarser clock than time.time()
+    why = unit.start()
+    if why is not None:
+        print(f"escadm: could not start {AGENT_UNIT}: {why}", file=sys.stderr)
+        return EXIT_NO_AGENT
+    deadline = time.monotonic() + deadline_s
+    while True:
+        st = fetch_status(paths)
+        if st is not None and "state" in st:
+            print(f"agent started (enabled at boot): {st['state']}  {st.get('reason', '')}")
+            return EXIT_OK
+        error = setup_error.read(paths, since=since)
+        if error is None and unit.failed():
+            error = setup_error.read(paths) or f"the unit failed; see journalctl -u {AGENT_UNIT}"
+        if error is not None:
+            print(f"escadm: the agent did not start: {error}", file=sys.stderr)
+            return EXIT_NO_AGENT
+        if time.monotonic() >= deadline:
+            print(
+                f"escadm: the agent did not answer within {deadline_s:.0f} s of its start; "
+                f"see systemctl status {AGENT_UNIT} and escadm log agent",
+                file=sys.stderr,
+            )
+            return EXIT_NO_AGENT
+        time.sleep(poll_s)
+
+
+def run_reload(
+    paths: NodePaths, unit: AgentUnit | None = None, deadline_s: float = START_DEADLINE_S
+) -> int:
+    """Validate the config here, then ask the agent to apply it (no role change). An agent that
+    is not running is started (systemd) with the config just validated."""
     if run_config_validate(paths.config_file) != 0:
         return 2
-    answer = ask_agent(paths, "POST", "/reload", {}, timeout=15)
-    if answer is None:
+    try:
+        code, body = local_request(agent_socket(paths), "POST", "/reload", {}, timeout=15)
+    except DriverError as exc:
+        unit = unit if unit is not None else SystemdAgentUnit(paths.root)
+        if unit.available() and not unit.active():
+            return start_agent(paths, unit, deadline_s)
+        print(f"escadm: agent not reachable: {exc}", file=sys.stderr)
+        if not unit.available():
+            print(f"escadm: start the agent with: {start_hint(paths)}", file=sys.stderr)
         return EXIT_NO_AGENT
-    code, body = answer
     msg = str(body.get("message", body))
     print(msg, file=sys.stdout if code == 200 else sys.stderr)
     return EXIT_OK if code == 200 else 1
