@@ -54,6 +54,13 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="address family of ha_node_list (VRRP, replication, peer API); 6 also makes the "
         "VIP IPv6",
     )
+    up.add_argument(
+        "--hosts",
+        choices=["process", "booted"],
+        default="process",
+        help="what the two controller nodes are: processes in namespaces (default), or booted "
+        "Debian 12 hosts (systemd-nspawn) with the .deb installed and the guide's commands",
+    )
     ls.add_parser("down", help="remove everything the lab made")
     st = ls.add_parser("status", help="hosts, addresses and HA state")
     st.add_argument("--json", action="store_true")
@@ -89,8 +96,14 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ne.add_argument("params", nargs="*", metavar="loss=%|delay=ms")
     df = fs.add_parser("diskfull", help="fill the node's data filesystem")
     df.add_argument("host")
-    rb = fs.add_parser("reboot", help="power-cut a node and boot it again from its config")
+    rb = fs.add_parser(
+        "reboot", help="reboot a node (booted hosts: systemctl reboot; else power-cut and boot)"
+    )
     rb.add_argument("host")
+    pc = fs.add_parser("power-cut", help="booted hosts: kill the node's container, links down")
+    pc.add_argument("host")
+    po = fs.add_parser("power-on", help="booted hosts: boot a node cut by power-cut again")
+    po.add_argument("host")
     fs.add_parser("heal", help="undo every fault")
 
 
@@ -119,7 +132,9 @@ def run_lab(args: argparse.Namespace) -> int:
 def _dispatch(lab: Lab, args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     if cmd == "up":
-        res = lab.up(args.topology, ha_mode=args.ha_mode, heartbeat=args.heartbeat)
+        res = lab.up(
+            args.topology, ha_mode=args.ha_mode, heartbeat=args.heartbeat, hosts=args.hosts
+        )
         if not res.created:
             print(
                 f"lab already running at {lab.root} (topology {lab.read_state().get('topology')})"
@@ -174,6 +189,12 @@ def _fault(lab: Lab, args: argparse.Namespace) -> int:
     elif f == "reboot":
         faults.reboot(lab, args.host)
         print(f"{args.host} rebooted")
+    elif f == "power-cut":
+        faults.power_cut(lab, args.host)
+        print(f"{args.host} powered off")
+    elif f == "power-on":
+        faults.power_on(lab, args.host)
+        print(f"{args.host} powering on")
     elif f == "heal":
         done = faults.heal(lab)
         print("healed: " + ("; ".join(done) if done else "no fault was in force"))

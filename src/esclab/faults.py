@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from esc.errors import LabError
+from esclab.guide import DIST_IN_NODE
 from esclab.lab import Lab, ns_pids, pid_alive, wait_until
 from esclab.run import in_ns, run
 from esclab.topology import NODES, SWITCH_NS, Topology
@@ -233,26 +234,70 @@ def _record(lab: Lab, what: str) -> None:
     lab.write_state(faults=faults)
 
 
-def reboot(lab: Lab, host: str) -> None:
-    """A power cut and a boot: every process of the node dies at once, volatile state (/run,
-    addresses added at run time such as a VIP left by a killed keepalived) is gone, then the
-    node boots from its persisted config."""
+def _restore_links(lab: Lab, host: str) -> None:
+    """The node's interfaces as at boot: only its own addresses (a VIP that a killed keepalived
+    left configured is gone), its default routes."""
     topo = lab.topology()
-    if host not in NODES:
-        raise LabError(f"reboot: {host} is not a controller node ({', '.join(NODES)})")
-    signal_component(lab, host, "all", signal.SIGKILL)
     for att in topo.of_host(host):
         run(["ip", "-n", host, "addr", "flush", "dev", att.iface, "scope", "global"])
         for addr in att.addresses:
             extra = ["nodad"] if addr.version == 6 else []
             run(["ip", "-n", host, "addr", "add", str(addr), "dev", att.iface, *extra])
+        run(["ip", "-n", host, "link", "set", att.iface, "up"])
     gw = topo.gateways.get(host)
     if gw is not None:
         run(["ip", "-n", host, "route", "replace", "default", "via", str(gw)])
     gw6 = topo.gateways6.get(host)
     if gw6 is not None:
         run(["ip", "-n", host, "-6", "route", "replace", "default", "via", str(gw6)])
+
+
+def _node(lab: Lab, host: str, what: str) -> None:
+    if host not in NODES:
+        raise LabError(f"{what}: {host} is not a controller node ({', '.join(NODES)})")
+
+
+def reboot(lab: Lab, host: str) -> None:
+    """On a booted host, a real reboot (``systemctl reboot`` inside it). On a process host, a
+    power cut and a boot: every process of the node dies at once, volatile state (/run,
+    addresses added at run time such as a VIP left by a killed keepalived) is gone, then the
+    node boots from its persisted config."""
+    _node(lab, host, "reboot")
+    if lab.booted:
+        lab.booted_node(host).exec(["systemctl", "reboot"], check=False, timeout=30)
+        _record(lab, f"reboot {host}")
+        return
+    signal_component(lab, host, "all", signal.SIGKILL)
+    _restore_links(lab, host)
     run_dir = lab.node_paths(host).run_dir
     run(["rm", "-rf", "--one-file-system", str(run_dir)])
     run_dir.mkdir(parents=True)
     lab.boot_node(host)
+
+
+def power_cut(lab: Lab, host: str) -> None:
+    """A booted host loses power: its container is killed at once and its links go dark
+    (nothing answers on its addresses) until ``power_on``."""
+    _node(lab, host, "power-cut")
+    if not lab.booted:
+        raise LabError("power-cut: booted hosts only (`lab up --hosts booted`); see reboot")
+    lab.booted_node(host).power_cut()
+    for att in lab.topology().of_host(host):
+        run(["ip", "-n", host, "link", "set", att.iface, "down"])
+    _record(lab, f"power-cut {host}")
+
+
+def power_on(lab: Lab, host: str) -> int:
+    """Power a cut booted host on again: its links as at boot, then it boots from its disk.
+    Returns the node's supervisor pid."""
+    _node(lab, host, "power-on")
+    node = lab.booted_node(host)
+    if not lab.booted or node.is_running():
+        raise LabError(f"power-on: {host} is not a powered-off booted host")
+    _restore_links(lab, host)
+    pid = node.power_on(bind_ro=[(lab.root / "dist", DIST_IN_NODE)])
+    pids = dict(lab.read_state().get("pids", {}))
+    pids[f"boot-{host}"] = pid
+    lab.write_state(pids=pids)
+    _record(lab, f"power-on {host}")
+    return pid

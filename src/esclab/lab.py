@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from esc.config.schema import (
     AgentConfig,
@@ -39,6 +39,8 @@ from esc.config.schema import (
     write_atomic,
 )
 from esc.errors import CommandError, LabError
+from esclab.booted import BootedNode
+from esclab.guide import start_guide_pair
 from esclab.run import Result, in_ns, run
 from esclab.topology import (
     HOSTS,
@@ -51,6 +53,7 @@ from esclab.topology import (
 )
 from esclab.vim import remove_all_blocking
 
+HostKind = Literal["process", "booted"]  # what a controller node is
 DEFAULT_ROOT = Path("/var/tmp/esc-lab")
 VOLUME_SIZE = "2G"  # sparse; a database volume (ha_mode cinder / drbd_on_cinder)
 IMAGE_SIZE = "4G"  # sparse; each node's /var/lib/esc is its own ext4 filesystem (for diskfull)
@@ -145,9 +148,23 @@ class Lab:
             raise LabError("no lab is up (run `escadm lab up`)")
         return build_topology(kind)
 
-    def node_paths(self, host: str) -> NodePaths:
+    @property
+    def booted(self) -> bool:
+        """The controller nodes are booted hosts (systemd-nspawn), not processes."""
+        return self.read_state().get("hosts") == "booted"
+
+    def booted_node(self, host: str) -> BootedNode:
         if host not in NODES:
             raise LabError(f"{host} is not a controller node ({', '.join(NODES)})")
+        return BootedNode(self.root, host)
+
+    def node_paths(self, host: str) -> NodePaths:
+        """The node's files as seen from here: its root directory, or, on a booted host, the
+        running system's (with the default paths: /etc/esc, /var/lib/esc, /run/esc)."""
+        if host not in NODES:
+            raise LabError(f"{host} is not a controller node ({', '.join(NODES)})")
+        if self.booted:
+            return NodePaths(self.booted_node(host).file_root())
         return NodePaths(self.root / "nodes" / host)
 
     def _lab_namespaces(self) -> set[str]:
@@ -175,11 +192,16 @@ class Lab:
         advert_int: float | None = None,
         ha_mode: HaMode = "drbd",
         heartbeat: int = 4,
+        hosts: HostKind = "process",
     ) -> UpResult:
         """Build the hosts and (unless ``pair`` is False) start the HA pair in them.
 
         ``ha_mode`` cinder gives the pair one shared volume (a loop device both nodes see, as
-        a Cinder volume attachable to either VM); drbd_on_cinder gives each node its own."""
+        a Cinder volume attachable to either VM); drbd_on_cinder gives each node its own.
+        ``hosts`` booted makes the two controller nodes booted Debian systems with the package
+        installed and configured by the guide's commands (``esclab.guide``)."""
+        if hosts == "booted" and (ha_mode != "drbd" or heartbeat != 4):
+            raise LabError("--hosts booted: only --ha_mode drbd and --heartbeat 4 for now")
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
@@ -187,6 +209,7 @@ class Lab:
             self.down()
         topo = build_topology(kind)
         try:
+            self.write_state(hosts=hosts)
             self._build(topo)
             if heartbeat not in (4, 6):
                 raise LabError("--heartbeat: 4 or 6")
@@ -290,8 +313,9 @@ class Lab:
             run(["ip", "-n", host, "route", "add", "default", "via", str(gw)])
         for host, gw6 in topo.gateways6.items():
             run(["ip", "-n", host, "-6", "route", "add", "default", "via", str(gw6)])
-        for node in NODES:
-            self._make_node_root(node)
+        if not self.booted:
+            for node in NODES:
+                self._make_node_root(node)
         self._step("nodes")
         self._start_router(topo)
         self._step("router")
@@ -300,9 +324,18 @@ class Lab:
     def start_pair(self, advert_int: float | None = None) -> None:
         """Configure both nodes (as `escadm ha set` would), boot their agents, wait for one
         MASTER and one BACKUP, create the API user."""
-        self.configure_nodes(self.topology(), advert_int)
-        for node in NODES:
-            self.boot_node(node)
+        if self.booted:
+            if advert_int is not None:
+                raise LabError("--hosts booted: the guide's commands set no advert_int")
+            topo = self.topology()
+            supervisors = start_guide_pair(self.root, topo, lab_vip_spec(topo.kind))
+            pids = dict(self.read_state().get("pids", {}))
+            pids.update({f"boot-{n}": pid for n, pid in supervisors.items()})
+            self.write_state(pids=pids)
+        else:
+            self.configure_nodes(self.topology(), advert_int)
+            for node in NODES:
+                self.boot_node(node)
         self._step("agents")
         if not self.wait_pair(PAIR_TIMEOUT_S):
             raise LabError(
@@ -426,6 +459,12 @@ class Lab:
         if master is None:
             raise LabError("no MASTER to create the API user on")
         password = secrets.token_urlsafe(12)
+        if self.booted:
+            self.booted_node(master).exec(
+                ["escadm", "user", "add", LAB_API_USER, "--password-stdin"], input_=password + "\n"
+            )
+            self.write_state(api={"user": LAB_API_USER, "password": password})
+            return
         escadm = str(Path(sys.executable).parent / "escadm")
         env = dict(os.environ, ESC_ROOT=str(self.node_paths(master).root))
         res = subprocess.run(
@@ -444,6 +483,8 @@ class Lab:
     def psql(self, host: str, sql: str, timeout: float = 30.0, check: bool = False) -> Result:
         """Run SQL on a node's local database over its unix socket, as postgres."""
         sock = self.node_paths(host).pg_socket_dir
+        if self.booted:
+            sock = NodePaths(Path("/")).pg_socket_dir
         argv = [
             "runuser",
             "-u",
@@ -460,6 +501,8 @@ class Lab:
             "-c",
             sql,
         ]
+        if self.booted:
+            return self.booted_node(host).exec(argv, check=check, timeout=timeout)
         return run(in_ns(host, *argv), check=check, timeout=timeout)
 
     def node_state(self, host: str) -> str | None:
@@ -481,6 +524,11 @@ class Lab:
         """Remove everything the lab made; safe on a half-built or stale lab. Returns what went."""
         removed: list[str] = []
         namespaces = self._lab_namespaces()
+        for node in NODES:
+            booted = self.booted_node(node)
+            if booted.is_running():
+                booted.power_cut()
+                removed.append(f"booted host {node}")
         for ns in sorted(namespaces):
             killed = kill_all_in(ns)
             if killed:
@@ -536,7 +584,9 @@ class Lab:
         for host in topo.hosts:
             info: dict[str, Any] = {"interfaces": host_interfaces(host)}
             if host in NODES:
-                info["root"] = str(self.node_paths(host).root)
+                info["root"] = str(
+                    self.booted_node(host).root if self.booted else self.node_paths(host).root
+                )
                 info["state"] = self.node_state(host)
             result["hosts"][host] = info
         result["faults"] = state.get("faults", [])
@@ -547,8 +597,13 @@ class Lab:
             result["vip"] = str(vip)
             result["pair_ready"] = self.pair_ready()
             api = dict(state.get("api", {}))
-            api["url"] = f"http://{host}:{cfg.manager.http_port}/v0"
             api["https_url"] = f"https://{host}:{cfg.manager.https_port}/v0"
+            # plain HTTP only where the config turns it on (the guide's commands do not)
+            api["url"] = (
+                api["https_url"]
+                if cfg.manager.http_port is None
+                else f"http://{host}:{cfg.manager.http_port}/v0"
+            )
             result["api"] = api
         return result
 
@@ -560,6 +615,8 @@ class Lab:
         env = dict(os.environ)
         # escadm and the other tools of this virtualenv are found by name inside the host.
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+        if host in NODES and self.booted:
+            return self.booted_node(host).argv(argv), dict(os.environ)
         if host in NODES:
             env["ESC_ROOT"] = str(self.node_paths(host).root)
             agent = self.agent_pid(host)

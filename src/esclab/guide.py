@@ -1,0 +1,87 @@
+"""The pair on booted hosts, set up the way the ESC install guide says, and nothing else.
+
+On each booted node: ``dpkg -i`` of the package built from this checkout, then the guide's
+commands, in the guide's own argument syntax (``--ha_node_list=<IP1> <IP2>``,
+``--kad_vip= <ip>``, ``--kad_vif= <if>``), the one pairing step (the shared secrets of node 0
+given to node 1), and ``escadm reload``, which starts the agent under systemd and enables it
+for the next boot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from esc.errors import LabError
+from esclab.booted import BootedNode
+from esclab.image import ensure_image
+from esclab.run import run
+from esclab.topology import NODES, Topology
+
+DIST_IN_NODE = "/mnt/esc-dist"  # the package directory, bound read-only into each node
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def build_deb(out_dir: Path, version: str | None = None) -> Path:
+    """The product's .deb: ``ESC_LAB_DEB`` if set, else built from this checkout."""
+    given = os.environ.get("ESC_LAB_DEB")
+    if given and version is None:
+        path = Path(given)
+        if not path.is_file():
+            raise LabError(f"ESC_LAB_DEB={given}: no such file")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / path.name
+        if not target.exists():
+            target.write_bytes(path.read_bytes())
+        return target
+    argv = [str(CHECKOUT / "scripts" / "build-deb"), "--out", str(out_dir)]
+    if version is not None:
+        argv += ["--version", version]
+    res = run(argv, timeout=1200)
+    lines = res.stdout.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_file():
+        raise LabError(f"build-deb printed no package path: {res.stdout[-500:]}")
+    return Path(lines[-1])
+
+
+def guide_ha_set(topo: Topology, host: str, vip_spec: str) -> list[str]:
+    """``escadm ha set`` exactly in the guide's syntax, with this lab's addresses."""
+    sync = topo.sync_network
+    ips = [str(topo.address(n, sync, 4).ip) for n in NODES]
+    nb = topo.northbound_network
+    vif = topo.attachment(host, sync).iface
+    vip_iface = topo.attachment(host, nb).iface
+    gw = topo.address("router", nb, 6 if ":" in vip_spec.split("]", maxsplit=1)[0] else 4).ip
+    return [
+        "escadm", "ha", "set",
+        f"--ha_node_list={ips[0]}", ips[1],
+        "--kad_vip=", f"{vip_spec}:{vip_iface}",
+        "--kad_vif=", vif,
+        "--gateway_ip", str(gw),
+    ]  # fmt: skip
+
+
+def install(node: BootedNode, deb: Path) -> None:
+    node.exec(["dpkg", "-i", f"{DIST_IN_NODE}/{deb.name}"], timeout=300)
+
+
+def start_guide_pair(lab_root: Path, topo: Topology, vip_spec: str) -> dict[str, int]:
+    """Boot both nodes, install the package, run the guide's commands. Returns the nodes'
+    supervisor pids. The caller waits for the pair (and creates the API user)."""
+    image = ensure_image()
+    dist = lab_root / "dist"
+    deb = build_deb(dist)
+    pids: dict[str, int] = {}
+    nodes = [BootedNode(lab_root, n) for n in NODES]
+    for node in nodes:
+        node.prepare(image)
+        pids[node.name] = node.power_on(bind_ro=[(dist, DIST_IN_NODE)])
+    for node in nodes:
+        node.wait_booted()
+        install(node, deb)
+        node.exec(guide_ha_set(topo, node.name, vip_spec))
+    secrets = nodes[0].exec(["escadm", "ha", "secrets", "export"]).stdout
+    nodes[1].exec(["escadm", "ha", "secrets", "import"], input_=secrets)
+    for node in nodes:
+        node.exec(["escadm", "reload"], timeout=120)
+    return pids
