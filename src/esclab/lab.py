@@ -403,14 +403,15 @@ class Lab:
             save_config(cfg, self.node_paths(host).config_file)
 
     def make_volume(self, name: str) -> Path:
-        """A block volume (loop device over a sparse ext4 image); the same device if it exists."""
+        """A blank block volume (loop device over a sparse image); the same device if it
+        exists."""
         image = self.root / "volumes" / f"{name}.img"
         found = loop_devices(image)
         if found:
             return found[0]
         image.parent.mkdir(parents=True, exist_ok=True)
+        # blank, as a fresh Cinder volume: the agent that first mounts it makes the file system
         run(["truncate", "-s", VOLUME_SIZE, str(image)])
-        run(["mkfs.ext4", "-q", "-F", "-m", "0", "-L", f"esc-{name}"[:16], str(image)])
         return Path(run(["losetup", "--find", "--show", str(image)]).stdout.strip())
 
     def boot_node(self, host: str) -> None:

@@ -168,10 +168,12 @@ class Volume:
         return str(self.mountpoint) in mounts_of_device(text, *rdev)
 
     def mount(self) -> None:
-        """Mount (journal replay included) if not mounted. Idempotent."""
+        """Mount (journal replay included) if not mounted; a blank volume gets its file
+        system first (``ensure_filesystem``). Idempotent."""
         if self.mounted_here():
             return
         self._rdev()  # a clear error when the device is missing
+        ensure_filesystem(self.device, self.fs_type)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         os.chmod(self.mountpoint, 0o755)
         run(
@@ -185,3 +187,30 @@ class Volume:
             return
         run(["umount", str(self.mountpoint)], timeout=60)
         log.info("volume %s unmounted from %s", self.device, self.mountpoint)
+
+
+BLKID_NOTHING_FOUND = 2  # blkid's exit status when the device holds no known signature
+
+
+def ensure_filesystem(device: Path, fs_type: str = FS_TYPE) -> bool:
+    """Give a blank volume (no signature at all: a fresh Cinder volume) an ``fs_type`` file
+    system labelled ``esc_database``; True when it did. A volume that holds anything else (a
+    partition table, another file system, swap) is refused, never formatted: it may be
+    somebody's data. Uses ``blkid -p`` (a low-level probe, not the cache)."""
+    probe = run(["blkid", "-p", "-o", "export", str(device)], check=False, timeout=30)
+    if probe.returncode == 0:
+        found = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+        kind = found.get("TYPE") or found.get("PTTYPE") or "an unknown signature"
+        if found.get("TYPE") == fs_type:
+            return False
+        raise DbError(
+            f"volume {device} holds {kind}, not {fs_type}: refusing to use or format it "
+            f"(wipe it yourself if it is really unused: wipefs -a {device})"
+        )
+    if probe.returncode != BLKID_NOTHING_FOUND:
+        raise DbError(f"volume {device}: blkid failed ({probe.stderr.strip() or probe.returncode})")
+    run([f"mkfs.{fs_type}", "-q", "-F", "-m", "0", "-L", MOUNT_DIR, str(device)], timeout=600)
+    log.info(
+        "volume %s was blank: made a file system on it (%s, label %s)", device, fs_type, MOUNT_DIR
+    )
+    return True
