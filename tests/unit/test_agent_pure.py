@@ -1,11 +1,10 @@
-"""Pure pieces around the loop: reload refusals, switchover pre-checks, FIFO lines, peer views,
-the transition log."""
+"""Pure pieces around the loop: reload refusals, switchover pre-checks, FIFO lines, the
+transition log. (The peer view's parser: test_peer_api.py.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from esc.agent.api import view_to_peer
 from esc.agent.history import KEEP, History
 from esc.agent.loop import live_change_refusal, switchover_refusal
 from esc.cli.agent_cmd import progress_line
@@ -75,13 +74,6 @@ def test_fifo_lines() -> None:
     assert parse_fifo_line('INSTANCE "ESC" FAULT 0') is VrrpState.FAULT
     assert parse_fifo_line('GROUP "G" MASTER 101') is None
     assert parse_fifo_line("garbage") is None
-
-
-def test_peer_view_parsing_tolerates_bad_values() -> None:
-    v = view_to_peer({"state": "MASTER", "db_role": "primary", "lsn": 5, "serving": True})
-    assert (v.state, v.db_role, v.lsn, v.serving) == (NodeState.MASTER, DbRole.PRIMARY, 5, True)
-    bad = view_to_peer({"state": "EVIL\n", "db_role": 3})
-    assert bad.state is None and bad.db_role is None
 
 
 def test_history_keeps_the_last_thousand_and_survives_a_torn_line(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from esc.drivers.postgres import (
     passfile_text,
     preserved_name,
     render_hba,
+    render_ident,
     render_shared_conf,
     render_standby_auto_conf,
     server_options,
@@ -93,12 +94,24 @@ def test_hba_allows_only_the_peer_for_replication() -> None:
     assert hba_address("[2001:db8::b]") == "2001:db8::b/128"
     text = render_hba("192.0.2.11")
     lines = [ln.split() for ln in text.splitlines() if ln and not ln.startswith("#")]
-    assert ["local", "all", "postgres", "trust"] in lines
+    # No local path to the superuser: peer authentication through the esc map, never trust.
+    assert ["local", "all", "postgres", "peer", "map=esc"] in lines
+    assert [ln for ln in lines if ln[0] == "local"] == [
+        ["local", "all", "postgres", "peer", "map=esc"]
+    ]
     assert ["host", "replication", "replicator", "192.0.2.11/32", "scram-sha-256"] in lines
     assert ["host", "all", "replicator", "192.0.2.11/32", "scram-sha-256"] in lines
-    assert not any("trust" in ln and ln[0] == "host" for ln in lines)
+    assert not any("trust" in ln for ln in lines)
     with pytest.raises(ValueError):
         hba_address("peer.example")
+
+
+def test_ident_maps_only_root_and_the_server_user_to_the_superuser() -> None:
+    text = render_ident(["root", "postgres", "root"])
+    lines = [ln.split() for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert lines == [["esc", "root", "postgres"], ["esc", "postgres", "postgres"]]
+    with pytest.raises(ConfigError, match="os_user"):
+        render_ident(["root", "post gres\nesc nobody"])
 
 
 def test_shared_conf_has_no_node_specific_setting() -> None:
@@ -130,7 +143,7 @@ def test_server_options_are_shell_quoted() -> None:
     opts = server_options("ha-0", 5432, Path("/run/esc/pg sock"), "*")
     assert opts == (
         "-c cluster_name=ha-0 -c port=5432 -c 'unix_socket_directories=/run/esc/pg sock'"
-        " -c 'listen_addresses=*'"
+        " -c unix_socket_permissions=0700 -c 'listen_addresses=*'"
     )
 
 

@@ -2,68 +2,147 @@
 
 * Local API: HTTP over a unix socket (``<run>/agent.sock``, mode 0600: root only) for escadm —
   status, history, switchover, force-primary.
-* Peer API: HTTP on the sync network (the node's own address), authenticated with the shared
-  secret generated at set-up, giving this node's view to its peer.
+* Peer API: HTTP on the sync network (the node's own address), giving this node's view to its
+  peer. Both directions are authenticated by a mutual HMAC challenge-response over the shared
+  ``agent.peer_secret`` (:mod:`esc.agent.peerauth`, which says why this and not TLS); the
+  secret never travels. The client accepts a view only if the answer's MAC is right for the
+  nonce it has just sent, and only after :func:`parse_view` checked every field's type: a
+  forged, replayed or malformed view counts as "peer unreachable", never as a view.
 
 Both are served from daemon threads; handlers only read snapshots the loop publishes or enqueue
-requests, so a slow client can never stall the agent's cycle.
+requests, so a slow client can never stall the agent's cycle. Before any body is read, a
+request's ``Content-Length`` is checked (400 when negative, not a number or missing on a
+``POST``; 413 over :data:`MAX_BODY`) and, on the peer API, its MAC. The peer API also bounds
+what one client can hold: a socket timeout on every read and write, a deadline per connection,
+one request per connection, and at most ``max_connections`` connections at once (one thread
+each); a connection beyond that is closed at once, so idle connections cannot pile up threads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import http.client
 import json
+import logging
+import math
 import os
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from esc.agent.peerauth import (
+    AUTH_HEADER,
+    AuthError,
+    Headers,
+    RequestVerifier,
+    Verified,
+    answer_mac,
+    check_body,
+    derive_key,
+    sign_request,
+    verify_answer,
+)
 from esc.errors import DriverError
 from esc.model import DbRole, NodeState, PeerView
 from esc.unixhttp import UnixHTTPConnection, request
 
-SECRET_HEADER = "X-ESC-Peer-Secret"
+log = logging.getLogger("esc.agent.api")
 Handler = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
+
+MAX_BODY = 64 * 1024  # a request body or a peer's answer; ours are a few hundred bytes
+PEER_IO_TIMEOUT_S = 3.0  # each read or write of a peer API connection
+PEER_DEADLINE_S = 5.0  # a whole peer API connection, however it trickles
+PEER_MAX_CONNECTIONS = 8  # the peer polls with one at a time
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def body_length(method: str, headers: Headers) -> tuple[int, tuple[int, str] | None]:
+    """The body's length from the headers alone, or the (status, error) to refuse it with."""
+    if headers.get("Transfer-Encoding") is not None:
+        return 0, (400, "Transfer-Encoding: not supported; send Content-Length")
+    text = headers.get("Content-Length")
+    if text is None:
+        if method in _BODY_METHODS:
+            return 0, (400, f"Content-Length: required on {method}")
+        return 0, None
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        return 0, (400, f"Content-Length: {text[:20]!r} is not a non-negative integer")
+    length = int(text)
+    if length > MAX_BODY:
+        return 0, (413, f"Content-Length: {length} bytes is over the {MAX_BODY}-byte limit")
+    return length, None
 
 
 class _JsonHandler(BaseHTTPRequestHandler):
     server: Any
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.io_timeout)  # every read and write
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body: dict[str, Any] = {}
-        if length:
-            try:
-                body = json.loads(self.rfile.read(length))
-            except ValueError:
-                self._reply(400, {"error": "body: not JSON"})
-                return
-        if not self.server.authorize(self):
-            self._reply(401, {"error": "peer secret missing or wrong"})
+        length, refused = body_length(method, self.headers)
+        if refused is not None:
+            self._reply(*refused)  # the body is never read: the connection closes
             return
+        try:
+            auth = self.server.authorize(method, self.path, length, self.headers)
+        except AuthError as exc:
+            self.server.note_refusal(str(exc), self.client_address)
+            self._reply(401, str(exc))
+            return
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) != length:  # the client went away mid-body
+            self.close_connection = True
+            return
+        try:
+            self.server.check_body(auth, raw)
+        except AuthError as exc:
+            self.server.note_refusal(str(exc), self.client_address)
+            self._reply(401, str(exc))
+            return
+        body: Any = {}
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._reply(400, "body: not JSON", auth)
+                return
+            if not isinstance(body, dict):
+                self._reply(400, "body: not a JSON object", auth)
+                return
         try:
             status, payload = self.server.handle_api(method, self.path, body)
         except Exception as exc:
             status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        self._reply(status, payload)
+        self._reply(status, payload, auth)
 
-    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+    def _reply(self, status: int, payload: dict[str, Any] | str, auth: Any = None) -> None:
+        """Send a JSON answer (a str is an error message), signed when the request was
+        authenticated. After an error the connection closes (an unread body stays unread)."""
+        if isinstance(payload, str):
+            payload = {"error": payload}
         data = json.dumps(payload).encode()
+        close = status >= 400 or self.server.one_request_per_connection
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in self.server.answer_headers(auth, status, data).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -76,6 +155,8 @@ class _JsonHandler(BaseHTTPRequestHandler):
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    io_timeout: float | None = None  # root only; escadm's requests may wait for the loop
+    one_request_per_connection = False
 
     def __init__(self, path: Path, handle: Handler) -> None:
         self.handle_api = handle
@@ -87,8 +168,17 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
 
-    def authorize(self, _req: BaseHTTPRequestHandler) -> bool:
-        return True  # the socket is mode 0600: only root gets here
+    def authorize(self, _method: str, _path: str, _length: int, _headers: Any) -> None:
+        return None  # the socket is mode 0600: only root gets here
+
+    def check_body(self, _auth: None, _raw: bytes) -> None:
+        return None
+
+    def answer_headers(self, _auth: None, _status: int, _data: bytes) -> dict[str, str]:
+        return {}
+
+    def note_refusal(self, _why: str, _addr: Any) -> None:
+        return None
 
     def get_request(self) -> tuple[Any, Any]:
         conn, _ = self.socket.accept()
@@ -96,17 +186,124 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class _PeerServer(ThreadingHTTPServer):
-    daemon_threads = True
+    """The peer API's server: authenticated (peerauth), bounded (module docstring)."""
 
-    def __init__(self, addr: str, port: int, secret: str, handle: Handler) -> None:
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64
+    one_request_per_connection = True
+
+    def __init__(
+        self,
+        addr: str,
+        port: int,
+        secret: str,
+        handle: Handler,
+        *,
+        self_name: str,
+        peer_name: str,
+        max_connections: int = PEER_MAX_CONNECTIONS,
+        io_timeout: float = PEER_IO_TIMEOUT_S,
+        deadline_s: float = PEER_DEADLINE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.handle_api = handle
-        self.secret = secret
+        self.self_name = self_name
+        self.peer_name = peer_name
+        self._key = derive_key(secret) if secret else None
+        self.verifier = (
+            RequestVerifier(self._key, peer_name, self_name, clock=clock) if self._key else None
+        )
+        self.io_timeout = io_timeout
+        self.deadline_s = deadline_s
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._open: dict[socket.socket, float] = {}
+        self._open_lock = threading.Lock()
+        self._last_refusal: str | None = None
+        self._refusal_logged_at = 0.0
+        self._excess = 0
+        self._excess_logged_at = 0.0
         self.address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         super().__init__((addr, port), _JsonHandler)
 
-    def authorize(self, req: BaseHTTPRequestHandler) -> bool:
-        given = req.headers.get(SECRET_HEADER, "")
-        return bool(self.secret) and hmac.compare_digest(given, self.secret)
+    # --- authentication -------------------------------------------------------------------
+
+    def authorize(self, method: str, path: str, length: int, headers: Headers) -> Verified:
+        if self.verifier is None:
+            raise AuthError("agent.peer_secret is empty on this node: every request is refused")
+        verified = self.verifier.verify(method, path, length, headers)
+        self._last_refusal = None  # the next refusal is logged again
+        return verified
+
+    def check_body(self, auth: Verified, raw: bytes) -> None:
+        check_body(auth, raw)
+
+    def answer_headers(self, auth: Verified | None, status: int, data: bytes) -> dict[str, str]:
+        if auth is None or self._key is None:
+            return {}  # an unauthenticated request gets no MAC: nothing to learn from it
+        mac = answer_mac(self._key, self.self_name, self.peer_name, auth.challenge, status, data)
+        return {AUTH_HEADER: mac}
+
+    def note_refusal(self, why: str, addr: Any) -> None:
+        """Logged once per change of reason, at most once a second (a flood cannot fill the
+        log)."""
+        now = time.monotonic()
+        if why != self._last_refusal and now - self._refusal_logged_at >= 1.0:
+            log.warning("peer API: refused a request from %s: %s", addr[0], why)
+            self._last_refusal = why
+            self._refusal_logged_at = now
+
+    # --- bounds ---------------------------------------------------------------------------
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._excess += 1
+            self.shutdown_request(request)  # closed at once: no thread, no read
+            now = time.monotonic()
+            if now - self._excess_logged_at >= 10.0:
+                log.warning(
+                    "peer API: %d connection(s) closed at once: %d already open (from %s)",
+                    self._excess,
+                    self.max_connections,
+                    client_address[0],
+                )
+                self._excess, self._excess_logged_at = 0, now
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: Any) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is None:
+                return
+        self._slots.release()
+
+    def service_actions(self) -> None:
+        """Run by serve_forever between polls: cut connections past their deadline (a client
+        that trickles a byte before each timeout would otherwise keep its slot)."""
+        now = time.monotonic()
+        with self._open_lock:
+            late = [s for s, t in self._open.items() if now - t > self.deadline_s]
+        for sock in late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
 
 
 def serve_unix(path: Path, handle: Handler) -> socketserver.BaseServer:
@@ -115,9 +312,27 @@ def serve_unix(path: Path, handle: Handler) -> socketserver.BaseServer:
     return srv
 
 
-def serve_peer(addr: str, port: int, secret: str, handle: Handler) -> socketserver.BaseServer:
-    srv = _PeerServer(addr, port, secret, handle)
-    threading.Thread(target=srv.serve_forever, name="peer-api", daemon=True).start()
+def serve_peer(
+    addr: str,
+    port: int,
+    secret: str,
+    handle: Handler,
+    *,
+    self_name: str,
+    peer_name: str,
+    poll_interval: float = 0.5,
+    **bounds: Any,
+) -> _PeerServer:
+    """The peer API on ``addr``:``port``, answering only ``peer_name`` (module docstring).
+    ``bounds``: ``max_connections``, ``io_timeout``, ``deadline_s``, ``clock`` (tests).
+    ``poll_interval``: how often the deadline is checked at most (and ``shutdown()``'s wait)."""
+    srv = _PeerServer(
+        addr, port, secret, handle, self_name=self_name, peer_name=peer_name, **bounds
+    )
+    poll = min(poll_interval, srv.deadline_s / 2)
+    threading.Thread(
+        target=srv.serve_forever, kwargs={"poll_interval": poll}, name="peer-api", daemon=True
+    ).start()
     return srv
 
 
@@ -131,39 +346,97 @@ def local_request(
     return request(UnixHTTPConnection(sock, timeout), method, path, body)
 
 
-def view_to_peer(view: dict[str, Any], silent_for: float = 0.0) -> PeerView:
-    """Parse the JSON a peer published into a :class:`PeerView`."""
-    state = view.get("state")
-    role = view.get("db_role")
+_LSN_MAX = (1 << 64) - 1
+_FLAGS = ("serving", "vip_held", "streaming", "handing_over", "announced")
+REASON_MAX = 500
+
+
+def _int(data: Mapping[str, Any], key: str, *, nullable: bool = False) -> int | None:
+    value = data[key]
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _LSN_MAX:
+        kind = "an integer from 0 to 2**64-1" + (" or null" if nullable else "")
+        raise DriverError(f"peer view: {key}: {value!r:.40} is not {kind}")
+    return value
+
+
+def parse_view(data: object, expect_node: str | None = None, silent_for: float = 0.0) -> PeerView:
+    """The typed parser at the boundary: the JSON object a peer published, every key present
+    with its type (unknown keys are ignored), into a :class:`PeerView`. Anything else raises
+    :class:`DriverError` naming the field, which the poller counts as "peer unreachable"."""
+    if not isinstance(data, dict):
+        raise DriverError("peer view: not a JSON object")
+    keys = (
+        "node", "state", "db_role", "timeline", "lsn", "receive_lsn", "replay_lag_s",
+        "outdated_lsn", "reason", *_FLAGS,
+    )  # fmt: skip
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise DriverError(f"peer view: {missing[0]}: missing")
+    node = data["node"]
+    if not isinstance(node, str) or (expect_node is not None and node != expect_node):
+        raise DriverError(f"peer view: node: {node!r:.40} is not the peer {expect_node!r}")
+    state, role = data["state"], data["db_role"]
+    if not isinstance(state, str) or state not in {s.value for s in NodeState}:
+        raise DriverError(f"peer view: state: {state!r:.40} is not a node state")
+    if not isinstance(role, str) or role not in {r.value for r in DbRole}:
+        raise DriverError(f"peer view: db_role: {role!r:.40} is not a database role")
+    for flag in _FLAGS:
+        if not isinstance(data[flag], bool):
+            raise DriverError(f"peer view: {flag}: {data[flag]!r:.40} is not true or false")
+    lag = data["replay_lag_s"]
+    if (
+        isinstance(lag, bool)
+        or not isinstance(lag, int | float)
+        or not math.isfinite(lag)
+        or lag < 0
+    ):
+        raise DriverError(f"peer view: replay_lag_s: {lag!r:.40} is not a number of seconds")
+    reason = data["reason"]
+    if not isinstance(reason, str):
+        raise DriverError(f"peer view: reason: {reason!r:.40} is not a string")
     return PeerView(
         reachable=True,
         silent_for=silent_for,
-        state=NodeState(state)
-        if isinstance(state, str) and state in NodeState.__members__
-        else None,
-        db_role=DbRole(role) if role in {r.value for r in DbRole} else None,
-        timeline=int(view.get("timeline") or 0),
-        lsn=int(view.get("lsn") or 0),
-        serving=bool(view.get("serving")),
-        outdated_lsn=view.get("outdated_lsn"),
-        vip_held=bool(view.get("vip_held")),
-        streaming=bool(view.get("streaming")),
-        handing_over=bool(view.get("handing_over")),
-        receive_lsn=int(view.get("receive_lsn") or 0),
-        replay_lag_s=float(view.get("replay_lag_s") or 0.0),
-        announced=bool(view.get("announced")),
-        reason=str(view.get("reason") or "")[:500],
+        state=NodeState(state),
+        db_role=DbRole(role),
+        timeline=_int(data, "timeline") or 0,
+        lsn=_int(data, "lsn") or 0,
+        receive_lsn=_int(data, "receive_lsn") or 0,
+        replay_lag_s=float(lag),
+        outdated_lsn=_int(data, "outdated_lsn", nullable=True),
+        serving=data["serving"],
+        vip_held=data["vip_held"],
+        streaming=data["streaming"],
+        handing_over=data["handing_over"],
+        announced=data["announced"],
+        reason=reason[:REASON_MAX],
     )
+
+
+def _shown(raw: bytes) -> str:
+    """An unauthenticated answer's text, safe to log: printable, short."""
+    text = raw[:200].decode(errors="replace")
+    with contextlib.suppress(ValueError, AttributeError):
+        text = str(json.loads(raw).get("error", text))[:200]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @dataclass
 class _Seen:
-    view: dict[str, Any]
+    view: dict[str, Any]  # as published (verified, parsed), for last_view()
+    parsed: PeerView
     at: float
 
 
 class PeerPoller:
-    """Polls the peer's view every ``interval``; ``current()`` says what we know right now."""
+    """Polls the peer's view every ``interval``; ``current()`` says what we know right now.
+
+    Each poll is authenticated both ways (:mod:`esc.agent.peerauth`) and its view parsed by
+    :func:`parse_view`. A poll that fails for any reason (transport, refused, a wrong or
+    missing MAC, a malformed view) makes the peer unreachable at once; the reason is logged
+    once per change."""
 
     def __init__(
         self,
@@ -174,45 +447,105 @@ class PeerPoller:
         timeout: float,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        self_name: str,
+        peer_name: str,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.host = host
         self.port = port
-        self.secret = secret
+        self._key = derive_key(secret) if secret else None
         self.interval = interval
         self.timeout = timeout
         self.on_change = on_change
         self.clock = clock
+        self.wall = wall  # the request's timestamp (the peer checks it against its clock)
+        self.self_name = self_name
+        self.peer_name = peer_name
         self._last: _Seen | None = None
         self._started = clock()
         self._lock = threading.Lock()
         self._reachable = False
+        self.problem: str | None = "not polled yet"  # why the last poll failed (None: it worked)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="peer-poll", daemon=True).start()
 
-    def fetch(self) -> dict[str, Any]:
+    def fetch(self) -> tuple[dict[str, Any], PeerView]:
+        """One authenticated poll: (the view as published, parsed). Raises DriverError."""
+        if self._key is None:
+            raise DriverError("agent.peer_secret is empty: the peer cannot be authenticated")
+        ch, headers = sign_request(
+            self._key, self.self_name, self.peer_name, "GET", "/peer", now=self.wall()
+        )
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        status, view = request(conn, "GET", "/peer", headers={SECRET_HEADER: self.secret})
-        if status != 200:
-            raise DriverError(f"peer answered {status}: {view.get('error', '')}")
-        return view
+        try:
+            conn.request("GET", "/peer", headers=headers)
+            resp = conn.getresponse()
+            if resp.length is not None and resp.length > MAX_BODY:
+                raise DriverError(f"GET /peer: answer of {resp.length} bytes refused")
+            raw = resp.read(MAX_BODY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DriverError(f"GET /peer: {exc or type(exc).__name__}") from exc
+        finally:
+            conn.close()
+        if len(raw) > MAX_BODY:
+            raise DriverError(f"GET /peer: answer over {MAX_BODY} bytes refused")
+        if resp.status != 200:
+            raise DriverError(f"peer answered {resp.status}: {_shown(raw)}")
+        verify_answer(
+            self._key,
+            self.peer_name,
+            self.self_name,
+            ch,
+            resp.status,
+            raw,
+            resp.getheader(AUTH_HEADER),
+        )
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise DriverError("peer view: not JSON") from exc
+        return data, parse_view(data, self.peer_name)
+
+    def poll_once(self) -> bool:
+        """One poll, its result recorded; True if the view changed or the reachability did."""
+        problem: str | None = None
+        got: tuple[dict[str, Any], PeerView] | None = None
+        try:
+            got = self.fetch()
+        except DriverError as exc:
+            problem = str(exc)
+        except Exception as exc:  # a bug must not end the poller (the peer would look alive)
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self.problem:
+                log.exception("peer %s: poll failed", self.peer_name)
+        self._note(problem)
+        with self._lock:
+            before = (self._reachable, self._last.view if self._last else None)
+            if got is not None:
+                self._last = _Seen(got[0], got[1], self.clock())
+            # A failed poll counts at once: a dead peer process answers with a refusal,
+            # and waiting for the timeout would make us refuse the VIP as "peer serving".
+            self._reachable = got is not None
+            after = (self._reachable, self._last.view if self._last else None)
+        return before != after
+
+    def _note(self, problem: str | None) -> None:
+        if problem == self.problem:
+            return
+        if problem is not None:
+            log.warning(
+                "peer %s (%s): %s: counted as unreachable", self.peer_name, self.host, problem
+            )
+        elif self.problem != "not polled yet":
+            log.info("peer %s (%s): answering again", self.peer_name, self.host)
+        self.problem = problem
 
     def _run(self) -> None:
         while True:
             t0 = self.clock()
-            try:
-                view = self.fetch()
-            except DriverError:
-                view = None
-            with self._lock:
-                before = (self._reachable, self._last.view if self._last else None)
-                if view is not None:
-                    self._last = _Seen(view, self.clock())
-                # A failed poll counts at once: a dead peer process answers with a refusal,
-                # and waiting for the timeout would make us refuse the VIP as "peer serving".
-                self._reachable = view is not None
-                after = (self._reachable, self._last.view if self._last else None)
-            if before != after:
+            if self.poll_once():
                 self.on_change()
             time.sleep(max(0.0, self.interval - (self.clock() - t0)))
 
@@ -228,7 +561,7 @@ class PeerPoller:
             return PeerView(reachable=False, silent_for=now - self._started)
         if not fresh:
             return PeerView(reachable=False, silent_for=now - last.at)
-        return view_to_peer(last.view, silent_for=now - last.at)
+        return replace(last.parsed, silent_for=now - last.at)
 
     def last_view(self) -> dict[str, Any] | None:
         with self._lock:

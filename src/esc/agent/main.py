@@ -85,12 +85,24 @@ def build_database(cfg: EscConfig, paths: NodePaths, self_addr: str) -> Database
     assert cfg.ha is not None
     pg = PostgresDriver.from_config(cfg, paths, self_addr=self_addr)
     if cfg.ha.ha_mode == "drbd":
+        _refresh_access(pg)
         return pg
     volume = Volume(resolve_device(cfg.ha, cfg.database), mountpoint_of(paths))
     if cfg.ha.ha_mode == "cinder":
         return SharedVolumeDatabase(pg, volume, VolumeLease(volume.device))
     volume.mount()
+    _refresh_access(pg)
     return pg
+
+
+def _refresh_access(pg: PostgresDriver) -> None:
+    """A PostgreSQL still running from before this agent (an upgrade without a restart of the
+    database) gets this version's local access rules now. Best effort: a failure is logged,
+    and the next start of the database writes them anyway."""
+    try:
+        pg.refresh_access()
+    except (EscError, OSError) as exc:
+        logging.getLogger("esc.agent").warning("database access rules not refreshed: %s", exc)
 
 
 def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
@@ -122,6 +134,8 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         interval=min(0.1, cfg.agent.cycle_s, peer_timeout / 2),
         timeout=peer_timeout,
         on_change=wake.set,
+        self_name=name,
+        peer_name=peer_name,
     )
     gateway = (
         GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
@@ -145,7 +159,14 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     )
     agent.wake = wake
     serve_unix(paths.run_dir / "agent.sock", agent.handle_local)
-    serve_peer(str(self_addr), cfg.agent.peer_port, cfg.agent.peer_secret, agent.handle_peer)
+    serve_peer(
+        str(self_addr),
+        cfg.agent.peer_port,
+        cfg.agent.peer_secret,
+        agent.handle_peer,
+        self_name=name,
+        peer_name=peer_name,
+    )
     peer.start()
     service.start_checks()
     if gateway is not None:

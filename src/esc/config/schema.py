@@ -43,6 +43,7 @@ from esc.addresses import (
     subnet_own,
 )
 from esc.errors import ConfigError
+from esc.files import write_atomic as write_atomic  # noqa: PLC0414 (re-exported for mypy)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -630,17 +631,6 @@ def dump_config(cfg: EscConfig) -> str:
 
 
 def save_config(cfg: EscConfig, path: Path) -> None:
-    """Write atomically (temp file + fsync + rename), mode 0600: it holds secrets."""
+    """Write atomically (:func:`esc.files.write_atomic`: a new file, fsync, rename, fsync of the
+    directory), mode 0600: it holds secrets."""
     write_atomic(path, dump_config(cfg), mode=0o600)
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

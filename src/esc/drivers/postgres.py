@@ -16,12 +16,20 @@ Rules this module keeps:
   read a 0600 passfile, psycopg gets it as a keyword, and the role is given a SCRAM verifier
   computed by libpq on the client.
 - Every psycopg and subprocess failure leaves as :class:`DbError` or :class:`CommandError`.
+- No local path to the superuser: the unix socket takes ``peer`` authentication only, with
+  the map ``esc`` (OS user ``root`` or ``postgres`` -> database user ``postgres``), and its
+  directory is 0700, owned by postgres, the socket itself 0700. Every other local account is
+  refused by the directory first and by pg_hba second.
+- Root never follows a path the postgres user controls: files in the (postgres-owned) data
+  directory are written by :func:`esc.files.write_atomic` (random ``O_EXCL|O_NOFOLLOW`` name,
+  ``fchown`` on the descriptor, rename) and read with :func:`esc.files.read_nofollow`.
 - Diverged local WAL is dumped to ``data_root/diverged/`` before pg_rewind destroys it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -47,11 +55,14 @@ from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.base import Database, FollowResult, Progress
 from esc.drivers.volume import mountpoint_of
 from esc.errors import CommandError, ConfigError, DbError
+from esc.files import read_nofollow, write_atomic
 from esc.model import DbRole, DbStatus
 
 log = logging.getLogger(__name__)
 
 REPL_ROLE = "replicator"
+SUPERUSER = "postgres"  # the database superuser every local connection of ours uses
+IDENT_MAP = "esc"  # pg_ident.conf: the OS users that may connect as SUPERUSER (peer auth)
 CONF_BEGIN = "# --- ESC-HA shared settings: begin (written by esc, identical on both nodes) ---"
 CONF_END = "# --- ESC-HA shared settings: end ---"
 # pg_rewind --source-server needs these (or superuser); PG 15 docs, "pg_rewind" notes.
@@ -128,15 +139,34 @@ def hba_address(host: str) -> str:
 
 
 def render_hba(peer_host: str) -> str:
-    """Local superuser by socket (the agent), the replication role from the peer only."""
+    """The local superuser by socket with ``peer`` authentication (the OS user the kernel
+    reports must be in the ``esc`` map: :func:`render_ident`), the replication role from the
+    peer only. No ``trust`` line: a local account that reaches the socket is still refused."""
     peer = hba_address(peer_host)
     return (
         "# Written by esc before every start; node-local (pg_basebackup and pg_rewind copy\n"
         "# this file from the peer, so it is never trusted as found).\n"
         "# TYPE  DATABASE     USER        ADDRESS  METHOD\n"
-        "local   all          postgres             trust\n"
+        f"local   all          {SUPERUSER}             peer map={IDENT_MAP}\n"
         f"host    all          {REPL_ROLE}  {peer}  scram-sha-256\n"
         f"host    replication  {REPL_ROLE}  {peer}  scram-sha-256\n"
+    )
+
+
+def render_ident(os_users: Sequence[str]) -> str:
+    """pg_ident.conf: the OS users that connect as the superuser over the socket. ``root``
+    (the agent, escadm, esc-manager run as root) and the server's own user (``runuser -u
+    postgres -- psql``). Rewritten before every start, like pg_hba."""
+    names: list[str] = []
+    for name in os_users:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
+            raise ConfigError("os_user", f"{name!r} is not a plain user name")
+        if name not in names:
+            names.append(name)
+    lines = "".join(f"{IDENT_MAP}  {n}  {SUPERUSER}\n" for n in names)
+    return (
+        "# Written by esc before every start (node-local, never trusted as copied).\n"
+        "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n" + lines
     )
 
 
@@ -204,6 +234,7 @@ def server_options(node_name: str, port: int, socket_dir: Path, listen: str) -> 
         f"cluster_name={node_name}",  # becomes the walreceiver's application_name
         f"port={port}",
         f"unix_socket_directories={socket_dir}",  # own dir: a shared one collides (gotcha 1)
+        "unix_socket_permissions=0700",  # and the directory is 0700: only root and postgres
         f"listen_addresses={listen}",
     ]
     return " ".join(f"-c {shlex.quote(p)}" for p in pairs)
@@ -669,8 +700,12 @@ class PostgresDriver:
         """(pid, status) of a live postmaster, or None. A crash leaves a stale postmaster.pid;
         the PID must be alive and be a postgres process, else the server is stopped."""
         try:
-            parsed = parse_pid_file((self.pgdata / "postmaster.pid").read_text())
+            parsed = parse_pid_file(read_nofollow(self.pgdata / "postmaster.pid"))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # a symlink planted in postgres's directory
+                raise
             return None
         if parsed is None:
             return None
@@ -754,7 +789,7 @@ class PostgresDriver:
         return {
             "host": str(self.socket_dir),
             "port": self.port,
-            "user": "postgres",
+            "user": SUPERUSER,  # peer authentication: we run as root (or as postgres)
             "dbname": dbname,
             "connect_timeout": 2,  # libpq's minimum; a unix socket answers at once anyway
             "application_name": "esc-agent",
@@ -911,22 +946,20 @@ class PostgresDriver:
         self._run([*argv, "-w", "-t", str(timeout)], timeout=timeout + 10)
 
     def _chown(self, path: Path) -> None:
+        """By path: only for what sits in a directory postgres cannot change (the socket
+        directory in <run>, the data directory itself in <data>, the log in <log>)."""
         uid, gid = self._pg_ids()
         if os.geteuid() == 0:
-            os.chown(path, uid, gid)
+            os.chown(path, uid, gid, follow_symlinks=False)
 
     def _write_pg_file(self, path: Path, text: str, mode: int = 0o600) -> None:
-        """Atomically write a file the server reads, owned by postgres (chown before rename:
-        the server must never see a root-owned file it cannot read)."""
-        tmp = path.with_name(f".{path.name}.esc.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._chown(tmp)
-        os.replace(tmp, path)
+        """Atomically write a file the server reads, owned by postgres. The data directory
+        belongs to postgres, so every name in it may be a symlink planted by that user:
+        :func:`esc.files.write_atomic` creates a random name with O_EXCL|O_NOFOLLOW, fchowns
+        the descriptor (the server never sees a root-owned file it cannot read) and renames,
+        so root never writes through or hands over anything outside."""
+        owner = self._pg_ids() if os.geteuid() == 0 else None
+        write_atomic(path, text, mode, owner=owner)
 
     def _ensure_pg_dir(self, path: Path, mode: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -943,13 +976,32 @@ class PostgresDriver:
         self._write_pg_file(self.passfile, passfile_text(REPL_ROLE, self._password))
 
     def _prepare_runtime(self) -> None:
-        """Before every start: the socket dir, the log file and the node-local pg_hba."""
-        self._ensure_pg_dir(self.socket_dir, 0o755)
+        """Before every start: the socket dir (0700: only root and postgres enter it), the log
+        file and the node-local pg_hba and pg_ident."""
+        self._ensure_pg_dir(self.socket_dir, 0o700)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.log_file.exists():
             self.log_file.touch(mode=0o640)
         self._chown(self.log_file)
+        self._write_access_files()
+
+    def _write_access_files(self) -> None:
         self._write_pg_file(self.pgdata / "pg_hba.conf", render_hba(self.peer_host))
+        self._write_pg_file(self.pgdata / "pg_ident.conf", render_ident(["root", self.os_user]))
+
+    def refresh_access(self) -> None:
+        """At agent start: a server left running (by an older agent, whose pg_hba had a
+        ``trust`` line, and a 0755 socket directory) gets this version's access rules now,
+        not at its next restart: the socket directory closed, pg_hba and pg_ident rewritten,
+        and the server told to reload them. Nothing to do without a cluster."""
+        if not self._has_cluster():
+            return
+        if self.socket_dir.is_dir():
+            self._ensure_pg_dir(self.socket_dir, 0o700)
+        self._write_access_files()
+        if self._postmaster() is not None:
+            with self._session() as conn:
+                self._exec(conn, "SELECT pg_reload_conf()")
 
     # --- init ----------------------------------------------------------------------------
 
@@ -967,7 +1019,7 @@ class PostgresDriver:
                 "-E",
                 "UTF8",
                 "--locale=C",
-                "--auth-local=trust",
+                "--auth-local=peer",  # pg_hba is rewritten before the first start anyway
                 "--auth-host=scram-sha-256",
             ],
             timeout=300,
@@ -979,7 +1031,7 @@ class PostgresDriver:
             replicated=self.replicated,
             slot_keep_mb=self.slot_keep_mb,
         )
-        self._write_pg_file(conf, merge_conf_block(conf.read_text(), block))
+        self._write_pg_file(conf, merge_conf_block(read_nofollow(conf), block))
 
     def _bootstrap(self) -> None:
         """Roles, grants, the peer's slot, the application database; idempotent.
@@ -1099,7 +1151,7 @@ class PostgresDriver:
         start, and a slow init can leave one for seconds. A live postmaster's file is kept."""
         pid_file = self.pgdata / "postmaster.pid"
         try:
-            parsed = parse_pid_file(pid_file.read_text())
+            parsed = parse_pid_file(read_nofollow(pid_file))
         except OSError:
             return
         if parsed is not None and self._postmaster() is None:
@@ -1110,7 +1162,7 @@ class PostgresDriver:
         # The socket's lock file has the same check (and the same zombie in it).
         sock_lock = self.socket_dir / f".s.PGSQL.{self.port}.lock"
         try:
-            first = sock_lock.read_text().split("\n", 1)[0].strip()
+            first = read_nofollow(sock_lock).split("\n", 1)[0].strip()
         except OSError:
             return
         pid = int(first) if first.lstrip("-").isdigit() else 0

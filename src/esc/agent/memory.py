@@ -1,0 +1,73 @@
+"""The agent's persisted memory: ``<data>/agent_memory.json``.
+
+Three fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
+forced this node primary), ``peer_outdated_from`` (as primary: the peer left sync at this LSN)
+and ``self_outdated_from`` (as standby: the primary said this node is outdated). The last one
+keeps an outdated standby from being promoted, so losing it is not harmless.
+
+A missing file is a first start (nothing to remember). A file that exists but cannot be read
+or is not exactly what :func:`memory_text` writes (not JSON, a key missing, a wrong type) is
+refused with a :class:`ConfigError` naming the file: the agent does not start, and the reason
+is shown by ``escadm status`` (``esc.agent.setup_error``). Starting with the defaults instead
+would silently forget that this node is outdated, and an outdated standby could then be
+promoted over newer data. The file is always replaced atomically (``write_atomic``), so a
+power cut cannot tear it; a bad file means a disk or a hand did it, and an operator decides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from esc.errors import ConfigError
+from esc.model import Memory
+
+MEMORY_FILE = "agent_memory.json"
+PERSISTED = ("forced", "peer_outdated_from", "self_outdated_from")
+_FIX = (
+    "fix or restore it; remove it only if this node is known to hold current data (removing "
+    "forgets an outdated mark and a forced primary)"
+)
+
+
+def memory_text(mem: Memory) -> str:
+    return json.dumps({k: getattr(mem, k) for k in PERSISTED}) + "\n"
+
+
+def _lsn(path: Path, data: dict[str, Any], key: str) -> int | None:
+    value = data[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(str(path), f"{key}: {value!r} is not an LSN or null; {_FIX}")
+    return value
+
+
+def load_memory(path: Path) -> Memory:
+    """The persisted fields from ``path`` (module docstring); defaults only when it is absent."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Memory()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read ({exc.strerror}); {_FIX}") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid JSON ({exc}); {_FIX}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"not a JSON object; {_FIX}")
+    missing = [k for k in PERSISTED if k not in data]
+    if missing:
+        raise ConfigError(str(path), f"{missing[0]}: missing; {_FIX}")
+    forced = data["forced"]
+    if not isinstance(forced, bool):
+        raise ConfigError(str(path), f"forced: {forced!r} is not true or false; {_FIX}")
+    return replace(
+        Memory(),
+        forced=forced,
+        peer_outdated_from=_lsn(path, data, "peer_outdated_from"),
+        self_outdated_from=_lsn(path, data, "self_outdated_from"),
+    )

@@ -1,0 +1,127 @@
+"""Files written and read by root where someone else may own the directory.
+
+:func:`write_atomic` is the project's one way to replace a file (config, state, memory, the
+files PostgreSQL reads). What it guarantees:
+
+- **Atomic.** The new content goes to a temporary file in the same directory, is written
+  whole (a short write is continued, never taken for the end), ``fsync``-ed, then renamed over
+  the target, and the directory is ``fsync``-ed so the rename survives a power cut. Any failure
+  removes the temporary file and leaves the old target byte-for-byte as it was.
+- **No symlink is ever followed.** The temporary name is random and created with
+  ``O_CREAT | O_EXCL | O_NOFOLLOW``: a name planted beforehand (a symlink to ``/etc/shadow``,
+  say) makes the create fail instead of writing through it, and a fresh name is tried. The
+  owner is set with ``fchown`` on the open descriptor, never by path. ``rename`` replaces a
+  symlink at the target instead of following it. Every step works relative to one descriptor
+  of the directory, so a path component swapped in between cannot redirect a later step.
+
+This is what makes it safe for root to write inside a directory owned by a less privileged
+user (PostgreSQL's data directory is owned by ``postgres``): that user can still rename or
+remove the files in its own directory, but it can no longer make root write to, truncate or
+hand over a file elsewhere.
+
+:func:`read_nofollow` reads such a file without following a symlink in its last component.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+_TEMP_TRIES = 8
+READ_LIMIT = 1 << 20  # read_nofollow: a file root reads from someone else's directory
+
+
+def write_all(fd: int, data: bytes, write: Callable[[int, memoryview], int] = os.write) -> None:
+    """Write all of ``data``: ``write`` may write less than asked (a signal, a full disk just
+    before ENOSPC); the rest is written again. A write of 0 bytes is an error, not the end."""
+    view = memoryview(data)
+    while view:
+        n = write(fd, view)
+        if n <= 0:
+            raise OSError(f"short write: {len(view)} bytes not written")
+        view = view[n:]
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{secrets.token_hex(8)}.tmp"
+
+
+def _create_temp(dir_fd: int, name: str) -> tuple[str, int]:
+    """A new file of a random name in ``dir_fd``; never an existing name or a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(_TEMP_TRIES):
+        tmp = _temp_name(name)
+        try:
+            return tmp, os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue  # planted (or a one in 2**64 collision): another name
+    raise FileExistsError(f"could not create a temporary file for {name} ({_TEMP_TRIES} tries)")
+
+
+def write_atomic(
+    path: Path,
+    text: str | bytes,
+    mode: int = 0o644,
+    *,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` with ``text`` atomically (module docstring). ``mode`` is exact (not
+    subject to the umask); ``owner`` is a ``(uid, gid)`` given to the file before it appears
+    under its name, so a reader such as PostgreSQL never sees a file it cannot read."""
+    data = text.encode() if isinstance(text, str) else text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp, fd = _create_temp(dir_fd, path.name)
+        try:
+            try:
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        try:
+            os.fsync(dir_fd)  # the rename itself is durable only once the directory is
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system without it
+                raise
+    finally:
+        os.close(dir_fd)
+
+
+def read_nofollow(path: Path, limit: int = READ_LIMIT) -> str:
+    """The text of ``path``, refusing a symlink as its last component (``OSError`` ELOOP),
+    anything but a regular file, and a file over ``limit`` bytes (never a truncated text)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not _is_regular(fd):
+            raise OSError(f"{path}: not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"{path}: over {limit} bytes")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _is_regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)

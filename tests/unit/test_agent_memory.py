@@ -1,0 +1,105 @@
+"""agent_memory.json: the outdated and forced flags survive a restart, and a file that cannot
+be trusted stops the agent (naming the file, shown by `escadm status`) instead of silently
+resetting them: an outdated standby that forgot it is outdated could be promoted."""
+
+from __future__ import annotations
+
+import ipaddress
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from esc.agent import main as agent_main
+from esc.agent.memory import MEMORY_FILE, load_memory, memory_text
+from esc.agent.systemd import Notifier
+from esc.cli.agent_cmd import run_status
+from esc.config.schema import NodePaths, parse_config
+from esc.errors import ConfigError
+from esc.host import FakeHostFacts
+from esc.model import Memory, NodeState
+
+
+def test_the_persisted_flags_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / MEMORY_FILE
+    mem = Memory(state=NodeState.BACKUP, forced=True, self_outdated_from=0x3000060)
+    path.write_text(memory_text(mem))
+    assert load_memory(path) == Memory(forced=True, self_outdated_from=0x3000060)
+    assert load_memory(tmp_path / "absent.json") == Memory()  # a first start
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("", "not valid JSON"),  # an empty file
+        ('{"forced": false, "peer_outdated_from": null, "self_outd', "not valid JSON"),  # torn
+        (b"\xff\xfe", "not valid JSON"),  # not even UTF-8
+        ("[]", "not a JSON object"),
+        ('{"forced": false, "peer_outdated_from": null}', "self_outdated_from: missing"),
+        (
+            '{"forced": "no", "peer_outdated_from": null, "self_outdated_from": 5}',
+            "forced: 'no' is not true or false",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": null, "self_outdated_from": "0/3000060"}',
+            "self_outdated_from: '0/3000060' is not an LSN",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": true, "self_outdated_from": null}',
+            "peer_outdated_from: True is not an LSN",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": -1, "self_outdated_from": null}',
+            "peer_outdated_from: -1 is not an LSN",
+        ),
+    ],
+)
+def test_a_corrupt_file_is_refused_naming_it_and_never_reset(
+    tmp_path: Path, text: str | bytes, named: str
+) -> None:
+    path = tmp_path / MEMORY_FILE
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    before = path.read_bytes()
+    with pytest.raises(ConfigError) as info:
+        load_memory(path)
+    assert info.value.field == str(path)
+    assert named in info.value.message and "remove it only if" in info.value.message
+    assert path.read_bytes() == before  # left for the operator, not rewritten
+
+
+def test_an_unreadable_file_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / MEMORY_FILE).mkdir()  # EISDIR: the old loader took it for "no memory"
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_memory(tmp_path / MEMORY_FILE)
+
+
+@pytest.fixture
+def paths() -> Iterator[NodePaths]:
+    with tempfile.TemporaryDirectory(prefix="esc", dir="/tmp") as d:
+        p = NodePaths(Path(d))
+        for sub in p.all_dirs():
+            sub.mkdir(parents=True)
+        yield p
+
+
+def test_the_agent_does_not_start_and_status_names_the_file(
+    paths: NodePaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An outdated standby's memory, torn: build_agent refuses (the exception main() turns into
+    the setup error), and `escadm status` shows the reason naming the file."""
+    cfg = parse_config(
+        {"ha": {"ha_node_list": ["192.0.2.10", "192.0.2.11"], "kad_vip": "192.0.2.100",
+                "kad_vif": "eth0"}}
+    )  # fmt: skip
+    host = FakeHostFacts({"eth0": [ipaddress.ip_interface("192.0.2.11/24")]})
+    memory = paths.data_dir / MEMORY_FILE
+    memory.write_text(memory_text(Memory(self_outdated_from=0x3000060))[:30])
+    with pytest.raises(ConfigError) as info:
+        agent_main.build_agent(cfg, paths, host)
+    assert agent_main.setup_failed(paths, str(info.value), Notifier(None)) == 2
+    capsys.readouterr()
+    assert run_status(paths, as_json=False) == 3
+    out = capsys.readouterr().out
+    assert out.startswith(f"STOP  (agent not running: {memory}: not valid JSON")
+    assert not (paths.run_dir / "agent.sock").exists()  # nothing was served
