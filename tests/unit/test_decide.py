@@ -368,3 +368,25 @@ def test_restore_sync_only_when_our_wal_sender_streams_to_the_peer() -> None:
     d = decide(obs(VrrpState.MASTER, seen, PEER_BACKUP, ON), prev, CFG)
     assert "RestoreSync" in d.action_kinds and d.memory.standby_lost_since is None
     assert d.memory.peer_outdated_from == 500  # cleared only once it is synchronous
+
+
+def test_a_standby_stopping_on_purpose_is_dropped_from_sync_at_once() -> None:
+    """An upgrade or a reboot of the standby: its agent says STOP before its database goes,
+    and the primary stops waiting for it at once (available), marking it outdated."""
+    leaving = replace(PEER_BACKUP, state=S.STOP)
+    prev = replace(SEEN, state=S.MASTER)
+    d = decide(obs(VrrpState.MASTER, PRIMARY, leaving, ON), prev, CFG)
+    assert d.next_state is S.MASTER and d.action_kinds == ("OpenGate", "DropSync")
+    assert d.memory.peer_outdated_from == 1000
+    assert "stopping on purpose" in d.reason
+    # Still streaming while it shuts down: no RestoreSync flapping back and forth.
+    async_primary = replace(PRIMARY, sync_standby=None, sync_names="", streaming_to=("esc-ha-0",))
+    d2 = decide(obs(VrrpState.MASTER, async_primary, leaving, ON), d.memory, CFG)
+    assert d2.action_kinds == ("OpenGate",) and d2.memory.peer_outdated_from == 1000
+    # Back and streaming: named synchronous again; outdated until it is.
+    d3 = decide(obs(VrrpState.MASTER, async_primary, PEER_BACKUP, ON), d2.memory, CFG)
+    assert "RestoreSync" in d3.action_kinds
+    # Under strict the primary keeps waiting: nothing may be acknowledged by one node alone.
+    strict = replace(CFG, policy="strict")
+    d4 = decide(obs(VrrpState.MASTER, PRIMARY, leaving, ON), prev, strict)
+    assert "DropSync" not in d4.action_kinds and d4.memory.peer_outdated_from is None

@@ -281,8 +281,22 @@ def _serve(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
     db = obs.db
     acts: list[Action] = [OpenGate()]
     notes: list[str] = []
+    peer = obs.peer
+    leaving = peer.reachable and peer.state is S.STOP and peer.db_role is DbRole.STANDBY
     if cfg.shared_storage:
         pass  # one copy on the shared volume: no standby to wait for
+    elif leaving and cfg.policy == "available":
+        # The standby's agent is stopping on purpose (an upgrade, a reboot) and says so before
+        # its database goes: stop waiting for it now, not after the grace. As when the grace
+        # runs out, it is outdated until it has caught up; no RestoreSync while it leaves.
+        if db.sync_names:
+            acts.append(DropSync(db.lsn))
+        outdated = db.lsn if mem.peer_outdated_from is None else mem.peer_outdated_from
+        mem = replace(mem, peer_outdated_from=outdated, standby_lost_since=obs.now)
+        notes.append(
+            f"standby {cfg.peer_name} stopping on purpose: asynchronous, "
+            f"{cfg.peer_name} outdated from LSN {fmt_lsn(outdated)}"
+        )
     elif db.sync_standby is not None:
         mem = replace(mem, standby_lost_since=None)
         if mem.peer_outdated_from is not None:

@@ -7,7 +7,6 @@ the peer's view changes, or an operator asks for something. While a role change 
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from esc.agent.decide import DecideConfig, decide, fmt_lsn
+from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
@@ -46,8 +46,6 @@ from esc.model import (
 )
 
 log = logging.getLogger("esc.agent")
-MEMORY_FILE = "agent_memory.json"
-PERSISTED = ("forced", "peer_outdated_from", "self_outdated_from")
 # Actions after which the next cycle runs at once: a role change is under way.
 _PROGRESS = (
     Promote,
@@ -62,6 +60,8 @@ _PROGRESS = (
     RemoveVip,
 )
 MAX_BACK_TO_BACK = 8
+# A standby stopping on purpose waits at most this for its primary to stop waiting for it.
+LEAVE_NOTICE_S = 1.5
 
 
 @dataclass
@@ -182,15 +182,11 @@ class Agent:
         return self.paths.data_dir / MEMORY_FILE
 
     def _load_memory(self) -> Memory:
-        try:
-            data = json.loads(self._memory_file.read_text())
-        except (OSError, ValueError):
-            return Memory()
-        return Memory(**{k: data[k] for k in PERSISTED if k in data})
+        """A bad file refuses the start (ConfigError naming it), never resets the flags."""
+        return load_memory(self._memory_file)
 
     def _save_memory(self, mem: Memory) -> None:
-        data = {k: getattr(mem, k) for k in PERSISTED}
-        write_atomic(self._memory_file, json.dumps(data) + "\n")
+        write_atomic(self._memory_file, memory_text(mem))
 
     # --- one cycle --------------------------------------------------------------------------
 
@@ -421,6 +417,27 @@ class Agent:
         self.last = d
         self.published = Published(self._view(obs, d), self._status(obs, d))
 
+    def _announce_leave(self) -> None:
+        """A standby stopping on purpose (an upgrade, a reboot) says so before its database
+        goes: its peer view says STOP, and the primary, under ``available``, stops waiting for
+        it at once instead of after ``standby_loss_grace_s`` (``decide``: the standby is then
+        outdated until it has caught up). Waits until the primary has marked it outdated, at
+        most LEAVE_NOTICE_S (under ``strict`` the primary keeps waiting: so do writes)."""
+        view = self.published.view
+        if view.get("db_role") != DbRole.STANDBY.value or not self.peer.current().reachable:
+            return
+        self.published = Published(
+            {**view, "state": NodeState.STOP.value, "reason": "agent stopping"},
+            self.published.status,
+        )
+        deadline = self.clock() + LEAVE_NOTICE_S
+        while self.clock() < deadline:
+            if self.peer.current().outdated_lsn is not None:
+                log.info("stopping: %s no longer waits for us", self.dcfg.peer_name)
+                return
+            time.sleep(0.02)
+        log.info("stopping: %s did not confirm in %.1fs", self.dcfg.peer_name, LEAVE_NOTICE_S)
+
     # --- what the APIs serve -----------------------------------------------------------------
 
     def _view(self, obs: Observation, d: Decision) -> dict[str, Any]:
@@ -544,9 +561,11 @@ class Agent:
             self.wake.clear()
 
     def stop(self) -> None:
-        """Stop on purpose: STOP in the state file, service off, VIP released gracefully."""
+        """Stop on purpose: STOP in the state file, service off, VIP released gracefully, the
+        database stopped. A standby first tells its primary (``_announce_leave``)."""
         self._stop.set()
         self.notifier.stopping(state_line(NodeState.STOP.value, "agent stopping"))
+        self._announce_leave()
         try:
             self.service.deactivate(None)
         except EscError as exc:
@@ -555,6 +574,12 @@ class Agent:
         if self.bgp is not None:
             self.bgp.stop()  # the session drops: the router withdraws the route
         self.vrrp.stop()
+        try:
+            # Nothing runs without its agent (systemd's cgroup stop would also get it, where
+            # the host's cgroups let it: not in every container).
+            self.db.stop()
+        except EscError as exc:
+            log.warning("database stop failed: %s", exc)
         if self.mem.state is not NodeState.STOP:
             self.history.add(self.mem.state.value, NodeState.STOP.value, "agent stopped")
         write_atomic(self.paths.state_file, NodeState.STOP.value + "\n")
