@@ -22,8 +22,9 @@ DIST_IN_NODE = "/mnt/esc-dist"  # the package directory, bound read-only into ea
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def build_deb(out_dir: Path, version: str | None = None) -> Path:
-    """The product's .deb: ``ESC_LAB_DEB`` if set, else built from this checkout."""
+def build_deb(out_dir: Path, version: str | None = None, checkout: Path = CHECKOUT) -> Path:
+    """The product's .deb: ``ESC_LAB_DEB`` if set (and no version asked for), else built from
+    ``checkout`` (this one by default)."""
     given = os.environ.get("ESC_LAB_DEB")
     if given and version is None:
         path = Path(given)
@@ -34,7 +35,7 @@ def build_deb(out_dir: Path, version: str | None = None) -> Path:
         if not target.exists():
             target.write_bytes(path.read_bytes())
         return target
-    argv = [str(CHECKOUT / "scripts" / "build-deb"), "--out", str(out_dir)]
+    argv = [str(checkout / "scripts" / "build-deb"), "--out", str(out_dir)]
     if version is not None:
         argv += ["--version", version]
     res = run(argv, timeout=1200)

@@ -31,6 +31,11 @@ def in_node(lab: Lab, host: str, *argv: str) -> str:
     return lab.booted_node(host).exec(list(argv)).stdout.strip()
 
 
+def notices(lab: Lab, primary: str) -> int:
+    """How often ``primary`` was told that its standby was stopping on purpose."""
+    return in_node(lab, primary, "cat", "/var/log/esc/esc_haagent.log").count("stopping on purpose")
+
+
 def writer(lab: Lab, prefix: str) -> WriterRun:
     w = WriterRun(lab, prefix, url=lab.status()["api"]["url"]).start()
     w.wait_acks(20)
@@ -84,8 +89,11 @@ def test_rolling_upgrade_loses_and_repeats_nothing(booted: Lab) -> None:
     master, _ = wait_pair(booted)
     old = rolling.installed_version(booted, master)
     newer = build_deb(booted.root / "dist", version=f"{old}.1")
+    before = {h: notices(booted, h) for h in NODES}
     w = writer(booted, "upgrade")
     rolling.rolling_upgrade(booted, newer)
     assert booted.master() == other(master)
     assert {rolling.installed_version(booted, h) for h in NODES} == {f"{old}.1"}
+    # each standby told its primary before its database went (no wait for the grace)
+    assert all(notices(booted, h) > before[h] for h in NODES), before
     assert_no_loss(booted, w)
