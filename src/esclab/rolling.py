@@ -4,8 +4,10 @@ rolling upgrade of the pair (the standby, a switchover, the other)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from esc.errors import LabError
 from esclab import faults
@@ -39,17 +41,36 @@ def _must(ok: bool, what: str) -> None:
         raise LabError(f"timed out after {BOOT_S:.0f}s waiting for {what}")
 
 
-def wait_standby(lab: Lab, host: str) -> None:
-    """``host``'s agent runs under systemd and it is BACKUP beside a MASTER."""
-    _must(wait_until(lambda: agent_pid(lab, host) != 0, BOOT_S, 0.2), f"{host}'s agent")
-    _must(
-        wait_until(
-            lambda: lab.node_state(host) == "BACKUP" and lab.node_state(other(host)) == "MASTER",
-            BOOT_S,
-            0.1,
-        ),
-        f"{host} BACKUP beside a MASTER",
+def status(lab: Lab, host: str) -> dict[str, Any]:
+    """``escadm status --json`` inside ``host`` ({} when it does not answer)."""
+    try:
+        res = lab.booted_node(host).exec(["escadm", "status", "--json"], check=False)
+        data: dict[str, Any] = json.loads(res.stdout or "{}")
+    except (LabError, ValueError):
+        return {}
+    return data
+
+
+def whole(lab: Lab, standby: str) -> bool:
+    """BACKUP beside a MASTER, and back in sync: the primary names it its synchronous standby
+    and no longer counts it outdated, and it knows it (a standby that is still outdated must
+    not be promoted, so the pair is not whole until then)."""
+    primary = other(standby)
+    if lab.node_state(standby) != "BACKUP" or lab.node_state(primary) != "MASTER":
+        return False
+    mine, theirs = status(lab, standby), status(lab, primary)
+    return (
+        theirs.get("db", {}).get("sync_standby") == standby
+        and theirs.get("peer_outdated_from") is None
+        and "self_outdated_from" in mine
+        and mine["self_outdated_from"] is None
     )
+
+
+def wait_standby(lab: Lab, host: str) -> None:
+    """``host``'s agent runs under systemd, and the pair is whole with it as the standby."""
+    _must(wait_until(lambda: agent_pid(lab, host) != 0, BOOT_S, 0.2), f"{host}'s agent")
+    _must(wait_until(lambda: whole(lab, host), BOOT_S, 0.2), f"{host} BACKUP and in sync")
 
 
 def reboot(lab: Lab, host: str) -> None:
