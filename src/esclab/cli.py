@@ -220,9 +220,9 @@ def render_status(st: dict[str, Any]) -> str:
         lines += ["", f"VIP {st['vip']}   pair ready: {st.get('pair_ready')}"]
     api = st.get("api") or {}
     if api.get("url"):
+        also = f"  (and {api['https_url']})" if api.get("https_url") != api["url"] else ""
         lines.append(
-            f"API {api['url']}  (and {api.get('https_url')})  user {api.get('user')} "
-            f"password {api.get('password')}"
+            f"API {api['url']}{also}  user {api.get('user')} password {api.get('password')}"
         )
     if st.get("faults"):
         lines += ["", "faults in force: " + "; ".join(st["faults"])]
