@@ -188,6 +188,7 @@ class Memory:
     switchover_since: float | None = None  # handing the primary role to the peer since
     gate_opened_at: float | None = None  # when the gate was last opened (keepalived lags)
     hold_down_until: float = 0.0  # gate closed until then while the peer serves (VRRP split)
+    peer_timeline: int = 0  # the timeline the peer last reported (0: not seen since start)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ class Decision:
     actions: tuple[Action, ...]
     reason: str
     memory: Memory = field(default_factory=Memory)
+    # Added to keepalived's priority (track_file esc_rank): the node with the newer history
+    # outranks the other in an election, whatever the configured priorities (decide.data_rank).
+    rank: int = 0
 
     @property
     def action_kinds(self) -> tuple[str, ...]:

@@ -390,3 +390,30 @@ def test_a_standby_stopping_on_purpose_is_dropped_from_sync_at_once() -> None:
     strict = replace(CFG, policy="strict")
     d4 = decide(obs(VrrpState.MASTER, PRIMARY, leaving, ON), prev, strict)
     assert "DropSync" not in d4.action_kinds and d4.memory.peer_outdated_from is None
+
+
+@pytest.mark.parametrize(
+    ("ours", "peers", "rank"),
+    [
+        (1, 0, 0),  # the peer never seen since start: no opinion
+        (2, 2, 0),  # the same history: the configured priorities decide
+        (3, 2, 2),  # promoted while the peer was cut off: outrank it
+        (2, 3, -2),  # the old primary beside a newer one: never win the election back
+    ],
+)
+def test_data_rank_weighs_the_election_by_timeline(ours: int, peers: int, rank: int) -> None:
+    db = replace(PRIMARY, timeline=ours)
+    peer = replace(PEER_MASTER, timeline=peers) if peers else SILENT
+    d = decide(obs(VrrpState.MASTER, db, peer, ON), replace(SEEN, state=S.MASTER), CFG)
+    assert d.rank == rank
+    assert d.memory.peer_timeline == peers
+
+
+def test_data_rank_remembers_the_peer_while_it_is_silent() -> None:
+    """Cut off after a promotion, the new primary keeps outranking the old one (the heal)."""
+    seen = replace(SEEN, state=S.MASTER, peer_timeline=2)
+    d = decide(obs(VrrpState.MASTER, replace(PRIMARY, timeline=3), SILENT, ON), seen, CFG)
+    assert d.rank == 2 and d.memory.peer_timeline == 2
+    stopped = DbStatus(DbRole.STOPPED)
+    d2 = decide(obs(VrrpState.FAULT, stopped, SILENT), seen, CFG)
+    assert d2.rank == 0  # nothing to weigh without a running database

@@ -378,6 +378,9 @@ class _Vrrp:
     def set_gate(self, open_: bool) -> None:
         self.gate_open = open_
 
+    def set_rank(self, rank: int) -> None:
+        self.rank = rank
+
     def start(self) -> None: ...
 
 

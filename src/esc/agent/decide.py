@@ -48,6 +48,7 @@ from esc.model import (
 S = NodeState
 GATE_SETTLE_S = 1.0
 HANDOVER_LIMIT_S = 60.0  # a switchover that has not completed by then is abandoned
+RANK_STEP = 2  # data_rank: more than the one point between the two configured priorities
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def _learn(obs: Observation, prev: Memory) -> Memory:
         mem = replace(mem, hold_down_until=0.0)  # the peer stopped serving: hold-down over
     if p.reachable:
         mem = replace(mem, peer_seen=True, forced=False)
+        if p.timeline:
+            mem = replace(mem, peer_timeline=p.timeline)
         # Only a standby takes the primary's word that it is outdated: in a split brain both
         # are primaries, and the loser is decided by data, not by each other's marks.
         if p.db_role is DbRole.PRIMARY and obs.db.role is not DbRole.PRIMARY:
@@ -167,7 +170,25 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
         mem = replace(mem, gate_opened_at=obs.now)
     nxt = route(prev.state, wanted)
     check_transition(prev.state, nxt, reason)
-    return Decision(nxt, tuple(actions), reason, replace(mem, state=nxt))
+    return Decision(nxt, tuple(actions), reason, replace(mem, state=nxt), data_rank(obs, mem))
+
+
+def data_rank(obs: Observation, mem: Memory) -> int:
+    """What this node's data adds to its VRRP priority: +RANK_STEP on a newer timeline than the
+    peer last reported, -RANK_STEP on an older one, else 0.
+
+    A standby promoted while the primary was cut off is on a newer timeline: it outranks the old
+    primary even though the old one has the higher configured priority (101 against 100, one
+    step apart), so when the partition heals keepalived keeps the VIP on the new primary and the
+    old one goes BACKUP at the first advert it hears, instead of winning the election back and
+    acknowledging writes on a history that is about to be rewound (issue 14). The step is 2 so
+    that it always beats the one point between the configured priorities; only the sign of
+    the comparison counts, so timelines can grow without bound."""
+    if obs.db.role not in (DbRole.PRIMARY, DbRole.STANDBY) or not obs.db.timeline:
+        return 0
+    if not mem.peer_timeline or obs.db.timeline == mem.peer_timeline:
+        return 0
+    return RANK_STEP if obs.db.timeline > mem.peer_timeline else -RANK_STEP
 
 
 _Out = tuple[NodeState, list[Action], str, Memory]

@@ -323,6 +323,10 @@ class Agent:
 
     def _execute(self, d: Decision) -> None:
         self.action_failed = False
+        try:
+            self.vrrp.set_rank(d.rank)
+        except OSError as exc:
+            log.error("data rank not written: %s", exc)
         for action in d.actions:
             self.notifier.watchdog()  # each action gets the whole WatchdogSec
             try:

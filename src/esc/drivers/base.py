@@ -66,6 +66,9 @@ class Vrrp(Protocol):
     @property
     def gate_open(self) -> bool: ...
 
+    def set_rank(self, rank: int) -> None:
+        """Write the data rank keepalived adds to the configured priority."""
+
     def beat(self) -> None:
         """Touch the heartbeat keepalived's check script watches."""
 

@@ -25,6 +25,7 @@ from esc.drivers.keepalived_conf import (
     fifo_path,
     gate_path,
     heartbeat_path,
+    rank_path,
     render_check_script,
     render_keepalived,
 )
@@ -75,6 +76,7 @@ class KeepalivedDriver:
         self.check_script = paths.run_dir / "esc-agent-alive"
         self.fifo = fifo_path(paths)
         self.gate = gate_path(paths)
+        self.rank = rank_path(paths)
         self.heartbeat = heartbeat_path(paths)
         self._state = VrrpState.INIT
         self._gate_open: bool | None = None
@@ -181,6 +183,17 @@ class KeepalivedDriver:
     @property
     def gate_open(self) -> bool:
         return bool(self._gate_open)
+
+    def set_rank(self, rank: int) -> None:
+        """The data rank keepalived adds to this node's priority (track_file esc_rank); the
+        file is compared, not a cached value (keepalived's init_file resets it at start)."""
+        want = f"{rank}\n"
+        try:
+            current = self.rank.read_text()
+        except FileNotFoundError:
+            current = ""
+        if current != want:
+            write_atomic(self.rank, want)
 
     def beat(self) -> None:
         """Touch the heartbeat the check script watches: a hung agent loses the VIP."""

@@ -1,11 +1,16 @@
 """Render keepalived 2.2.7 config text and the agent-alive check script. No I/O in this module.
 
 keepalived is the election, the agent is the gate (DESIGN §2). The rendered config gives the
-agent two ways to keep this node from holding the VIP, both ending in keepalived FAULT:
+agent two ways to keep this node from holding the VIP, both ending in keepalived FAULT, and
+one to weigh the election by data:
 
 - ``track_file esc_gate``: the agent writes ``0`` (may hold the VIP) or ``1`` (veto). keepalived
   creates it with ``1`` at start (``init_file 1 overwrite``), so a node never holds the VIP
   before its agent has opened the gate;
+- ``track_file esc_rank`` (weight 1): the agent writes its data rank (``decide.data_rank``: +2
+  on a newer timeline than the peer's, -2 on an older one, else 0), which keepalived adds to
+  the configured priority, so after a partition heals the node with the newer history wins
+  the election; keepalived starts it at 0;
 - ``vrrp_script esc_agent_alive``: fails when the agent's heartbeat file is older than
   ``agent.heartbeat_timeout_s``, so a hung agent loses the VIP too.
 
@@ -45,6 +50,7 @@ from esc.errors import ConfigError
 
 INSTANCE = "ESC"
 GATE_TRACK = "esc_gate"
+RANK_TRACK = "esc_rank"
 ALIVE_SCRIPT = "esc_agent_alive"
 HIGH_PRIORITY = 101  # the first address of ha_node_list
 LOW_PRIORITY = 100
@@ -62,6 +68,11 @@ def fifo_path(paths: NodePaths) -> Path:
 def gate_path(paths: NodePaths) -> Path:
     """The ``track_file``: ``0`` lets this node hold the VIP, ``1`` forces FAULT."""
     return paths.run_dir / "vrrp_gate"
+
+
+def rank_path(paths: NodePaths) -> Path:
+    """The ``track_file`` with weight 1: its number is added to the priority (the data rank)."""
+    return paths.run_dir / "vrrp_rank"
 
 
 def heartbeat_path(paths: NodePaths) -> Path:
@@ -130,6 +141,7 @@ def render_keepalived(
     router_id = _safe("node_name", cfg.node_name)
     fifo = _safe("paths.run_dir", fifo_path(paths))
     gate = _safe("paths.run_dir", gate_path(paths))
+    rank = _safe("paths.run_dir", rank_path(paths))
     heartbeat = _safe("paths.run_dir", heartbeat_path(paths))
     script = _safe("check_script", check_script)
     vif = _safe("ha.kad_vif", ha.kad_vif)
@@ -165,6 +177,12 @@ track_file {GATE_TRACK} {{
     init_file 1 overwrite
 }}
 
+track_file {RANK_TRACK} {{
+    file "{rank}"
+    weight 1
+    init_file 0 overwrite
+}}
+
 vrrp_script {ALIVE_SCRIPT} {{
     script "{script} {heartbeat} {age}"
     interval 1
@@ -185,6 +203,7 @@ vrrp_instance {INSTANCE} {{
     }}
     track_file {{
         {GATE_TRACK}
+        {RANK_TRACK}
     }}
     track_script {{
         {ALIVE_SCRIPT}
