@@ -1,0 +1,237 @@
+"""Named schedules: what the pair must do in known situations, and the known failures (each an
+xfail(strict): it fails loudly the moment a fix makes it pass; then remove its mark and flip its
+``KNOWN_*`` flag in invariants.py off, so the random search enforces it too)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .invariants import DivergedAcks, LostAckedWrites, NoConvergence, TimelineReused
+from .pair import Result, run
+from .schedule import Fault, Schedule, Step
+
+
+def texts(r: Result, who: str | None = None) -> list[str]:
+    return [text for _, w, text in r.trace if who is None or w == who]
+
+
+def mentions(r: Result, phrase: str, who: str | None = None) -> bool:
+    return any(phrase in t for t in texts(r, who))
+
+
+# --- what the pair does ----------------------------------------------------------------------
+
+
+def test_first_boot_creates_the_database_on_the_first_node_and_clones_it() -> None:
+    r = run(Schedule(seed=1, steps=(), first_boot=True), tolerate=False)
+    assert r.master == "esc-ha-0"
+    assert mentions(r, "creating the database: first boot of the pair", "esc-ha-0")
+    assert mentions(r, "cloning from esc-ha-0", "esc-ha-1")
+    assert r.acks
+
+
+def test_the_standby_takes_over_when_the_primary_loses_power() -> None:
+    s = Schedule(seed=2, steps=(Step(1.0, Fault("reboot", node=0, duration=6.0)),))
+    r = run(s, tolerate=False)
+    assert r.master == "esc-ha-1"
+    assert mentions(r, "promoting self: keepalived MASTER", "esc-ha-1")
+    # esc-ha-0 rejoins as a standby, outdated until it has caught up
+    assert mentions(r, "standby, not electable: outdated", "esc-ha-0")
+    after = [a for a in r.acks if a.node == "esc-ha-1"]
+    assert after and not r.allowed and not r.tolerated
+
+
+def test_a_switchover_hands_the_role_to_the_caught_up_standby() -> None:
+    r = run(Schedule(seed=3, steps=(Step(1.0, Fault("switchover", node=-1)),)), tolerate=False)
+    assert r.master == "esc-ha-1"
+    assert mentions(r, "switchover: switchover to esc-ha-1 started", "esc-ha-0")
+    assert mentions(r, "caught up at LSN", "esc-ha-0")
+
+
+def test_a_vrrp_only_partition_is_held_down_while_the_primary_serves() -> None:
+    s = Schedule(seed=4, steps=(Step(1.0, Fault("partition", what="vrrp", duration=5.0)),))
+    r = run(s, tolerate=False)
+    assert r.master == "esc-ha-0"
+    assert mentions(r, "refusing the VIP while it serves", "esc-ha-1")
+    assert not mentions(r, "promoted")
+
+
+def test_a_replication_partition_degrades_the_primary_and_sync_comes_back() -> None:
+    s = Schedule(seed=5, steps=(Step(1.0, Fault("partition", what="repl", duration=12.0)),))
+    r = run(s, tolerate=False)
+    assert r.master == "esc-ha-0"
+    assert mentions(r, "asynchronous, esc-ha-1 outdated from LSN", "esc-ha-0")
+    assert mentions(r, "standby, not electable: outdated", "esc-ha-1")
+    assert mentions(r, "esc-ha-1 back in sync", "esc-ha-0")
+
+
+def test_strict_never_acknowledges_alone() -> None:
+    s = Schedule(
+        seed=6,
+        policy="strict",
+        steps=(Step(1.0, Fault("partition", what="all", duration=12.0)),),
+    )
+    r = run(s, tolerate=False)
+    assert not [a for a in r.acks if a.alone]
+    assert mentions(r, "no synchronous standby: writes wait (strict)")
+
+
+def test_a_run_is_a_pure_function_of_its_schedule() -> None:
+    s = Schedule(
+        seed=7,
+        steps=(
+            Step(0.5, Fault("pause", node=0, what="node", duration=3.0)),
+            Step(0.0, Fault("partition", what="api", direction="b>a", duration=4.0)),
+        ),
+    )
+    assert run(s).trace == run(s).trace
+
+
+# --- known failures --------------------------------------------------------------------------
+
+ISSUE_14 = Schedule(seed=3, steps=(Step(1.0, Fault("partition", what="all", duration=12.0)),))
+
+
+def test_issue_14_acknowledged_writes_survive_the_heal_of_a_full_partition() -> None:
+    """Fixed by the data rank (decide.data_rank): esc-ha-1, promoted on timeline 2, outranks
+    esc-ha-0 (priority 101 + 0 against 100 + 2), so on the heal esc-ha-0 hears a higher-priority
+    advert, goes BACKUP and never answers with a gratuitous ARP; no write is acknowledged on
+    the history about to be rewound."""
+    run(ISSUE_14, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=LostAckedWrites,
+    reason="issue 14, the window the data rank does not close: the peer API is cut while VRRP "
+    "still works, and keepalived on esc-ha-0 pauses for 0.6 s; esc-ha-1 is elected, promotes "
+    "to timeline 2 and then, esc-ha-0 resuming with priority 101 before esc-ha-1's rank (+2) is "
+    "written, goes BACKUP (nopreempt: its higher effective priority never takes the VIP back); "
+    "esc-ha-0 serves DEGRADED on timeline 1 and, when the peer API heals, acknowledges for one "
+    "poll interval more before its agent sees the newer timeline and yields",
+)
+def test_issue_14_window_after_a_peer_api_heal() -> None:
+    s = Schedule(
+        seed=0,
+        steps=(
+            Step(0.0, Fault("partition", node=0, what="all", duration=0.1)),
+            Step(0.0, Fault("partition", node=0, what="api", duration=9.5)),
+            Step(0.0, Fault("pause", node=-1, what="keepalived", duration=0.6)),
+        ),
+    )
+    run(s, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimelineReused,
+    reason="found by the simulation: esc-ha-0 (systemd: its database dies with its agent) "
+    "rejoins as a standby by 'reconfigure', whose start returns before the WAL receiver has "
+    "streamed anything; esc-ha-1, the new primary on timeline 2, dies with its agent at that "
+    "moment; esc-ha-0 is elected (the peer view shows the peer's database stopped, so the "
+    "double-fault rule does not veto) and promotes to timeline 2 again, over a different "
+    "history: pg_rewind ('same timeline: no rewind required') and the WAL receiver cannot tell "
+    "the two apart",
+)
+def test_timeline_id_reused_by_a_standby_that_never_streamed_the_new_timeline() -> None:
+    s = Schedule(
+        seed=0,
+        policy="strict",
+        systemd=True,
+        steps=(
+            Step(0.5, Fault("kill", node=0, what="agent", duration=0.3)),
+            Step(0.6, Fault("kill", node=1, what="agent", duration=0.5)),
+        ),
+    )
+    run(s, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DivergedAcks,
+    reason="found by the simulation: a commit waiting for the frozen standby is durable on "
+    "the primary; PostgreSQL on the primary crashes and is restarted by the agent, the waiting "
+    "transaction is now committed, and the client's retry with the same transaction id is "
+    "answered from it (INSERT ... ON CONFLICT DO NOTHING: the replay writes no WAL, so it does "
+    "not wait for the standby): acknowledged without the standby, not DEGRADED; the primary "
+    "then loses power, the standby promotes and the write is lost",
+)
+def test_replayed_write_acknowledged_without_standby() -> None:
+    s = Schedule(
+        seed=0,
+        steps=(
+            Step(0.5, Fault("pause", node=1, what="node", duration=10.0)),
+            Step(2.0, Fault("kill", node=0, what="postgres")),
+            Step(2.0, Fault("reboot", node=0, duration=12.0)),
+        ),
+    )
+    run(s, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=LostAckedWrites,
+    reason="found by the simulation: esc-ha-0 drops its lost standby from sync after the "
+    "grace, marks it outdated and acknowledges alone at once; the mark only reaches esc-ha-1 "
+    "when its agent next reads the peer view, and that agent is stuck for seconds in calls to "
+    "its frozen database (1.5 s status watchdog, 3 s connect timeout in Follow); esc-ha-0 "
+    "loses power, esc-ha-1 never saw the mark and promotes over the acknowledged writes "
+    "(the peer API was up all along)",
+)
+def test_outdated_mark_never_seen_by_a_stuck_standby() -> None:
+    s = Schedule(
+        seed=1590,
+        write_interval=0.05,
+        steps=(
+            Step(0.0, Fault("partition", what="vrrp,repl", duration=10.6)),
+            Step(5.1, Fault("pause", node=1, what="postgres", duration=12.0)),
+            Step(4.8, Fault("reboot", node=0, duration=10.1)),
+        ),
+    )
+    run(s, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=NoConvergence,
+    reason="found by the simulation: a one-way partition (esc-ha-0 to esc-ha-1, VRRP and "
+    "peer API) makes both nodes primary and each marks the other outdated; both reboot; at "
+    "boot each agent's first cycle sees its own database stopped, and decide._learn takes the "
+    "peer primary's mark whenever the local database is not primary (stopped included): "
+    "esc-ha-1, which holds the newer timeline, vetoes itself as outdated for good, esc-ha-0 "
+    "follows it and is outdated too: no MASTER until an operator forces one",
+)
+def test_newer_primary_vetoes_itself_as_outdated_after_a_double_reboot() -> None:
+    s = Schedule(
+        seed=1,
+        steps=(
+            Step(1.7, Fault("partition", what="vrrp,api", direction="a>b", duration=12.0)),
+            Step(6.2, Fault("reboot", node=1, duration=5.9)),
+            Step(2.9, Fault("reboot", node=0, duration=1.7)),
+        ),
+    )
+    run(s, tolerate=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=NoConvergence,
+    reason="found by the simulation: esc-ha-1, primary after a failover, names esc-ha-0 "
+    "synchronous again (RestoreSync) while ActivateService fails (its manager was just killed, "
+    "so no back-to-back cycle), and its agent freezes before the next cycle; a switchover "
+    "queued meanwhile is its first business on resume: switchover_refusal passes (esc-ha-0 is "
+    "the synchronous standby), but the outdated mark is cleared only by _serve, which the "
+    "hand-over never reaches; esc-ha-0 vetoes itself as outdated, and the hand-over, stalled "
+    "outside keepalived MASTER, is abandoned only after HANDOVER_LIMIT_S: no MASTER for 60 s",
+)
+def test_switchover_to_a_standby_still_outdated_leaves_no_master_for_a_minute() -> None:
+    s = Schedule(
+        seed=0,
+        steps=(
+            Step(2.9, Fault("kill", node=0, what="keepalived")),
+            Step(1.0, Fault("kill", node=1, what="manager")),
+            Step(0.6, Fault("pause", node=1, what="agent", duration=3.7)),
+            Step(1.0, Fault("switchover", node=1)),
+        ),
+    )
+    run(s, tolerate=False)
