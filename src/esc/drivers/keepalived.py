@@ -169,15 +169,7 @@ class KeepalivedDriver:
     # --- gate and heartbeat -----------------------------------------------------------------
 
     def set_gate(self, open_: bool) -> None:
-        # Compare with the file itself, not a cached value: keepalived's init_file rewrites it
-        # when keepalived (re)starts, possibly just after we opened it.
-        want = "0\n" if open_ else "1\n"
-        try:
-            current = self.gate.read_text()
-        except FileNotFoundError:
-            current = ""
-        if current != want:
-            write_atomic(self.gate, want)
+        _write_if_changed(self.gate, "0\n" if open_ else "1\n")
         self._gate_open = open_
 
     @property
@@ -185,15 +177,8 @@ class KeepalivedDriver:
         return bool(self._gate_open)
 
     def set_rank(self, rank: int) -> None:
-        """The data rank keepalived adds to this node's priority (track_file esc_rank); the
-        file is compared, not a cached value (keepalived's init_file resets it at start)."""
-        want = f"{rank}\n"
-        try:
-            current = self.rank.read_text()
-        except FileNotFoundError:
-            current = ""
-        if current != want:
-            write_atomic(self.rank, want)
+        """The data rank keepalived adds to this node's priority (track_file esc_rank)."""
+        _write_if_changed(self.rank, f"{rank}\n")
 
     def beat(self) -> None:
         """Touch the heartbeat the check script watches: a hung agent loses the VIP."""
@@ -238,3 +223,14 @@ class KeepalivedDriver:
                         self._state = new
                     log.info("keepalived: %s", new.value)
                     self.on_event()
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """A track file's content, compared with the file itself, not a cached value: keepalived's
+    init_file rewrites it when keepalived (re)starts, possibly just after we wrote it."""
+    try:
+        current = path.read_text()
+    except FileNotFoundError:
+        current = ""
+    if current != text:
+        write_atomic(path, text)
