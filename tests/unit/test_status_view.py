@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from esc.cli.agent_cmd import _lag, _side_by_side
 
 STATUS = {
@@ -54,3 +56,12 @@ def test_anycast_holder_is_shown_when_bgp_is_configured() -> None:
     row = [ln for ln in text.splitlines() if ln.startswith("announces")]
     assert row == ["announces  True       False"]
     assert "anycast 203.0.113.200" in text
+
+
+def test_a_degraded_primary_shows_what_it_holds_alone() -> None:
+    since = time.mktime((2026, 12, 1, 20, 6, 35, 0, 0, -1))
+    st = {**STATUS, "degraded": True, "degraded_since": since, "alone_wal_bytes": 4096}
+    text = _side_by_side(st)
+    assert "DEGRADED: acknowledged alone" in text
+    assert "since 20:06:35, 4096 B of WAL the peer lacks" in text
+    assert "DEGRADED" not in _side_by_side(STATUS)

@@ -169,6 +169,9 @@ class Agent:
         self.last: Decision | None = None
         self.last_obs: Observation | None = None
         self.since = time.time()
+        # As primary: since when (wall clock, this agent's run) the peer has been outdated, i.e.
+        # commits are acknowledged by this node alone (policy available; shown by escadm).
+        self.alone_since: float | None = None
         self._stop = threading.Event()
         self._told_primary: str | None = None
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
@@ -408,6 +411,10 @@ class Agent:
             log.info("%s -> %s: %s", prev.state.value, d.next_state.value, d.reason)
         elif self.last is None or d.reason != self.last.reason:
             log.info("%s: %s", d.next_state.value, d.reason)
+        if d.memory.peer_outdated_from is None:
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = time.time()
         # systemd: ready once the first cycle has decided (before its actions: a clone may take
         # hours), then the state line whenever it changes (Notifier.status skips repeats).
         line = state_line(d.next_state.value, d.reason)
@@ -487,6 +494,13 @@ class Agent:
             "peer_outdated_from": mem.peer_outdated_from,
             "self_outdated_from": mem.self_outdated_from,
             "degraded": mem.peer_outdated_from is not None,
+            "degraded_since": self.alone_since if mem.peer_outdated_from is not None else None,
+            # WAL this node wrote since the peer became outdated: what only this node holds
+            "alone_wal_bytes": (
+                max(0, obs.db.lsn - mem.peer_outdated_from)
+                if mem.peer_outdated_from is not None and obs.db.role is DbRole.PRIMARY
+                else None
+            ),
             "switchover": mem.switchover_since is not None,
             "last_transition": (self.history.last(1) or [None])[0],
         }

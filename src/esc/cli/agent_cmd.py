@@ -92,6 +92,19 @@ def progress_line(progress: dict[str, Any] | None) -> str | None:
     return f"{progress.get('operation', 'working')}: {pct}({mb})"
 
 
+def degraded_line(st: dict[str, Any]) -> str:
+    """What a primary that acknowledges alone risks, live: since when, and how much WAL only
+    it holds (lost to a dump if the outdated peer turns out to have been promoted meanwhile)."""
+    line = "DEGRADED: acknowledged alone (peer outdated, replication asynchronous)"
+    since = st.get("degraded_since")
+    if isinstance(since, int | float):
+        line += " since " + time.strftime("%H:%M:%S", time.localtime(since))
+    alone = st.get("alone_wal_bytes")
+    if isinstance(alone, int):
+        line += f", {alone} B of WAL the peer lacks"
+    return line
+
+
 def health_line(st: dict[str, Any]) -> str:
     db = st.get("db", {})
     parts = [f"db {db.get('role')} tl {db.get('timeline')} lsn {db.get('lsn_text')}"]
@@ -112,7 +125,7 @@ def health_line(st: dict[str, Any]) -> str:
         + (str(peer.get("state")) if peer.get("reachable") else "unreachable")
     )
     if st.get("degraded"):
-        parts.append("DEGRADED: peer outdated, replication asynchronous")
+        parts.append(degraded_line(st))
     if st.get("self_outdated_from") is not None:
         parts.append("OUTDATED: may not become primary")
     if st.get("forced"):
@@ -201,6 +214,8 @@ def _side_by_side(st: dict[str, Any]) -> str:
         + f"policy {st.get('policy')}   "
         f"degraded {st.get('degraded')}   forced {st.get('forced')}"
     )
+    if st.get("degraded"):
+        lines.append(degraded_line(st))
     if (line := progress_line(st.get("progress"))) is not None:
         lines.append(line)
     if last:
