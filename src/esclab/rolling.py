@@ -4,13 +4,11 @@ rolling upgrade of the pair (the standby, a switchover, the other)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 from esc.errors import LabError
-from esclab import faults
+from esclab import faults, scenarios
 from esclab.guide import install
 from esclab.lab import Lab, wait_until
 from esclab.topology import NODES
@@ -41,30 +39,12 @@ def _must(ok: bool, what: str) -> None:
         raise LabError(f"timed out after {BOOT_S:.0f}s waiting for {what}")
 
 
-def status(lab: Lab, host: str) -> dict[str, Any]:
-    """``escadm status --json`` inside ``host`` ({} when it does not answer)."""
-    try:
-        res = lab.booted_node(host).exec(["escadm", "status", "--json"], check=False)
-        data: dict[str, Any] = json.loads(res.stdout or "{}")
-    except (LabError, ValueError):
-        return {}
-    return data
-
-
 def whole(lab: Lab, standby: str) -> bool:
-    """BACKUP beside a MASTER, and back in sync: the primary names it its synchronous standby
-    and no longer counts it outdated, and it knows it (a standby that is still outdated must
-    not be promoted, so the pair is not whole until then)."""
-    primary = other(standby)
-    if lab.node_state(standby) != "BACKUP" or lab.node_state(primary) != "MASTER":
-        return False
-    mine, theirs = status(lab, standby), status(lab, primary)
-    return (
-        theirs.get("db", {}).get("sync_standby") == standby
-        and theirs.get("peer_outdated_from") is None
-        and "self_outdated_from" in mine
-        and mine["self_outdated_from"] is None
-    )
+    """The pair is whole with ``standby`` as the standby (``scenarios.pair_verdict``: in sync
+    and outdated on neither side; an outdated standby must not be promoted, so a pair is not
+    whole until then)."""
+    health = scenarios.pair_health(lab)
+    return health.ok and health.backup == standby
 
 
 def wait_standby(lab: Lab, host: str) -> None:
