@@ -8,11 +8,11 @@ from ipaddress import ip_address, ip_interface
 from pathlib import Path
 
 import pytest
+from escadm_run import escadm as run_escadm
 
 from esc.cli import escadm as escadm_cli
-from esc.cli.escadm import build_parser, parse_args
 from esc.cli.guide_args import guide_argv, normalise
-from esc.cli.ha_set import BGP_FLAGS, HA_FLAGS, run_bgp_set, run_ha_set
+from esc.cli.ha_set import BGP_FLAGS, HA_FLAGS
 from esc.config.schema import NodePaths, load_config
 from esc.errors import ConfigError
 from esc.host import FakeHostFacts, HostFacts
@@ -31,14 +31,7 @@ HOST = FakeHostFacts(
 
 
 def escadm(argv: list[str], paths: NodePaths, host: HostFacts = HOST) -> int:
-    """What ``escadm`` does with ``argv`` on ``host``: its own parser, these host facts."""
-    try:
-        args = parse_args(build_parser(), argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.cmd == "ha":
-        return run_ha_set(args, paths, host)
-    return run_bgp_set(args, paths, host)
+    return run_escadm(argv, paths, host)
 
 
 @pytest.fixture

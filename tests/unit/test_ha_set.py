@@ -10,20 +10,18 @@ from ipaddress import ip_address, ip_interface
 from pathlib import Path
 
 import pytest
+from escadm_run import escadm
 
-from esc.cli.escadm import build_parser, parse_args
 from esc.cli.ha_set import (
     add_bgp_set_parser,
     add_ha_set_parser,
     node_name_from,
-    run_bgp_set,
     run_config_validate,
-    run_ha_set,
 )
 from esc.config.schema import EscConfig, NodePaths, load_config, parse_config, save_config
 from esc.drivers.exabgp_conf import render_exabgp
 from esc.drivers.keepalived_conf import render_keepalived
-from esc.host import FakeHostFacts, HostFacts, SystemHostFacts, parse_ip_json
+from esc.host import FakeHostFacts, SystemHostFacts, parse_ip_json
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CHECK = Path("/usr/libexec/esc/esc-agent-alive")  # as in test_keepalived_conf
@@ -73,17 +71,6 @@ BGP_FLAGS = [
     "--local_router_id",
     "192.0.2.10",
 ]
-
-
-def escadm(argv: list[str], paths: NodePaths, host: HostFacts) -> int:
-    """What ``escadm`` does with ``argv`` on ``host``: its own parser, these host facts."""
-    try:
-        args = parse_args(build_parser(), argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    if args.cmd == "ha":
-        return run_ha_set(args, paths, host)
-    return run_bgp_set(args, paths, host)
 
 
 @pytest.fixture
