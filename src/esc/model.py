@@ -68,6 +68,7 @@ class PeerView:
     lsn: int = 0
     serving: bool = False  # peer's service is active
     outdated_lsn: int | None = None  # peer (as primary) marked us outdated from this LSN
+    outdated: bool = False  # peer (as standby) holds a mark that it is outdated (it saw ours)
     vip_held: bool = False
     streaming: bool = False  # peer (as standby) is receiving WAL from us
     handing_over: bool = False  # peer (as primary) is in a planned switchover to us

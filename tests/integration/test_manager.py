@@ -482,6 +482,45 @@ def test_same_transaction_id_is_executed_once(active: Instance) -> None:
     assert sql(info, "SELECT count(*) FROM tenants") == [(2,)]
 
 
+def test_a_replay_waits_for_the_synchronous_standby_like_a_write(active: Instance, pg: Pg) -> None:
+    """The original may be committed on this node only (its commit waited for the standby
+    and PostgreSQL restarted, or the client gave up): a replay must not acknowledge it before
+    the standby has it. With a synchronous standby configured that never connects, a replay
+    waits in SyncRep like a write, and answers once the wait is lifted."""
+    admin = pg.conninfo("postgres")
+    headers = {"ESC-Transaction-Id": "sync-1"}
+    with active.client() as c:
+        first = c.post("/v0/tenants", json={"name": "s1"}, headers=headers)
+        assert first.status_code == 202
+
+    def sync_names(value: str | None) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if value is None:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def waiting_in_syncrep() -> int:
+        rows = sql(admin, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+        return int(rows[0][0])
+
+    sync_names("ghost")
+    try:
+        with ThreadPoolExecutor(1) as pool, active.client() as c:
+            c.timeout = httpx.Timeout(60.0)
+            answer = pool.submit(c.post, "/v0/tenants", json={"name": "s1"}, headers=headers)
+            eventually(waiting_in_syncrep, 20, "the replay's commit waiting for the standby")
+            assert not answer.done()
+            sync_names(None)
+            again = answer.result(timeout=30)
+    finally:
+        sync_names(None)
+    assert again.status_code == 202
+    assert again.headers["ESC-Transaction-Replayed"] == "true"
+    assert again.json() == first.json()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "headers", "field"),
     [

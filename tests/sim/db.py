@@ -334,6 +334,15 @@ class Postgres:
         self.pending.append(p)
         return rec, p
 
+    def wait_for_sync(self, rec: Rec) -> Pending | None:
+        """A commit that writes no record of its own but waits like one (nothing to wait for
+        when synchronous: the WAL up to the tip is on the standby)."""
+        if self.synced():
+            return None
+        p = Pending(rec)
+        self.pending.append(p)
+        return p
+
     def pending_for(self, rec: Rec) -> Pending | None:
         return next((p for p in self.pending if p.rec is rec), None)
 

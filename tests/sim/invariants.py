@@ -56,12 +56,6 @@ KNOWN_ISSUE_14 = True  # narrowed by decide.data_rank, not closed (module docstr
 # standby that rejoined by "reconfigure" but never streamed its new primary's timeline history
 # promotes to the same timeline id. True: the search stops judging a run once that happened.
 KNOWN_TIMELINE_REUSE = True
-# Found by this simulation (test_scenarios.py, test_replayed_write_acknowledged_without_standby):
-# a commit that waited for the standby is committed locally; after PostgreSQL restarts on the
-# primary, the client's retry with the same transaction id is answered from it (the manager's
-# replay writes no WAL, so it does not wait) though the standby never got it. True: such
-# acknowledgements (and their loss) are tolerated.
-KNOWN_REPLAY_WITHOUT_STANDBY = True
 # Found by this simulation (test_scenarios.py,
 # test_outdated_mark_never_seen_by_a_stuck_standby): the primary
 # drops sync, marks the standby outdated and acknowledges alone at once; the mark reaches the
@@ -70,20 +64,6 @@ KNOWN_REPLAY_WITHOUT_STANDBY = True
 # writes. True: such losses (acknowledged alone, the peer not yet a newer primary, kept in the
 # loser's dump) are tolerated.
 KNOWN_OUTDATED_MARK_UNSEEN = True
-# Found by this simulation (test_scenarios.py,
-# test_newer_primary_vetoes_itself_as_outdated_after_a_double_reboot):
-# decide._learn takes the peer primary's "you are outdated" mark whenever the local database
-# is not primary, a stopped one at boot included; a node whose data is the newer primary then
-# vetoes itself for good (no MASTER until force-primary). True: a run that ends unconverged
-# that way is tolerated.
-KNOWN_OUTDATED_PRIMARY = True
-# Found by this simulation (test_scenarios.py,
-# test_switchover_to_a_standby_still_outdated_leaves_no_master_for_a_minute):
-# a switchover is accepted once the standby is synchronous again, but the primary clears the
-# standby's outdated mark only in a later _serve, which the hand-over never reaches; the
-# standby vetoes itself, and a hand-over stalled outside keepalived MASTER is abandoned only
-# after HANDOVER_LIMIT_S (60 s): no MASTER meanwhile. True: such an unconverged run is tolerated.
-KNOWN_SWITCHOVER_STALL = True
 
 CONVERGE_S = 45.0  # > hold_down_s (30 s) + the ARP re-resolution (5 s) + a follow
 STABLE_S = 1.0
@@ -128,34 +108,6 @@ def available_risk(ack: Ack, policy: str, dumped: set[str]) -> bool:
     return acked_alone_degraded(ack, policy) and not ack.peer_visible and ack.write in dumped
 
 
-def outdated_primary(nodes: list[Node]) -> str | None:
-    """The known deadlock (``KNOWN_OUTDATED_PRIMARY``): the only primary database belongs to a
-    node whose agent holds itself outdated."""
-    for n in nodes:
-        if n.agent is not None and n.pg.running and not n.pg.standby_mode:
-            mark = n.agent.mem.self_outdated_from
-            if mark is not None:
-                return f"{n.name} holds the primary database but counts itself outdated ({mark})"
-    return None
-
-
-def switchover_stall(nodes: list[Node]) -> str | None:
-    """The known stall (``KNOWN_SWITCHOVER_STALL``): a node hands over to a peer whose agent
-    holds itself outdated."""
-    for n in nodes:
-        me, peer = n.agent, n.peer.agent
-        handing = me is not None and me.mem.switchover_since is not None
-        if handing and peer is not None and peer.mem.self_outdated_from is not None:
-            return f"{n.name} hands over to {n.peer.name}, which counts itself outdated"
-    return None
-
-
-def replayed_without_standby(ack: Ack) -> bool:
-    """The known replay case (``KNOWN_REPLAY_WITHOUT_STANDBY``): an idempotent replay on a
-    synchronous primary of a record the standby does not have."""
-    return ack.how == "replayed" and ack.alone and not ack.asynchronous
-
-
 def issue_14_window(ack: Ack, dumped: set[str]) -> bool:
     """Lost in the known issue-14 window (module docstring)."""
     return ack.alone and ack.asynchronous and ack.peer_newer and ack.write in dumped
@@ -189,20 +141,11 @@ class Checker:
         self.world = world
         self.frontier: Ack | None = None
         self._judged: set[int] = set()
-        self.replays: set[str] = set()  # writes acknowledged as KNOWN_REPLAY_WITHOUT_STANDBY
         self._keep: list[wal.Rec | None] = []  # keeps the judged fork points alive (their ids)
         self._since: dict[str, tuple[float, str]] = {}
 
     def on_ack(self, ack: Ack) -> None:
         if ack.alone and not acked_alone_degraded(ack, self.world.schedule.policy):
-            if (
-                KNOWN_REPLAY_WITHOUT_STANDBY
-                and self.world.tolerate
-                and (replayed_without_standby(ack))
-            ):
-                self.replays.add(ack.write)
-                self.world.trace("check", f"KNOWN_REPLAY_WITHOUT_STANDBY: {ack}")
-                return
             raise DivergedAcks(
                 f"acknowledged without the standby, which the configuration does not allow or "
                 f"the node does not report: {ack}"
@@ -251,8 +194,6 @@ class Checker:
                 continue
             if KNOWN_ISSUE_14 and tolerate and issue_14_window(a, dumped):
                 flag = "KNOWN_ISSUE_14"
-            elif a.write in self.replays:
-                flag = "KNOWN_REPLAY_WITHOUT_STANDBY"
             elif (
                 KNOWN_OUTDATED_MARK_UNSEEN
                 and tolerate

@@ -77,7 +77,9 @@ class Manager:
             return
         found = pg.find(write)
         if found is not None:
-            waiting = pg.pending_for(found)
+            # store.accept: the replay takes a transaction id, so its commit waits for the
+            # synchronous standby like a write (the original may be committed here only).
+            waiting = pg.pending_for(found) or pg.wait_for_sync(found)
             if waiting is None:
                 reply(True, "replayed", found)
             else:

@@ -22,8 +22,6 @@ from .clock import Sim, SimError
 from .db import Cluster
 from .invariants import (
     CONVERGE_S,
-    KNOWN_OUTDATED_PRIMARY,
-    KNOWN_SWITCHOVER_STALL,
     KNOWN_TIMELINE_REUSE,
     STABLE_S,
     Checker,
@@ -32,8 +30,6 @@ from .invariants import (
     TimelineReused,
     Tolerated,
     Violation,
-    outdated_primary,
-    switchover_stall,
 )
 from .network import KINDS, Network, links
 from .node import Node
@@ -255,12 +251,6 @@ class World:
         self.heal_all()
         healed, cycles = sim.now, sum(n.cycles for n in self.nodes)
         if not self._run_watching(healed + CONVERGE_S):
-            why = outdated_primary(self.nodes)
-            if why is not None and KNOWN_OUTDATED_PRIMARY and self.tolerate:
-                raise Tolerated(f"KNOWN_OUTDATED_PRIMARY: {why}")
-            why = switchover_stall(self.nodes)
-            if why is not None and KNOWN_SWITCHOVER_STALL and self.tolerate:
-                raise Tolerated(f"KNOWN_SWITCHOVER_STALL: {why}")
             raise NoConvergence(
                 f"no convergence within {CONVERGE_S:.0f}s "
                 f"({CONVERGE_S / self.nodes[0].cfg.agent.cycle_s:.0f} cycles) of the last "

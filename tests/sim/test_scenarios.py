@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .invariants import DivergedAcks, LostAckedWrites, NoConvergence, TimelineReused
+from .invariants import LostAckedWrites, TimelineReused
 from .pair import Result, run
 from .schedule import Fault, Schedule, Step
 
@@ -146,17 +146,14 @@ def test_timeline_id_reused_by_a_standby_that_never_streamed_the_new_timeline() 
     run(s, tolerate=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DivergedAcks,
-    reason="found by the simulation: a commit waiting for the frozen standby is durable on "
-    "the primary; PostgreSQL on the primary crashes and is restarted by the agent, the waiting "
-    "transaction is now committed, and the client's retry with the same transaction id is "
-    "answered from it (INSERT ... ON CONFLICT DO NOTHING: the replay writes no WAL, so it does "
-    "not wait for the standby): acknowledged without the standby, not DEGRADED; the primary "
-    "then loses power, the standby promotes and the write is lost",
-)
-def test_replayed_write_acknowledged_without_standby() -> None:
+def test_a_replayed_write_waits_for_the_standby_like_a_commit() -> None:
+    """Found by the simulation (was KNOWN_REPLAY_WITHOUT_STANDBY): a commit waiting for the
+    frozen standby is durable on the primary; PostgreSQL on the primary crashes and is
+    restarted by the agent, so the waiting transaction is now committed, and the client
+    retries with the same transaction id. The replay wrote no WAL, so it did not wait for the
+    standby: acknowledged without it, not DEGRADED, and lost when the primary then lost power.
+    The replay now takes a transaction id (store.accept), so its commit waits for the standby
+    like any write."""
     s = Schedule(
         seed=0,
         steps=(
@@ -191,17 +188,14 @@ def test_outdated_mark_never_seen_by_a_stuck_standby() -> None:
     run(s, tolerate=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NoConvergence,
-    reason="found by the simulation: a one-way partition (esc-ha-0 to esc-ha-1, VRRP and "
-    "peer API) makes both nodes primary and each marks the other outdated; both reboot; at "
-    "boot each agent's first cycle sees its own database stopped, and decide._learn takes the "
-    "peer primary's mark whenever the local database is not primary (stopped included): "
-    "esc-ha-1, which holds the newer timeline, vetoes itself as outdated for good, esc-ha-0 "
-    "follows it and is outdated too: no MASTER until an operator forces one",
-)
-def test_newer_primary_vetoes_itself_as_outdated_after_a_double_reboot() -> None:
+def test_a_newer_primary_is_not_outdated_by_its_peer_after_a_double_reboot() -> None:
+    """Found by the simulation (was KNOWN_OUTDATED_PRIMARY): a one-way partition (esc-ha-0 to
+    esc-ha-1, VRRP and peer API) makes both nodes primary and each marks the other outdated;
+    both reboot, and at boot each agent sees its own database stopped and takes the peer
+    primary's mark (a stopped standby must: its primary may have marked it before it died).
+    esc-ha-1's data is the newer primary's: once started, a primary that outranks the peer
+    primary (or that the peer follows) drops the mark (decide._learn), so it serves, and
+    esc-ha-0 follows it."""
     s = Schedule(
         seed=1,
         steps=(
@@ -210,21 +204,17 @@ def test_newer_primary_vetoes_itself_as_outdated_after_a_double_reboot() -> None
             Step(2.9, Fault("reboot", node=0, duration=1.7)),
         ),
     )
-    run(s, tolerate=False)
+    r = run(s, tolerate=False)
+    assert mentions(r, "demoting: following esc-ha-1 (newer data)", "esc-ha-0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NoConvergence,
-    reason="found by the simulation: esc-ha-1, primary after a failover, names esc-ha-0 "
-    "synchronous again (RestoreSync) while ActivateService fails (its manager was just killed, "
-    "so no back-to-back cycle), and its agent freezes before the next cycle; a switchover "
-    "queued meanwhile is its first business on resume: switchover_refusal passes (esc-ha-0 is "
-    "the synchronous standby), but the outdated mark is cleared only by _serve, which the "
-    "hand-over never reaches; esc-ha-0 vetoes itself as outdated, and the hand-over, stalled "
-    "outside keepalived MASTER, is abandoned only after HANDOVER_LIMIT_S: no MASTER for 60 s",
-)
-def test_switchover_to_a_standby_still_outdated_leaves_no_master_for_a_minute() -> None:
+def test_a_switchover_to_a_standby_still_marked_outdated_is_refused() -> None:
+    """Found by the simulation (was KNOWN_SWITCHOVER_STALL): esc-ha-1, primary after a
+    failover, names esc-ha-0 synchronous again while ActivateService fails (its manager was
+    just killed) and its agent freezes before the next cycle, so the outdated mark (cleared
+    when it next serves) is still set when a queued switchover is taken. Accepted, esc-ha-0
+    would veto itself when elected and leave no MASTER for a minute (HANDOVER_LIMIT_S); it is
+    refused (loop.switchover_refusal), and the pair converges."""
     s = Schedule(
         seed=0,
         steps=(
@@ -234,4 +224,5 @@ def test_switchover_to_a_standby_still_outdated_leaves_no_master_for_a_minute() 
             Step(1.0, Fault("switchover", node=1)),
         ),
     )
-    run(s, tolerate=False)
+    r = run(s, tolerate=False)
+    assert mentions(r, "switchover refused: peer esc-ha-0 is still marked outdated", "esc-ha-1")

@@ -67,6 +67,10 @@ def test_switchover_precheck_names_the_reason() -> None:
     lagging = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=False)
     assert "not streaming" in str(switchover_refusal(_obs(lagging), NodeState.MASTER, "x"))
     assert "synchronous" in str(switchover_refusal(_obs(ok, sync=None), NodeState.MASTER, "x"))
+    # In sync again but still marked outdated (by this node, or in the standby's own memory):
+    # handed over now, the standby would veto itself when elected.
+    marked = switchover_refusal(_obs(ok), NodeState.MASTER, "esc-ha-1", outdated=True)
+    assert "still marked outdated" in str(marked)
 
 
 def test_fifo_lines() -> None:

@@ -301,6 +301,36 @@ def test_switchover_quiesces_waits_then_releases() -> None:
     assert d4.memory.switchover_since is None and d4.next_state is S.BACKUP
 
 
+def test_switchover_releases_only_once_the_standby_no_longer_counts_itself_outdated() -> None:
+    prev = replace(SEEN, state=S.SWITCHING, switchover_since=100.0)
+    d = decide(obs(VrrpState.MASTER, PRIMARY, replace(PEER_BACKUP, outdated=True)), prev, CFG)
+    assert d.action_kinds == () and "no longer outdated" in d.reason
+    d = decide(obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP), d.memory, CFG)
+    assert d.action_kinds == ("CloseGate",)
+
+
+def test_a_stopped_node_takes_the_outdated_mark_and_a_newer_primary_drops_it() -> None:
+    # Stopped (its data may be a standby's that died before the mark): the mark is taken.
+    stopped = DbStatus(DbRole.STOPPED)
+    marked = replace(PEER_MASTER, outdated_lsn=700)
+    d = decide(obs(VrrpState.BACKUP, stopped, marked), replace(SEEN, state=S.FAULT), CFG)
+    assert d.memory.self_outdated_from == 700
+    # Started, the data is a primary on a newer timeline than the peer primary's: the mark
+    # was about a history that lost; it goes, and this node may be elected.
+    newer = replace(PRIMARY, timeline=3, sync_standby=None, sync_names="")
+    d = decide(obs(VrrpState.BACKUP, newer, replace(marked, timeline=2)), d.memory, CFG)
+    assert d.memory.self_outdated_from is None
+    # An older primary keeps it (it follows the peer).
+    older = replace(newer, timeline=1)
+    d2 = decide(obs(VrrpState.BACKUP, older, replace(marked, timeline=2)), d.memory, CFG)
+    assert "Follow" in d2.action_kinds
+    # A primary whose peer follows it drops a mark left from before.
+    follows = replace(PEER_BACKUP, outdated=False)
+    left = replace(SEEN, state=S.MASTER, self_outdated_from=5)
+    d3 = decide(obs(VrrpState.MASTER, PRIMARY, follows), left, CFG)
+    assert d3.memory.self_outdated_from is None and d3.next_state is S.MASTER
+
+
 def test_switchover_times_out_and_serves_again() -> None:
     prev = replace(SEEN, state=S.SWITCHING, switchover_since=80.0)
     d = decide(obs(VrrpState.MASTER, PRIMARY, replace(PEER_BACKUP, lsn=1)), prev, CFG)

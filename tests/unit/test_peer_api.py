@@ -86,6 +86,9 @@ def test_a_well_formed_view_parses_into_the_peer_view() -> None:
         reason="serving as primary",
     )
     assert parse_view({**a_view(), "future_key": 1}, PEER).state is NodeState.MASTER
+    # "outdated" is optional: an agent older than the field never reports itself outdated.
+    assert parse_view({**a_view(), "outdated": True}, PEER).outdated is True
+    assert parse_view(a_view(), PEER).outdated is False
 
 
 @pytest.mark.parametrize(
@@ -102,6 +105,7 @@ def test_a_well_formed_view_parses_into_the_peer_view() -> None:
         (a_view(db_role=3), "db_role"),
         (a_view(serving="yes"), "serving"),
         (a_view(vip_held=1), "vip_held"),
+        ({**a_view(), "outdated": "no"}, "outdated"),
         (a_view(replay_lag_s=float("nan")), "replay_lag_s"),
         (a_view(replay_lag_s=-1), "replay_lag_s"),
         (a_view(reason=["x"]), "reason"),

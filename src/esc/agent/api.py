@@ -396,6 +396,11 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
     reason = data["reason"]
     if not isinstance(reason, str):
         raise DriverError(f"peer view: reason: {reason!r:.40} is not a string")
+    # Absent from the view of an agent older than this field (a rolling upgrade): it never
+    # reports itself outdated, as before.
+    outdated = data.get("outdated", False)
+    if not isinstance(outdated, bool):
+        raise DriverError(f"peer view: outdated: {outdated!r:.40} is not true or false")
     return PeerView(
         reachable=True,
         silent_for=silent_for,
@@ -411,6 +416,7 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         streaming=data["streaming"],
         handing_over=data["handing_over"],
         announced=data["announced"],
+        outdated=outdated,
         reason=reason[:REASON_MAX],
     )
 

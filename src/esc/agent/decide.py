@@ -80,7 +80,7 @@ def _peer_desc(obs: Observation, timed: bool = True) -> str:
     return f"peer {p.state.value if p.state else '?'}"
 
 
-def _learn(obs: Observation, prev: Memory) -> Memory:
+def _learn(obs: Observation, prev: Memory, cfg: DecideConfig) -> Memory:
     """Fold this observation into memory (before deciding)."""
     mem = prev
     p = obs.peer
@@ -90,10 +90,18 @@ def _learn(obs: Observation, prev: Memory) -> Memory:
         mem = replace(mem, peer_seen=True, forced=False)
         if p.timeline:
             mem = replace(mem, peer_timeline=p.timeline)
-        # Only a standby takes the primary's word that it is outdated: in a split brain both
-        # are primaries, and the loser is decided by data, not by each other's marks.
+        # Only a node that is not primary takes the primary's word that it is outdated (a
+        # stopped one too: its database may be a standby that died before the mark): in a
+        # split brain both are primaries, and the loser is decided by data, not by marks.
         if p.db_role is DbRole.PRIMARY and obs.db.role is not DbRole.PRIMARY:
             mem = replace(mem, self_outdated_from=p.outdated_lsn)
+        # A mark taken while stopped may have been about a history that, once started, is the
+        # newer primary's: a primary whose peer follows it, or whose data outranks the peer
+        # primary's, is not outdated by anything that peer said.
+        if obs.db.role is DbRole.PRIMARY and mem.self_outdated_from is not None:
+            follows_us = p.db_role is DbRole.STANDBY
+            if follows_us or (_both_primary(obs) and not _peer_outranks(obs, cfg)):
+                mem = replace(mem, self_outdated_from=None)
     if (
         mem.switchover_since is not None
         and obs.db.role is DbRole.STANDBY
@@ -162,7 +170,7 @@ def why_not_primary(obs: Observation, mem: Memory, cfg: DecideConfig) -> str | N
 
 def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
     """One cycle's decision. The state returned is always a legal edge from ``prev.state``."""
-    mem = _learn(obs, prev)
+    mem = _learn(obs, prev, cfg)
     wanted, actions, reason, mem = _decide(obs, mem, cfg)
     if any(isinstance(a, CloseGate) for a in actions):
         mem = replace(mem, gate_opened_at=None)
@@ -376,11 +384,19 @@ def _hand_over(obs: Observation, mem: Memory, cfg: DecideConfig) -> _Out:
             f"switchover: writes quiesced; releasing the VIP and the volume to {cfg.peer_name}",
             mem,
         )
-    if peer.reachable and peer.streaming and peer.lsn >= db.lsn:
+    if peer.reachable and peer.streaming and peer.lsn >= db.lsn and not peer.outdated:
         return (
             S.SWITCHING,
             [*acts, CloseGate()],
             f"switchover: {cfg.peer_name} caught up at LSN {fmt_lsn(peer.lsn)}; releasing the VIP",
+            mem,
+        )
+    if peer.reachable and peer.streaming and peer.lsn >= db.lsn:
+        return (
+            S.SWITCHING,
+            acts,
+            f"switchover: {cfg.peer_name} caught up; waiting for it to see it is no longer "
+            "outdated (it would veto itself when elected)",
             mem,
         )
     return (

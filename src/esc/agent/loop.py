@@ -99,7 +99,11 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
 
 
 def switchover_refusal(
-    obs: Observation, state: NodeState, peer_name: str, shared_storage: bool = False
+    obs: Observation,
+    state: NodeState,
+    peer_name: str,
+    shared_storage: bool = False,
+    outdated: bool = False,
 ) -> str | None:
     """None if a planned switchover can start now, else why not (shown to the operator).
     With a shared volume (cinder) there is no replication to check: the peer takes the
@@ -117,6 +121,10 @@ def switchover_refusal(
         return f"peer {peer_name} is not streaming from this node"
     if obs.db.sync_standby is None:
         return f"peer {peer_name} is not a synchronous standby (outdated or catching up)"
+    if outdated:
+        # In sync again, but the mark goes only when this node next serves (decide._serve):
+        # handed over now, the peer would veto itself as outdated when elected.
+        return f"peer {peer_name} is still marked outdated: retry in a moment"
     return None
 
 
@@ -258,7 +266,11 @@ class Agent:
                 return mem
             if req.kind == "switchover":
                 why = switchover_refusal(
-                    obs, mem.state, self.dcfg.peer_name, self.dcfg.shared_storage
+                    obs,
+                    mem.state,
+                    self.dcfg.peer_name,
+                    self.dcfg.shared_storage,
+                    mem.peer_outdated_from is not None or obs.peer.outdated,
                 )
                 if why is None and mem.switchover_since is None:
                     mem = replace(mem, switchover_since=obs.now)
@@ -465,6 +477,7 @@ class Agent:
             "vip_held": obs.vip_held,
             "announced": self._announced(),
             "outdated_lsn": d.memory.peer_outdated_from,
+            "outdated": d.memory.self_outdated_from is not None and not d.memory.forced,
             "handing_over": d.memory.switchover_since is not None,
             "reason": d.reason,
         }

@@ -133,6 +133,13 @@ async def accept(conn: Conn, req: WriteRequest, effect: Effector) -> Accepted:
             if row is None:  # deleted in between: cannot happen, transactions are kept
                 raise RequestError(409, f"transaction {txid!r} vanished; retry")
             original = {"request": row[0], "response": row[1]}
+            # The original may be committed here only: its commit waited for the synchronous
+            # standby, and PostgreSQL restarted (or the client gave up) before the standby
+            # had it. A replay writes nothing of its own, so its commit would not wait: write
+            # WAL of its own (a transactional message: only a transaction that wrote WAL
+            # waits, a transaction id alone is not enough), so that its commit waits, like
+            # any write, until the standby has everything up to it, the original included.
+            await conn.execute("SELECT pg_logical_emit_message(true, 'esc-replay', %s)", (txid,))
         else:
             done = await effect(conn)
             state = TxState.SUCCESS if done.done else TxState.PENDING
