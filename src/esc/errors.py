@@ -2,7 +2,7 @@
 
     EscError                      anything the project raises on purpose
     ├── ConfigError               bad config file, flag or value; names the field
-    ├── IllegalTransition         a state change the table in agent/states.py forbids
+    ├── IllegalTransition         a state change the table in core/table.py forbids
     ├── LabError                  the lab could not do what was asked
     └── DriverError               a component below us failed (translated at the driver edge)
         ├── CommandError          an external command exited non-zero

@@ -99,7 +99,7 @@ class Observation:
     gate_open: bool = False  # what the track file said when this observation was taken
 
 
-# --- actions: verbs, executed in order by agent/execute.py, each idempotent -------------------
+# --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,12 @@ class Decision:
     reason: str
     memory: Memory = field(default_factory=Memory)
     # Added to keepalived's priority (track_file esc_rank): the node with the newer history
-    # outranks the other in an election, whatever the configured priorities (decide.data_rank).
+    # outranks the other in an election, whatever the configured priorities
+    # (core/decide.data_rank).
     rank: int = 0
+    rule_id: str = ""  # the rule that fired (core/rules.py), "rule/sub-rule" where one applied
+    announce: bool = False  # the anycast route is announced (only by a MASTER)
+    primary: str | None = None  # the node that serves as far as this one knows
 
     @property
     def action_kinds(self) -> tuple[str, ...]:

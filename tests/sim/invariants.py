@@ -29,10 +29,10 @@
 that had dropped its standby from synchronous replication acknowledges alone while its peer is
 a primary on a newer timeline and *could* be seen (the link is up: after a heal, before the
 agent's poller has noticed), and the losing side keeps the write in its diverged dump. The data
-rank (``decide.data_rank``) closed the case issue 14 reported (a full partition healing: the old
-primary no longer wins the election back; test_issue_14_... passes); what is left is a peer-API
-heal while VRRP never stopped (test_issue_14_window_after_a_peer_api_heal, xfail). Flip it to
-False once decide() closes that window too: the search then enforces 1 fully.
+rank (``core/decide.data_rank``) closed the case issue 14 reported (a full partition healing:
+the old primary no longer wins the election back; test_issue_14_... passes); what is left is a
+peer-API heal while VRRP never stopped (test_issue_14_window_after_a_peer_api_heal, xfail).
+Flip it to False once decide() closes that window too: the search then enforces 1 fully.
 
 The other ``KNOWN_*`` flags below are failures this simulation found in today's code, each with
 an ``xfail(strict=True)`` scenario in test_scenarios.py; each tolerates exactly its own

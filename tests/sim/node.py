@@ -17,9 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esc.agent.decide import DecideConfig
 from esc.agent.loop import _PROGRESS, MAX_BACK_TO_BACK, Request
 from esc.config.schema import EscConfig, NodePaths, write_atomic
+from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeBgp
 from esc.errors import EscError, IllegalTransition
 from esc.model import Decision, NodeState, VrrpState
@@ -71,7 +71,7 @@ class Node:
             standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
             health_failures=cfg.agent.health_failures,
             gateway=None,
-            shared_storage=False,
+            mode="replicated",
         )
         self.peer_timeout = min(cfg.agent.peer_timeout_s, 2 * ha.advert_int)
         self.vip = False

@@ -93,7 +93,7 @@ ISSUE_14 = Schedule(seed=3, steps=(Step(1.0, Fault("partition", what="all", dura
 
 
 def test_issue_14_acknowledged_writes_survive_the_heal_of_a_full_partition() -> None:
-    """Fixed by the data rank (decide.data_rank): esc-ha-1, promoted on timeline 2, outranks
+    """Fixed by the data rank (core/decide.data_rank): esc-ha-1, promoted on timeline 2, outranks
     esc-ha-0 (priority 101 + 0 against 100 + 2), so on the heal esc-ha-0 hears a higher-priority
     advert, goes BACKUP and never answers with a gratuitous ARP; no write is acknowledged on
     the history about to be rewound."""
@@ -194,7 +194,7 @@ def test_a_newer_primary_is_not_outdated_by_its_peer_after_a_double_reboot() -> 
     both reboot, and at boot each agent sees its own database stopped and takes the peer
     primary's mark (a stopped standby must: its primary may have marked it before it died).
     esc-ha-1's data is the newer primary's: once started, a primary that outranks the peer
-    primary (or that the peer follows) drops the mark (decide._learn), so it serves, and
+    primary (or that the peer follows) drops the mark (core/learn.py), so it serves, and
     esc-ha-0 follows it."""
     s = Schedule(
         seed=1,
@@ -214,7 +214,7 @@ def test_a_switchover_to_a_standby_still_marked_outdated_is_refused() -> None:
     just killed) and its agent freezes before the next cycle, so the outdated mark (cleared
     when it next serves) is still set when a queued switchover is taken. Accepted, esc-ha-0
     would veto itself when elected and leave no MASTER for a minute (HANDOVER_LIMIT_S); it is
-    refused (loop.switchover_refusal), and the pair converges."""
+    refused (core/requests.switchover_refusal), and the pair converges."""
     s = Schedule(
         seed=0,
         steps=(

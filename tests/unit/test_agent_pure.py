@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from esc.agent.history import KEEP, History
-from esc.agent.loop import live_change_refusal, switchover_refusal
+from esc.agent.loop import live_change_refusal
 from esc.cli.agent_cmd import progress_line
 from esc.config.schema import parse_config
+from esc.core.facts import DecideConfig
+from esc.core.requests import switchover_refusal
 from esc.drivers.keepalived import parse_fifo_line
 from esc.model import (
     DbRole,
     DbStatus,
+    Memory,
     NodeState,
     Observation,
     PeerView,
@@ -59,18 +62,25 @@ def _obs(peer: PeerView, sync: str | None = "esc-ha-1") -> Observation:
 
 
 def test_switchover_precheck_names_the_reason() -> None:
+    cfg = DecideConfig(node_name="esc-ha-0", peer_name="esc-ha-1", first_node=True)
+    master, backup = Memory(NodeState.MASTER), Memory(NodeState.BACKUP)
     ok = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=True)
-    assert switchover_refusal(_obs(ok), NodeState.MASTER, "esc-ha-1") is None
-    assert "not MASTER" in str(switchover_refusal(_obs(ok), NodeState.BACKUP, "esc-ha-1"))
+    assert switchover_refusal(_obs(ok), master, cfg) is None
+    assert "not MASTER" in str(switchover_refusal(_obs(ok), backup, cfg))
     silent = PeerView(False, silent_for=3)
-    assert "not reachable" in str(switchover_refusal(_obs(silent), NodeState.MASTER, "esc-ha-1"))
+    assert "not reachable" in str(switchover_refusal(_obs(silent), master, cfg))
     lagging = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=False)
-    assert "not streaming" in str(switchover_refusal(_obs(lagging), NodeState.MASTER, "x"))
-    assert "synchronous" in str(switchover_refusal(_obs(ok, sync=None), NodeState.MASTER, "x"))
+    assert "not streaming" in str(switchover_refusal(_obs(lagging), master, cfg))
+    assert "synchronous" in str(switchover_refusal(_obs(ok, sync=None), master, cfg))
+    going = Memory(NodeState.MASTER, switchover_since=0.5)
+    assert "already in progress" in str(switchover_refusal(_obs(ok), going, cfg))
     # In sync again but still marked outdated (by this node, or in the standby's own memory):
     # handed over now, the standby would veto itself when elected.
-    marked = switchover_refusal(_obs(ok), NodeState.MASTER, "esc-ha-1", outdated=True)
-    assert "still marked outdated" in str(marked)
+    marked = Memory(NodeState.MASTER, peer_outdated_from=5)
+    assert "still marked outdated" in str(switchover_refusal(_obs(ok), marked, cfg))
+    own = PeerView(True, state=NodeState.BACKUP, db_role=DbRole.STANDBY, streaming=True,
+                   outdated=True)  # fmt: skip
+    assert "still marked outdated" in str(switchover_refusal(_obs(own), master, cfg))
 
 
 def test_fifo_lines() -> None:

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from esc.agent.decide import DecideConfig, decide, why_not_primary
-from esc.agent.states import ALLOWED, check_transition
+from esc.core.decide import context, decide
+from esc.core.facts import DecideConfig
+from esc.core.table import ALLOWED, check_transition
 from esc.errors import IllegalTransition
 from esc.model import (
     DbRole,
@@ -225,6 +226,29 @@ CASES = [
 ]
 
 
+# The rule (core/rules.py) each case must fire: "rule/sub-rule" where serve's policy applied.
+RULE_OF = {
+    "standby steady": "standby",
+    "peer dies: promote": "promote-alone",
+    "promoted: activate": "serve/degraded",
+    "crash between promote and activate": "serve/in-sync",
+    "resume after crash, peer back": "serve/in-sync",
+    "master steady": "serve/in-sync",
+    "keepalived killed with VIP": "vrrp-dead",
+    "gateway lost": "gateway-lost",
+    "cold boot alone": "wait-vetoed",
+    "forced primary alone": "promote-alone",
+    "outdated standby is not promoted": "master-vetoed",
+    "VRRP-only partition: peer still serves": "refuse-vip-peer-serves",
+    "old primary back: follow": "demote",
+    "service failing on master: yield": "master-vetoed",
+    "first boot, first node creates": "first-boot-wait-create",
+    "first boot, clone from peer": "first-boot-clone",
+    "db stopped on master: fail over": "db-stopped-start",
+    "double fault: newer peer wins": "standby",
+}
+
+
 @pytest.mark.parametrize(
     ("name", "o", "prev", "state", "kinds", "reason"), CASES, ids=[c[0] for c in CASES]
 )
@@ -233,6 +257,7 @@ def test_decide_table(
 ) -> None:
     d = decide(o, prev, CFG)
     assert (d.next_state, d.action_kinds) == (state, kinds), d.reason
+    assert d.rule_id == RULE_OF[name], d.reason
     assert reason in d.reason
     assert d.memory.state == d.next_state
 
@@ -339,7 +364,7 @@ def test_switchover_times_out_and_serves_again() -> None:
 
 def test_standby_does_not_veto_when_peer_serves() -> None:
     o = obs(VrrpState.BACKUP, STANDBY, PEER_MASTER)
-    assert why_not_primary(o, SEEN, CFG) is None
+    assert context(o, SEEN, CFG).veto is None
 
 
 def test_state_table_rejects_direct_role_flip() -> None:
@@ -355,7 +380,7 @@ def test_standby_takes_over_from_a_faulted_primary_with_more_wal() -> None:
     # The primary's keepalived died: it is FAULT, its LSN a little ahead (non-transactional WAL).
     peer = replace(PEER_MASTER, state=S.FAULT, serving=False, lsn=5000)
     o = obs(VrrpState.BACKUP, STANDBY, peer)
-    assert why_not_primary(o, SEEN, CFG) is None
+    assert context(o, SEEN, CFG).veto is None
     d = decide(replace(o, vrrp=VrrpState.MASTER), SEEN, CFG)
     assert "Promote" in d.action_kinds
 

@@ -23,7 +23,6 @@ import pytest
 
 from esc.agent import loop
 from esc.agent.api import MAX_BODY, PeerPoller, parse_view, serve_peer
-from esc.agent.decide import DecideConfig
 from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.peerauth import (
@@ -37,6 +36,7 @@ from esc.agent.peerauth import (
     sign_request,
 )
 from esc.config.schema import NodePaths, parse_config
+from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeDatabase
 from esc.errors import DriverError
 from esc.model import DbRole, NodeState, Observation, PeerView, ServiceView, VrrpState

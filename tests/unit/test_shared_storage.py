@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from esc.agent.decide import DecideConfig, decide
-from esc.agent.loop import switchover_refusal
 from esc.config.schema import DatabaseConfig, parse_config
+from esc.core.decide import decide
+from esc.core.facts import DecideConfig
+from esc.core.requests import switchover_refusal
 from esc.drivers.postgres import process_state, render_shared_conf
 from esc.drivers.volume import VolumeLease, lock_holders, mounts_of_device, resolve_device
 from esc.errors import ConfigError, DbError
@@ -25,9 +27,7 @@ from esc.model import (
 )
 
 S = NodeState
-CFG = DecideConfig(
-    node_name="esc-ha-1", peer_name="esc-ha-0", first_node=False, shared_storage=True
-)
+CFG = DecideConfig(node_name="esc-ha-1", peer_name="esc-ha-0", first_node=False, mode="shared")
 DETACHED = DbStatus(DbRole.STANDBY)
 ATTACHED = DbStatus(DbRole.PRIMARY, timeline=1, lsn=5000)
 PEER_BACKUP = PeerView(reachable=True, state=S.BACKUP, db_role=DbRole.STANDBY)
@@ -88,8 +88,10 @@ def test_switchover_releases_at_once_when_the_peer_is_ready() -> None:
 
 def test_switchover_needs_no_streaming_with_a_shared_volume() -> None:
     o = obs(VrrpState.MASTER, ATTACHED, PEER_BACKUP, ON)
-    assert switchover_refusal(o, S.MASTER, "esc-ha-0", shared_storage=True) is None
-    assert "not streaming" in (switchover_refusal(o, S.MASTER, "esc-ha-0") or "")
+    master = Memory(S.MASTER, peer_seen=True)
+    assert switchover_refusal(o, master, CFG) is None
+    replicated = replace(CFG, mode="replicated")
+    assert "not streaming" in (switchover_refusal(o, master, replicated) or "")
 
 
 def test_crashed_database_on_the_held_volume_is_restarted() -> None:

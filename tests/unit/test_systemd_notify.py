@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from esc.agent.decide import DecideConfig
 from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.systemd import Notifier, socket_address, state_line
 from esc.config.schema import NodePaths, parse_config
+from esc.core.facts import DecideConfig
 from esc.model import (
     DbRole,
     DbStatus,

@@ -16,17 +16,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from esc.agent.decide import DecideConfig, decide, fmt_lsn
+from esc.agent.execute import Executor
 from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
+from esc.core.decide import decide
+from esc.core.facts import DecideConfig, fmt_lsn
+from esc.core.requests import force_primary, request_switchover
 from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
 from esc.errors import DriverError, EscError
 from esc.model import (
-    Action,
     ActivateService,
-    CloseGate,
     DbRole,
     DbStatus,
     DeactivateService,
@@ -37,7 +38,6 @@ from esc.model import (
     Memory,
     NodeState,
     Observation,
-    OpenGate,
     Promote,
     RemoveVip,
     RestartVrrp,
@@ -98,36 +98,6 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
     return None
 
 
-def switchover_refusal(
-    obs: Observation,
-    state: NodeState,
-    peer_name: str,
-    shared_storage: bool = False,
-    outdated: bool = False,
-) -> str | None:
-    """None if a planned switchover can start now, else why not (shown to the operator).
-    With a shared volume (cinder) there is no replication to check: the peer takes the
-    volume over."""
-    p = obs.peer
-    if state is not NodeState.MASTER:
-        return f"this node is {state.value}, not MASTER: run it on the primary"
-    if not p.reachable:
-        return f"peer {peer_name} is not reachable"
-    if p.state is not NodeState.BACKUP:
-        return f"peer {peer_name} is {p.state.value if p.state else '?'}, not BACKUP"
-    if shared_storage:
-        return None
-    if not p.streaming:
-        return f"peer {peer_name} is not streaming from this node"
-    if obs.db.sync_standby is None:
-        return f"peer {peer_name} is not a synchronous standby (outdated or catching up)"
-    if outdated:
-        # In sync again, but the mark goes only when this node next serves (decide._serve):
-        # handed over now, the peer would veto itself as outdated when elected.
-        return f"peer {peer_name} is still marked outdated: retry in a moment"
-    return None
-
-
 @dataclass
 class Published:
     """What the APIs serve: written by the loop, read by handler threads (replaced whole)."""
@@ -181,10 +151,20 @@ class Agent:
         # commits are acknowledged by this node alone (policy available; shown by escadm).
         self.alone_since: float | None = None
         self._stop = threading.Event()
-        self._told_primary: str | None = None
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
-        self.progress: dict[str, Any] | None = None  # a clone/resync under way (for escadm)
         self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
+        self.executor = Executor(
+            node_name=dcfg.node_name,
+            peer_name=dcfg.peer_name,
+            peer_host=peer_host,
+            vrrp=vrrp,
+            vip=vip,
+            db=db,
+            service=service,
+            history=history,
+            state=lambda: self.mem.state.value,
+            beat=lambda: self.notifier.watchdog(),  # noqa: PLW0108 (main sets the notifier later)
+        )
 
     # --- memory -----------------------------------------------------------------------------
 
@@ -229,7 +209,7 @@ class Agent:
         self._execute(d)
         self._name_primary(obs, d)
         if self.bgp is not None:
-            self._steer_bgp(d.next_state is NodeState.MASTER)
+            self._steer_bgp(d.announce)
         return d
 
     def _steer_bgp(self, announce: bool) -> None:
@@ -247,16 +227,9 @@ class Agent:
             log.error("BGP: %s (retried next cycle)", exc)
 
     def _name_primary(self, obs: Observation, d: Decision) -> None:
-        """Keep an inactive manager's 503 answers naming the current primary."""
-        if d.next_state is NodeState.MASTER or obs.service.active:
-            return
-        primary = self.dcfg.peer_name if obs.peer.reachable and obs.peer.serving else None
-        if primary != self._told_primary:
-            try:
-                self.service.deactivate(primary)
-                self._told_primary = primary
-            except EscError as exc:
-                log.debug("could not tell the manager the primary: %s", exc)
+        """Keep an inactive manager's 503 answers naming the node that serves (d.primary)."""
+        if d.next_state is not NodeState.MASTER and not obs.service.active:
+            self.executor.tell_primary(d.primary)
 
     def _take_requests(self, obs: Observation, mem: Memory) -> Memory:
         while True:
@@ -265,15 +238,8 @@ class Agent:
             except queue.Empty:
                 return mem
             if req.kind == "switchover":
-                why = switchover_refusal(
-                    obs,
-                    mem.state,
-                    self.dcfg.peer_name,
-                    self.dcfg.shared_storage,
-                    mem.peer_outdated_from is not None or obs.peer.outdated,
-                )
-                if why is None and mem.switchover_since is None:
-                    mem = replace(mem, switchover_since=obs.now)
+                mem, why = request_switchover(obs, mem, self.dcfg)
+                if why is None:
                     req.ok, req.message = True, f"switchover to {self.dcfg.peer_name} started"
                     self.history.add(
                         mem.state.value,
@@ -281,11 +247,11 @@ class Agent:
                         f"switchover requested by {req.who or 'operator'}",
                     )
                 else:
-                    req.message = f"switchover refused: {why or 'already in progress'}"
+                    req.message = f"switchover refused: {why}"
             elif req.kind == "reload":
                 req.ok, req.message = self._reload()
             elif req.kind == "force-primary":
-                mem = replace(mem, forced=True)
+                mem = force_primary(mem)
                 req.ok = True
                 req.message = (
                     f"forced primary by {req.who or 'operator'}: this node may become "
@@ -337,81 +303,7 @@ class Agent:
         return True, f"reloaded: {files}"
 
     def _execute(self, d: Decision) -> None:
-        self.action_failed = False
-        try:
-            self.vrrp.set_rank(d.rank)
-        except OSError as exc:
-            log.error("data rank not written: %s", exc)
-        for action in d.actions:
-            self.notifier.watchdog()  # each action gets the whole WatchdogSec
-            try:
-                self._do(action)
-            except (EscError, OSError) as exc:
-                log.error("%s failed: %s", action.kind, exc)
-                self.action_failed = True
-                break
-
-    def _do(self, a: Action) -> None:
-        if isinstance(a, OpenGate | CloseGate):
-            self.vrrp.set_gate(isinstance(a, OpenGate))
-        elif isinstance(a, RemoveVip):
-            self.vip.remove()
-        elif isinstance(a, RestartVrrp):
-            self.vrrp.start()
-        elif isinstance(a, Promote):
-            self.db.promote()
-        elif isinstance(a, Follow):
-            started = time.monotonic()
-            try:
-                res = self.db.follow(self.peer_host, progress=self._on_progress)
-            finally:
-                self.progress = None
-            if res.preserved is not None:
-                since = (
-                    f"after LSN {fmt_lsn(res.diverged_from_lsn)}"
-                    if res.diverged_from_lsn
-                    else "(whole data directory)"
-                )
-                log.warning("diverged transactions %s preserved in %s", since, res.preserved)
-                self.history.add(
-                    self.mem.state.value,
-                    self.mem.state.value,
-                    f"diverged writes preserved in {res.preserved}",
-                )
-            log.info(
-                "following %s: %s in %.2f s",
-                self.peer_host,
-                res.method,
-                time.monotonic() - started,
-            )
-        elif isinstance(a, InitPrimary):
-            self.db.init_primary()
-        elif isinstance(a, StartDb):
-            self.db.start()
-        elif isinstance(a, ActivateService):
-            self.service.activate(self.dcfg.node_name)
-        elif isinstance(a, DeactivateService):
-            peer = self.last_obs.peer if self.last_obs else None
-            serving = peer is not None and peer.reachable and peer.serving
-            self._told_primary = self.dcfg.peer_name if serving else None
-            self.service.deactivate(self._told_primary)
-        elif isinstance(a, DropSync):
-            self.db.set_synchronous(None)
-        elif isinstance(a, RestoreSync):
-            self.db.set_synchronous(self.dcfg.peer_name)
-        else:
-            raise EscError(f"no executor for {a.kind}")
-
-    def _on_progress(self, operation: str, done: int, total: int) -> None:
-        """pg_basebackup's or pg_rewind's progress, served by the local API while Follow blocks
-        the loop."""
-        self.notifier.watchdog()
-        self.progress = {
-            "operation": f"{operation} from {self.dcfg.peer_name}",
-            "done": done,
-            "total": total,
-            "time": time.time(),
-        }
+        self.action_failed = not self.executor.run(d)
 
     def _record(self, obs: Observation, d: Decision) -> None:
         prev = self.mem
@@ -420,9 +312,9 @@ class Agent:
             self.history.add(prev.state.value, d.next_state.value, d.reason)
             write_atomic(self.paths.state_file, d.next_state.value + "\n")
             self.since = time.time()
-            log.info("%s -> %s: %s", prev.state.value, d.next_state.value, d.reason)
+            log.info("%s -> %s: %s [%s]", prev.state.value, d.next_state.value, d.reason, d.rule_id)
         elif self.last is None or d.reason != self.last.reason:
-            log.info("%s: %s", d.next_state.value, d.reason)
+            log.info("%s: %s [%s]", d.next_state.value, d.reason, d.rule_id)
         if d.memory.peer_outdated_from is None:
             self.alone_since = None
         elif self.alone_since is None:
@@ -490,6 +382,7 @@ class Agent:
             "state": d.next_state.value,
             "since": self.since,
             "reason": d.reason,
+            "rule": d.rule_id,
             "role": obs.db.role.value,
             "vrrp": str(getattr(obs.vrrp, "value", obs.vrrp)),
             "vip": str(self.cfg.ha.kad_vip) if self.cfg.ha else None,
@@ -535,7 +428,7 @@ class Agent:
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
             # The dumps are listed per request (a directory listing), not every cycle.
-            extra = {"progress": self.progress, "diverged_dumps": self._diverged_dumps()}
+            extra = {"progress": self.executor.progress, "diverged_dumps": self._diverged_dumps()}
             return 200, {**self.published.status, **extra}
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}

@@ -20,13 +20,13 @@ from types import FrameType
 from esc.addresses import IPAddress
 from esc.agent import setup_error
 from esc.agent.api import PeerPoller, serve_peer, serve_unix
-from esc.agent.decide import DecideConfig
 from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.service import ManagedService
 from esc.agent.systemd import Notifier
 from esc.config.schema import EscConfig, NodePaths, load_config
+from esc.core.facts import DecideConfig
 from esc.drivers.base import Database
 from esc.drivers.exabgp import ExabgpDriver
 from esc.drivers.keepalived import KeepalivedDriver
@@ -119,7 +119,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
         health_failures=cfg.agent.health_failures,
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
-        shared_storage=ha.ha_mode == "cinder",
+        mode="shared" if ha.ha_mode == "cinder" else "replicated",
     )
     wake = threading.Event()
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)

@@ -167,7 +167,8 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
         out["serving_as_expected"] = ok
         print(json.dumps(out, indent=2, default=str))
     else:
-        print(f"{st['state']}  {st['reason']}")
+        rule = f"  [rule {st['rule']}]" if st.get("rule") else ""
+        print(f"{st['state']}  {st['reason']}{rule}")
         print(health_line(st))
         if (line := progress_line(st.get("progress"))) is not None:
             print(line)

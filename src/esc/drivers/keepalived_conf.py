@@ -7,8 +7,8 @@ one to weigh the election by data:
 - ``track_file esc_gate``: the agent writes ``0`` (may hold the VIP) or ``1`` (veto). keepalived
   creates it with ``1`` at start (``init_file 1 overwrite``), so a node never holds the VIP
   before its agent has opened the gate;
-- ``track_file esc_rank`` (weight 1): the agent writes its data rank (``decide.data_rank``: +2
-  on a newer timeline than the peer's, -2 on an older one, else 0), which keepalived adds to
+- ``track_file esc_rank`` (weight 1): the agent writes its data rank (core/decide.data_rank:
+  +2 on a newer timeline than the peer's, -2 on an older one, else 0), which keepalived adds to
   the configured priority, so after a partition heals the node with the newer history wins
   the election; keepalived starts it at 0;
 - ``vrrp_script esc_agent_alive``: fails when the agent's heartbeat file is older than

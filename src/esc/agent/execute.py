@@ -1,0 +1,144 @@
+"""The executor: each action type has one handler (``Executor.table``); a decision's actions
+run in order, the first failure stops the rest (they are retried by the next cycle's decision,
+each being idempotent)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from esc.core.facts import fmt_lsn
+from esc.drivers.base import Database, Service, Vip, Vrrp
+from esc.errors import EscError
+from esc.model import (
+    Action,
+    ActivateService,
+    CloseGate,
+    DeactivateService,
+    Decision,
+    DropSync,
+    Follow,
+    InitPrimary,
+    OpenGate,
+    Promote,
+    RemoveVip,
+    RestartVrrp,
+    RestoreSync,
+    StartDb,
+)
+
+log = logging.getLogger("esc.agent")
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        peer_name: str,
+        peer_host: str,
+        vrrp: Vrrp,
+        vip: Vip,
+        db: Database,
+        service: Service,
+        history: Any,
+        state: Callable[[], str],
+        beat: Callable[[], object],
+    ) -> None:
+        """``peer_host``: the peer's address (the only node a Follow may name); ``state``: the
+        node's state for history entries; ``beat``: called before each action and on progress
+        (systemd's watchdog: each action gets the whole WatchdogSec)."""
+        self.node_name = node_name
+        self.peer_name = peer_name
+        self.peer_host = peer_host
+        self.vrrp = vrrp
+        self.vip = vip
+        self.db = db
+        self.service = service
+        self.history = history
+        self.state = state
+        self.beat = beat
+        self.primary: str | None = None  # the decision's serving node, named on deactivation
+        self.told_primary: str | None = None  # what the inactive manager was last told
+        self.progress: dict[str, Any] | None = None  # a clone or rewind under way (for escadm)
+        self.table: dict[type[Action], Callable[[Any], None]] = {
+            OpenGate: lambda _a: self.vrrp.set_gate(True),
+            CloseGate: lambda _a: self.vrrp.set_gate(False),
+            RemoveVip: lambda _a: self.vip.remove(),
+            RestartVrrp: lambda _a: self.vrrp.start(),
+            Promote: lambda _a: self.db.promote(),
+            Follow: self._follow,
+            InitPrimary: lambda _a: self.db.init_primary(),
+            StartDb: lambda _a: self.db.start(),
+            ActivateService: lambda _a: self.service.activate(self.node_name),
+            DeactivateService: self._deactivate,
+            DropSync: lambda _a: self.db.set_synchronous(None),
+            RestoreSync: lambda _a: self.db.set_synchronous(self.peer_name),
+        }
+
+    def run(self, d: Decision) -> bool:
+        """The decision's rank and actions; False if one failed (the rest were not run)."""
+        self.primary = d.primary
+        try:
+            self.vrrp.set_rank(d.rank)
+        except OSError as exc:
+            log.error("data rank not written: %s", exc)
+        for action in d.actions:
+            self.beat()
+            try:
+                self.do(action)
+            except (EscError, OSError) as exc:
+                log.error("%s failed: %s", action.kind, exc)
+                return False
+        return True
+
+    def do(self, a: Action) -> None:
+        handler = self.table.get(type(a))
+        if handler is None:
+            raise EscError(f"no executor for {a.kind}")
+        handler(a)
+
+    def tell_primary(self, primary: str | None) -> None:
+        """Keep an inactive manager's 503 answers naming the node that serves."""
+        if primary != self.told_primary:
+            try:
+                self.service.deactivate(primary)
+                self.told_primary = primary
+            except EscError as exc:
+                log.debug("could not tell the manager the primary: %s", exc)
+
+    def _deactivate(self, _a: DeactivateService) -> None:
+        self.told_primary = self.primary
+        self.service.deactivate(self.primary)
+
+    def _follow(self, a: Follow) -> None:
+        if a.primary != self.peer_name:
+            raise EscError(f"Follow: {a.primary!r} is not the peer {self.peer_name!r}")
+        host = self.peer_host
+        started = time.monotonic()
+
+        def on_progress(operation: str, done: int, total: int) -> None:
+            self.beat()
+            self.progress = {
+                "operation": f"{operation} from {a.primary}",
+                "done": done,
+                "total": total,
+                "time": time.time(),
+            }
+
+        try:
+            res = self.db.follow(host, progress=on_progress)
+        finally:
+            self.progress = None
+        if res.preserved is not None:
+            since = (
+                f"after LSN {fmt_lsn(res.diverged_from_lsn)}"
+                if res.diverged_from_lsn
+                else "(whole data directory)"
+            )
+            log.warning("diverged transactions %s preserved in %s", since, res.preserved)
+            state = self.state()
+            self.history.add(state, state, f"diverged writes preserved in {res.preserved}")
+        log.info("following %s: %s in %.2f s", host, res.method, time.monotonic() - started)

@@ -1,0 +1,99 @@
+"""The agent's decision: one pure function from an observation to a decision.
+
+No I/O, no clock, no sleeping in this package. ``decide(obs, prev, cfg)`` learns from the
+observation (learn.py), computes the veto (veto.py), fires the first rule of the mode's rule
+set whose condition holds (rules.py) and checks the rule's edge against the state table
+(table.py: an illegal edge raises, nothing reroutes it). The ``Decision`` carries the rule's
+id, the actions to execute in order (each idempotent), one sentence saying why, the memory
+for the next cycle, the data rank for keepalived, whether to announce the anycast route and
+which node serves as far as this one knows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from esc.core.facts import Ctx, DecideConfig
+from esc.core.learn import learn
+from esc.core.rule import Rule
+from esc.core.rules import INDEX
+from esc.core.table import check_transition
+from esc.core.veto import veto
+from esc.errors import IllegalTransition
+from esc.model import (
+    CloseGate,
+    DbRole,
+    Decision,
+    Memory,
+    NodeState,
+    Observation,
+    OpenGate,
+)
+
+RANK_STEP = 2  # data_rank: more than the one point between the two configured priorities
+
+
+def context(obs: Observation, prev: Memory, cfg: DecideConfig) -> Ctx:
+    """The context the rules see: memory after learning, and the veto."""
+    c = learn(Ctx(obs, prev, cfg))
+    return Ctx(obs, c.mem, cfg, veto(c))
+
+
+def first_rule(c: Ctx) -> Rule:
+    """The first rule of the mode's set that can fire here and whose condition holds."""
+    for r in INDEX[c.cfg.mode][c.obs.vrrp, c.obs.db.role]:
+        if r.when(c):
+            return r
+    raise IllegalTransition(c.state, "?", f"no rule for {c.obs.vrrp.value}, {c.obs.db.role}")
+
+
+def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
+    """One cycle's decision. Its state is the firing rule's edge from ``prev.state``."""
+    c = context(obs, prev, cfg)
+    rule = first_rule(c)
+    t = rule.then(c)
+    nxt = rule.edges.get(prev.state)
+    if nxt is None:
+        raise IllegalTransition(prev.state, "?", f"rule {rule.id} has no edge from it")
+    check_transition(prev.state, nxt, f"rule {rule.id}: {t.reason}")
+    opened = t.mem.gate_opened_at
+    if any(isinstance(a, CloseGate) for a in t.actions):
+        opened = None
+    elif not obs.gate_open and any(isinstance(a, OpenGate) for a in t.actions):
+        opened = obs.now
+    return Decision(
+        nxt,
+        tuple(t.actions),
+        t.reason,
+        replace(t.mem, state=nxt, gate_opened_at=opened),
+        data_rank(obs, t.mem),
+        rule_id=f"{rule.id}/{t.sub}" if t.sub else rule.id,
+        announce=nxt is NodeState.MASTER,
+        primary=serving_node(obs, nxt, cfg),
+    )
+
+
+def serving_node(obs: Observation, nxt: NodeState, cfg: DecideConfig) -> str | None:
+    """The node that serves, as far as this one knows: itself as MASTER, the peer when it says
+    it serves, else None (an inactive manager names it in its 503 answers)."""
+    if nxt is NodeState.MASTER:
+        return cfg.node_name
+    return cfg.peer_name if obs.peer.reachable and obs.peer.serving else None
+
+
+def data_rank(obs: Observation, mem: Memory) -> int:
+    """What this node's data adds to its VRRP priority: +RANK_STEP on a newer timeline than the
+    peer last reported, -RANK_STEP on an older one, else 0.
+
+    A standby promoted while the primary was cut off is on a newer timeline: it outranks the old
+    primary even though the old one has the higher configured priority (101 against 100, one
+    step apart), so when the partition heals keepalived keeps the VIP on the new primary and the
+    old one goes BACKUP at the first advert it hears, instead of winning the election back and
+    acknowledging writes on a history that is about to be rewound (issue 14). The step is 2 so
+    that it always beats the one point between the configured priorities; only the sign of
+    the comparison counts, so timelines can grow without bound."""
+    if obs.db.role not in (DbRole.PRIMARY, DbRole.STANDBY) or not obs.db.timeline:
+        return 0
+    if not mem.peer_timeline or obs.db.timeline == mem.peer_timeline:
+        return 0
+    return RANK_STEP if obs.db.timeline > mem.peer_timeline else -RANK_STEP

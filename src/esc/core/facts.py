@@ -1,0 +1,100 @@
+"""What one decision is made from: the configuration, the context of a cycle, and the facts
+the rules test. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from esc.model import (
+    Action,
+    DbRole,
+    DeactivateService,
+    Memory,
+    NodeState,
+    Observation,
+)
+
+if TYPE_CHECKING:
+    from esc.core.veto import Veto
+
+Mode = Literal["replicated", "shared"]
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    node_name: str
+    peer_name: str
+    first_node: bool  # owns the first address of ha_node_list: creates the database at first boot
+    policy: Literal["strict", "available"] = "available"
+    standby_loss_grace_s: float = 5.0
+    health_failures: int = 3
+    hold_down_s: float = 30.0
+    switchover_timeout_s: float = 10.0
+    gateway: str | None = None
+    # "replicated": each node has its database, the standby streams from the primary.
+    # "shared" (ha_mode cinder): one database on a shared volume; "standby" means "not
+    # attached here", "follow" means "release the volume", no replication policy applies.
+    # Each mode has its own rule set (rules.RULES).
+    mode: Mode = "replicated"
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """One cycle's decision context: the observation, the memory after learning from it, the
+    state the node is in, and the veto (None: may hold the VIP)."""
+
+    obs: Observation
+    mem: Memory
+    cfg: DecideConfig
+    veto: Veto | None = None
+
+    @property
+    def state(self) -> NodeState:
+        return self.mem.state
+
+    @property
+    def both_primary(self) -> bool:
+        return both_primary(self.obs)
+
+    @property
+    def peer_serving(self) -> bool:
+        return peer_serving(self.obs)
+
+    @property
+    def quiet(self) -> list[Action]:
+        """Deactivate the service if it is active (actions are idempotent, this avoids noise)."""
+        return [DeactivateService()] if self.obs.service.active else []
+
+
+def fmt_lsn(lsn: int) -> str:
+    """PostgreSQL's text form of an LSN: '0/3000060'."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def peer_desc(obs: Observation, timed: bool = True) -> str:
+    """'peer silent 1.1s' / 'peer MASTER'. Untimed for steady-state sentences, which are logged
+    only when they change."""
+    p = obs.peer
+    if not p.reachable:
+        return f"peer silent {p.silent_for:.1f}s" if timed else "peer silent"
+    return f"peer {p.state.value if p.state else '?'}"
+
+
+def peer_outranks(c: Ctx) -> bool:
+    """Whose data wins: newer timeline, then further LSN, then name (so exactly one side wins)."""
+    p, db = c.obs.peer, c.obs.db
+    return (p.timeline, p.lsn, c.cfg.peer_name) > (db.timeline, db.lsn, c.cfg.node_name)
+
+
+def both_primary(obs: Observation) -> bool:
+    """Both databases are primaries: a failover the old primary has not learned of yet, or a
+    split brain. Exactly one side outranks the other (``peer_outranks``)."""
+    return (
+        obs.db.role is DbRole.PRIMARY and obs.peer.reachable and obs.peer.db_role is DbRole.PRIMARY
+    )
+
+
+def peer_serving(obs: Observation) -> bool:
+    p = obs.peer
+    return p.reachable and p.state is NodeState.MASTER and p.serving

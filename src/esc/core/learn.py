@@ -1,0 +1,46 @@
+"""Folding an observation into memory, before any rule is tried."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from esc.core.facts import Ctx, both_primary, peer_outranks, peer_serving
+from esc.model import DbRole, VrrpState
+
+HANDOVER_LIMIT_S = 60.0  # a switchover that has not completed by then is abandoned
+
+
+def learn(c: Ctx) -> Ctx:
+    obs, mem = c.obs, c.mem
+    p = obs.peer
+    new: dict[str, object] = {}  # one replace() at the end: this runs every cycle
+    if not peer_serving(obs) and mem.hold_down_until:
+        new["hold_down_until"] = 0.0  # the peer stopped serving: hold-down over
+    mark = mem.self_outdated_from
+    if p.reachable:
+        new.update(peer_seen=True, forced=False)
+        if p.timeline:
+            new["peer_timeline"] = p.timeline
+        # Only a node that is not primary takes the primary's word that it is outdated (a
+        # stopped one too: its database may be a standby that died before the mark): in a
+        # split brain both are primaries, and the loser is decided by data, not by marks.
+        if p.db_role is DbRole.PRIMARY and obs.db.role is not DbRole.PRIMARY:
+            mark = p.outdated_lsn
+        # A mark taken while stopped may have been about a history that, once started, is the
+        # newer primary's: a primary whose peer follows it, or whose data outranks the peer
+        # primary's, is not outdated by anything that peer said.
+        if obs.db.role is DbRole.PRIMARY and mark is not None:
+            follows_us = p.db_role is DbRole.STANDBY
+            if follows_us or (both_primary(obs) and not peer_outranks(c)):
+                mark = None
+    if mark != mem.self_outdated_from:
+        new["self_outdated_from"] = mark
+    if mem.switchover_since is not None:
+        handed = obs.db.role is DbRole.STANDBY and obs.vrrp is not VrrpState.MASTER
+        # Handed over and following: done. Or the peer never took over (it died
+        # mid-switchover): stop vetoing ourselves.
+        if handed or obs.now - mem.switchover_since > HANDOVER_LIMIT_S:
+            new["switchover_since"] = None
+    if not new:
+        return c
+    return Ctx(obs, replace(mem, **new), c.cfg)  # type: ignore[arg-type]

@@ -1,0 +1,84 @@
+"""Why a node must not hold the VIP: a code, never a sentence to parse.
+
+``veto()`` is the gate keepalived tracks (a node that must not be primary vetoes the VIP
+itself, so keepalived never elects it); rules match on the code, and ``render()`` writes the
+sentence the agent logs and shows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from esc.core.facts import Ctx, fmt_lsn, peer_outranks
+from esc.model import DbRole, NodeState
+
+
+class Veto(StrEnum):
+    """Published in history and status as the rule's reason only; the values are stable."""
+
+    DB_NOT_RUNNING = "db-not-running"
+    OUTDATED = "outdated"  # the primary dropped us from sync: our data may lack writes
+    UNHEALTHY = "unhealthy"  # the service failed its health checks
+    COLD_BOOT = "cold-boot"  # never saw the peer since start: it may hold newer data
+    HANDING_OVER = "handing-over"  # a planned switchover gives the role away
+    HOLDING_DOWN = "holding-down"  # elected while the peer still served (VRRP partition)
+    PEER_NEWER_PRIMARY = "peer-newer-primary"  # both primaries, the peer's data wins
+    PEER_NEWER_DATA = "peer-newer-data"  # both booting, the peer's data wins
+
+
+# The vetoes of a standby that waits for its data to be good enough: it stays BACKUP.
+STANDBY_WAITS = frozenset({Veto.OUTDATED, Veto.PEER_NEWER_PRIMARY, Veto.PEER_NEWER_DATA})
+
+
+def veto(c: Ctx) -> Veto | None:
+    """None if this node may hold the VIP now, else the first reason it must not."""
+    db, p, mem = c.obs.db, c.obs.peer, c.mem
+    if not db.is_running:
+        return Veto.DB_NOT_RUNNING
+    if mem.self_outdated_from is not None and not mem.forced:
+        return Veto.OUTDATED
+    if c.obs.service.failures >= c.cfg.health_failures:
+        return Veto.UNHEALTHY
+    if not mem.peer_seen and not mem.forced:
+        return Veto.COLD_BOOT
+    if mem.switchover_since is not None:
+        return Veto.HANDING_OVER
+    if c.obs.now < mem.hold_down_until:
+        return Veto.HOLDING_DOWN
+    if c.both_primary and peer_outranks(c):
+        return Veto.PEER_NEWER_PRIMARY
+    # Both nodes booting (double fault): the newer data wins. Only while the peer is itself
+    # SWITCHING: a peer in FAULT has given up the role, and a standby that was in sync holds
+    # every acknowledged write (an outdated one is caught above).
+    if (
+        p.reachable
+        and p.state is NodeState.SWITCHING
+        and not p.handing_over
+        and p.db_role in (DbRole.PRIMARY, DbRole.STANDBY)
+        and (p.db_role is DbRole.PRIMARY) >= (db.role is DbRole.PRIMARY)
+        and peer_outranks(c)
+    ):
+        return Veto.PEER_NEWER_DATA
+    return None
+
+
+def render(v: Veto, c: Ctx) -> str:
+    peer, p = c.cfg.peer_name, c.obs.peer
+    match v:
+        case Veto.DB_NOT_RUNNING:
+            return f"database {c.obs.db.role.value}"
+        case Veto.OUTDATED:
+            lsn = fmt_lsn(c.mem.self_outdated_from or 0)
+            return f"outdated: the primary dropped us from sync at LSN {lsn}"
+        case Veto.UNHEALTHY:
+            return "service unhealthy"
+        case Veto.COLD_BOOT:
+            return f"cold boot: waiting for peer {peer}"
+        case Veto.HANDING_OVER:
+            return f"handing over to {peer}"
+        case Veto.HOLDING_DOWN:
+            return f"holding down: peer {peer} still serving"
+        case Veto.PEER_NEWER_PRIMARY:
+            return f"peer {peer} is primary with newer data; this database must follow it"
+        case Veto.PEER_NEWER_DATA:
+            return f"peer {peer} has newer data (timeline {p.timeline}, LSN {fmt_lsn(p.lsn)})"
