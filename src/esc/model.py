@@ -69,6 +69,14 @@ class PeerView:
     serving: bool = False  # peer's service is active
     outdated_lsn: int | None = None  # peer (as primary) marked us outdated from this LSN
     outdated: bool = False  # peer (as standby) holds a mark that it is outdated (it saw ours)
+    tells_outdated: bool = False  # its view has ``outdated`` at all (an older agent's has not)
+    # Seconds since the peer's agent last published a new cycle (its view is served by another
+    # thread: an agent stuck in a slow call still answers, with a stale view). 0 for an agent
+    # that does not say (older than this field).
+    agent_silent_for: float = 0.0
+    # The mark the peer, as primary, put on us in the last view we got, kept while the peer is
+    # silent: a standby whose agent was stuck when the primary died still learns it.
+    last_outdated_lsn: int | None = None
     vip_held: bool = False
     streaming: bool = False  # peer (as standby) is receiving WAL from us
     handing_over: bool = False  # peer (as primary) is in a planned switchover to us
@@ -97,6 +105,7 @@ class Observation:
     peer: PeerView
     gateway_ok: bool | None = None  # None: no gateway configured
     gate_open: bool = False  # what the track file said when this observation was taken
+    busy: str | None = None  # a long action under way ("following esc-ha-0"): no database look
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------

@@ -56,14 +56,6 @@ KNOWN_ISSUE_14 = True  # narrowed by decide.data_rank, not closed (module docstr
 # standby that rejoined by "reconfigure" but never streamed its new primary's timeline history
 # promotes to the same timeline id. True: the search stops judging a run once that happened.
 KNOWN_TIMELINE_REUSE = True
-# Found by this simulation (test_scenarios.py,
-# test_outdated_mark_never_seen_by_a_stuck_standby): the primary
-# drops sync, marks the standby outdated and acknowledges alone at once; the mark reaches the
-# standby only when its agent next reads the peer view. A standby agent stuck in slow calls
-# (a frozen database) misses it, the primary dies, and the standby promotes over those
-# writes. True: such losses (acknowledged alone, the peer not yet a newer primary, kept in the
-# loser's dump) are tolerated.
-KNOWN_OUTDATED_MARK_UNSEEN = True
 
 CONVERGE_S = 45.0  # > hold_down_s (30 s) + the ARP re-resolution (5 s) + a follow
 STABLE_S = 1.0
@@ -194,14 +186,6 @@ class Checker:
                 continue
             if KNOWN_ISSUE_14 and tolerate and issue_14_window(a, dumped):
                 flag = "KNOWN_ISSUE_14"
-            elif (
-                KNOWN_OUTDATED_MARK_UNSEEN
-                and tolerate
-                and acked_alone_degraded(a, policy)
-                and not a.peer_newer
-                and a.write in dumped
-            ):
-                flag = "KNOWN_OUTDATED_MARK_UNSEEN"
             if flag is None:
                 bad.append(a)
             else:

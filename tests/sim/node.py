@@ -70,6 +70,7 @@ class Node:
             policy=cfg.replication.on_standby_loss,
             standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
             health_failures=cfg.agent.health_failures,
+            peer_agent_timeout_s=cfg.agent.heartbeat_timeout_s,
             gateway=None,
             mode="replicated",
         )

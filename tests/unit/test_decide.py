@@ -310,6 +310,41 @@ def test_standby_loss_policy_available_drops_sync_after_grace() -> None:
     assert d3.action_kinds == ("OpenGate",) and "writes wait (strict)" in d3.reason
 
 
+# A standby whose agent answers and cycles, lost from sync (a replication partition).
+ANSWERING = replace(PEER_BACKUP, streaming=False, tells_outdated=True)
+
+
+@pytest.mark.parametrize(
+    ("peer", "rule", "kinds"),
+    [
+        (ANSWERING, "serve/grace-over-tell", ("OpenGate",)),  # wait for it to see the mark
+        (replace(ANSWERING, outdated=True), "serve/grace-over", ("OpenGate", "DropSync")),
+        (replace(ANSWERING, agent_silent_for=1.6), "serve/grace-over", ("OpenGate", "DropSync")),
+        (replace(ANSWERING, tells_outdated=False), "serve/grace-over", ("OpenGate", "DropSync")),
+        (SILENT, "serve/grace-over", ("OpenGate", "DropSync")),
+    ],
+    ids=["answering", "has-seen-it", "agent-stuck", "older-agent", "silent"],
+)
+def test_after_the_grace_the_primary_tells_an_answering_standby_before_it_acks_alone(
+    peer: PeerView, rule: str, kinds: tuple[str, ...]
+) -> None:
+    lost = replace(PRIMARY, sync_standby=None)
+    prev = replace(SEEN, state=S.MASTER, standby_lost_since=94.0)
+    d = decide(obs(VrrpState.MASTER, lost, peer, ON), prev, CFG)
+    assert (d.rule_id, d.action_kinds) == (rule, kinds), d.reason
+    assert d.memory.peer_outdated_from == 1000  # the mark is published either way
+
+
+def test_a_standby_keeps_the_last_mark_of_a_primary_that_went_silent() -> None:
+    gone = PeerView(reachable=False, silent_for=3.0, last_outdated_lsn=700)
+    d = decide(obs(VrrpState.MASTER, STANDBY, gone), SEEN, CFG)
+    assert d.memory.self_outdated_from == 700
+    assert d.rule_id == "master-vetoed" and "outdated" in d.reason
+    # A primary takes nobody's word while the peer is silent.
+    primary = decide(obs(VrrpState.MASTER, PRIMARY, gone, ON), replace(SEEN, state=S.MASTER), CFG)
+    assert primary.memory.self_outdated_from is None
+
+
 def test_switchover_quiesces_waits_then_releases() -> None:
     prev = replace(SEEN, state=S.MASTER, switchover_since=100.0)
     behind = replace(PEER_BACKUP, lsn=900)

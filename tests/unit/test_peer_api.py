@@ -81,6 +81,7 @@ def test_a_well_formed_view_parses_into_the_peer_view() -> None:
         lsn=0x306BB48,
         serving=True,
         outdated_lsn=5,
+        last_outdated_lsn=5,
         vip_held=True,
         replay_lag_s=1.0,
         reason="serving as primary",
@@ -615,3 +616,52 @@ def test_an_oversized_answer_is_refused_by_the_client(
     p = poller(_port(impostor(lambda _h: (200, b" " * (MAX_BODY + 1), {}))))
     p.poll_once()
     assert not p.current().reachable and "refused" in str(p.problem)
+
+
+class _Scripted(PeerPoller):
+    """The real poller's bookkeeping over a scripted transport and clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.answer: dict[str, Any] | None = None
+        super().__init__(
+            "192.0.2.11", 7400, SECRET, interval=0.1, timeout=0.4, self_name=ME,
+            peer_name=PEER, clock=lambda: self.now,
+        )  # fmt: skip
+
+    def fetch(self) -> tuple[dict[str, Any], PeerView]:
+        if self.answer is None:
+            raise DriverError("GET /peer: timed out")
+        return self.answer, parse_view(self.answer, PEER)
+
+
+def test_the_poller_sees_a_stuck_agent_and_keeps_the_last_mark_of_a_silent_primary() -> None:
+    p = _Scripted()
+    p.answer = {**a_view(outdated_lsn=700), "outdated": False, "cycle": 1}
+    assert p.poll_once()
+    p.now = 0.1
+    p.answer = {**p.answer, "cycle": 2}
+    assert not p.poll_once()  # only the cycle changed: nothing to wake the agent for
+    assert p.current().agent_silent_for == 0.0
+    for step in range(1, 6):  # the same cycle for 0.5 s: its agent is stuck in a call
+        p.now = 0.1 + step / 10
+        p.poll_once()
+    assert p.current().agent_silent_for == pytest.approx(0.5)
+    assert p.current().last_outdated_lsn == 700
+    p.answer = None  # the primary dies
+    p.poll_once()
+    p.now += 1.0
+    gone = p.current()
+    assert not gone.reachable and gone.last_outdated_lsn == 700
+    # An agent without the cycle counter (older) counts as always cycling.
+    old = _Scripted()
+    old.answer = a_view()
+    old.poll_once()
+    old.now = 0.3
+    old.poll_once()
+    assert old.current().agent_silent_for == 0.0 and not old.current().tells_outdated
+
+
+def test_a_malformed_cycle_is_refused() -> None:
+    with pytest.raises(DriverError, match="peer view: cycle"):
+        parse_view({**a_view(), "cycle": "7"}, PEER)

@@ -71,6 +71,8 @@ PEERS = [
     PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=1000, streaming=True,
              outdated=True),
     PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=10, streaming=True),
+    PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=10,
+             tells_outdated=True),
     PeerView(True, state=S.SWITCHING, db_role=DbRole.PRIMARY, timeline=3, lsn=10),
     PeerView(True, state=S.STOP, db_role=DbRole.STANDBY, timeline=2, lsn=1000),
     PeerView(True, state=S.SWITCHING, db_role=DbRole.ABSENT),
@@ -106,6 +108,7 @@ def _grid() -> list[tuple[Observation, Memory]]:
             peer=peer,
             gateway_ok=False if extra == 3 and db.role is DbRole.STANDBY else None,
             gate_open=extra != 0,
+            busy="following esc-ha-0" if extra == 3 and db.role is DbRole.STOPPED else None,
         )
         out.append((o, replace(mem, state=state)))
     return out

@@ -401,6 +401,9 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
     outdated = data.get("outdated", False)
     if not isinstance(outdated, bool):
         raise DriverError(f"peer view: outdated: {outdated!r:.40} is not true or false")
+    if "cycle" in data:
+        _int(data, "cycle")
+    mark = _int(data, "outdated_lsn", nullable=True)
     return PeerView(
         reachable=True,
         silent_for=silent_for,
@@ -410,13 +413,15 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         lsn=_int(data, "lsn") or 0,
         receive_lsn=_int(data, "receive_lsn") or 0,
         replay_lag_s=float(lag),
-        outdated_lsn=_int(data, "outdated_lsn", nullable=True),
+        outdated_lsn=mark,
         serving=data["serving"],
         vip_held=data["vip_held"],
         streaming=data["streaming"],
         handing_over=data["handing_over"],
         announced=data["announced"],
         outdated=outdated,
+        tells_outdated="outdated" in data,
+        last_outdated_lsn=mark if role == DbRole.PRIMARY.value else None,
         reason=reason[:REASON_MAX],
     )
 
@@ -434,6 +439,16 @@ class _Seen:
     view: dict[str, Any]  # as published (verified, parsed), for last_view()
     parsed: PeerView
     at: float
+    cycle_at: float  # when the peer's agent was last seen publishing a new cycle
+
+
+def _same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two views say the same, the cycle counter aside (it changes every cycle)."""
+    if a is None or b is None:
+        return a is b
+    return {k: v for k, v in a.items() if k != "cycle"} == {
+        k: v for k, v in b.items() if k != "cycle"
+    }
 
 
 class PeerPoller:
@@ -528,14 +543,22 @@ class PeerPoller:
                 log.exception("peer %s: poll failed", self.peer_name)
         self._note(problem)
         with self._lock:
-            before = (self._reachable, self._last.view if self._last else None)
+            was_reachable, before = self._reachable, self._last
             if got is not None:
-                self._last = _Seen(got[0], got[1], self.clock())
+                now = self.clock()
+                cycle = got[0].get("cycle")
+                # An agent that does not publish its cycle (older) counts as always cycling.
+                cycle_at = now
+                if before is not None and cycle is not None and cycle == before.view.get("cycle"):
+                    cycle_at = before.cycle_at
+                self._last = _Seen(got[0], got[1], now, cycle_at)
             # A failed poll counts at once: a dead peer process answers with a refusal,
             # and waiting for the timeout would make us refuse the VIP as "peer serving".
             self._reachable = got is not None
-            after = (self._reachable, self._last.view if self._last else None)
-        return before != after
+            after = self._last
+        return was_reachable != self._reachable or not _same(
+            before.view if before else None, after.view if after else None
+        )
 
     def _note(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -566,8 +589,12 @@ class PeerPoller:
         if last is None:
             return PeerView(reachable=False, silent_for=now - self._started)
         if not fresh:
-            return PeerView(reachable=False, silent_for=now - last.at)
-        return replace(last.parsed, silent_for=now - last.at)
+            return PeerView(
+                reachable=False,
+                silent_for=now - last.at,
+                last_outdated_lsn=last.parsed.last_outdated_lsn,
+            )
+        return replace(last.parsed, silent_for=now - last.at, agent_silent_for=now - last.cycle_at)
 
     def last_view(self) -> dict[str, Any] | None:
         with self._lock:

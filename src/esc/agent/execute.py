@@ -5,12 +5,13 @@ each being idempotent)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from esc.core.facts import fmt_lsn
-from esc.drivers.base import Database, Service, Vip, Vrrp
+from esc.drivers.base import Database, FollowResult, Service, Vip, Vrrp
 from esc.errors import EscError
 from esc.model import (
     Action,
@@ -31,6 +32,33 @@ from esc.model import (
 
 log = logging.getLogger("esc.agent")
 
+Job = Callable[[], Any]
+Done = Callable[[Any, BaseException | None], None]
+
+
+class Threaded:
+    """Runs a long action on its own thread; the cycle goes on (heartbeat, operator requests,
+    the peer view) and collects the result when it is done. ``wake`` runs a cycle at once."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def submit(self, name: str, job: Job, done: Done) -> None:
+        def run() -> None:
+            try:
+                result = job()
+            except Exception as exc:  # any failure is the action's: handed back, logged
+                done(None, exc)
+            else:
+                done(result, None)
+            self.wake()
+
+        threading.Thread(target=run, name=f"long-{name}", daemon=True).start()
+
+
+class Runner(Protocol):
+    def submit(self, name: str, job: Job, done: Done) -> None: ...
+
 
 class Executor:
     def __init__(
@@ -46,10 +74,12 @@ class Executor:
         history: Any,
         state: Callable[[], str],
         beat: Callable[[], object],
+        runner: Runner | None = None,
     ) -> None:
         """``peer_host``: the peer's address (the only node a Follow may name); ``state``: the
         node's state for history entries; ``beat``: called before each action and on progress
-        (systemd's watchdog: each action gets the whole WatchdogSec)."""
+        (systemd's watchdog: each action gets the whole WatchdogSec); ``runner``: where long
+        actions (Follow: a clone may take hours) run; None: inline, in the cycle."""
         self.node_name = node_name
         self.peer_name = peer_name
         self.peer_host = peer_host
@@ -63,6 +93,10 @@ class Executor:
         self.primary: str | None = None  # the decision's serving node, named on deactivation
         self.told_primary: str | None = None  # what the inactive manager was last told
         self.progress: dict[str, Any] | None = None  # a clone or rewind under way (for escadm)
+        self.runner = runner  # None: long actions run inline, in the cycle (the simulation)
+        self.busy: str | None = None  # the long action under way ("following esc-ha-0")
+        self._done: list[tuple[Follow, Any, BaseException | None, float]] = []
+        self._lock = threading.Lock()
         self.table: dict[type[Action], Callable[[Any], None]] = {
             OpenGate: lambda _a: self.vrrp.set_gate(True),
             CloseGate: lambda _a: self.vrrp.set_gate(False),
@@ -77,6 +111,20 @@ class Executor:
             DropSync: lambda _a: self.db.set_synchronous(None),
             RestoreSync: lambda _a: self.db.set_synchronous(self.peer_name),
         }
+
+    def collect(self) -> bool:
+        """Take the result of a long action that has finished (at the start of a cycle, before
+        observing); False if it failed."""
+        with self._lock:
+            done, self._done = self._done, []
+        ok = True
+        for action, result, exc, started in done:
+            if exc is not None:
+                log.error("%s failed: %s", action.kind, exc)
+                ok = False
+            else:
+                self._followed(result, started)
+        return ok
 
     def run(self, d: Decision) -> bool:
         """The decision's rank and actions; False if one failed (the rest were not run)."""
@@ -116,8 +164,9 @@ class Executor:
     def _follow(self, a: Follow) -> None:
         if a.primary != self.peer_name:
             raise EscError(f"Follow: {a.primary!r} is not the peer {self.peer_name!r}")
+        if self.busy is not None:
+            raise EscError(f"Follow: {self.busy} already")
         host = self.peer_host
-        started = time.monotonic()
 
         def on_progress(operation: str, done: int, total: int) -> None:
             self.beat()
@@ -128,10 +177,24 @@ class Executor:
                 "time": time.time(),
             }
 
-        try:
-            res = self.db.follow(host, progress=on_progress)
-        finally:
-            self.progress = None
+        def finished(result: Any, exc: BaseException | None) -> None:
+            with self._lock:
+                self.busy = None
+                self.progress = None
+                self._done.append((a, result, exc, started))
+
+        started = time.monotonic()
+        if self.runner is None:
+            try:
+                res = self.db.follow(host, progress=on_progress)
+            finally:
+                self.progress = None
+            self._followed(res, started)
+            return
+        self.busy = f"following {a.primary}"
+        self.runner.submit("follow", lambda: self.db.follow(host, progress=on_progress), finished)
+
+    def _followed(self, res: FollowResult, started: float) -> None:
         if res.preserved is not None:
             since = (
                 f"after LSN {fmt_lsn(res.diverged_from_lsn)}"
@@ -141,4 +204,5 @@ class Executor:
             log.warning("diverged transactions %s preserved in %s", since, res.preserved)
             state = self.state()
             self.history.add(state, state, f"diverged writes preserved in {res.preserved}")
-        log.info("following %s: %s in %.2f s", host, res.method, time.monotonic() - started)
+        took = time.monotonic() - started
+        log.info("following %s: %s in %.2f s", self.peer_host, res.method, took)

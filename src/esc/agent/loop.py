@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from esc.agent.execute import Executor
+from esc.agent.execute import Executor, Runner
 from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
@@ -124,6 +124,7 @@ class Agent:
         bgp: Bgp | None = None,
         make_bgp: Callable[[EscConfig], Bgp | None] | None = None,
         clock: Any = time.monotonic,
+        long_runner: Runner | None = None,
     ) -> None:
         self.cfg = cfg
         self.paths = paths
@@ -152,6 +153,8 @@ class Agent:
         self.alone_since: float | None = None
         self._stop = threading.Event()
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
+        self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
+        self._long_ok = True  # the long action collected this cycle (if any) succeeded
         self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
         self.executor = Executor(
             node_name=dcfg.node_name,
@@ -164,6 +167,7 @@ class Agent:
             history=history,
             state=lambda: self.mem.state.value,
             beat=lambda: self.notifier.watchdog(),  # noqa: PLW0108 (main sets the notifier later)
+            runner=long_runner,
         )
 
     # --- memory -----------------------------------------------------------------------------
@@ -182,11 +186,15 @@ class Agent:
     # --- one cycle --------------------------------------------------------------------------
 
     def observe(self) -> Observation:
-        try:
-            db = self.db.status()
-        except DriverError as exc:
-            log.warning("database status failed: %s", exc)
-            db = DbStatus(DbRole.STOPPED)
+        busy = self.executor.busy
+        if busy is not None:
+            db = DbStatus(DbRole.STOPPED)  # the long action owns the database meanwhile
+        else:
+            try:
+                db = self.db.status()
+            except DriverError as exc:
+                log.warning("database status failed: %s", exc)
+                db = DbStatus(DbRole.STOPPED)
         return Observation(
             now=self.clock(),
             vrrp=self.vrrp.state(),
@@ -196,11 +204,13 @@ class Agent:
             peer=self.peer.current(),
             gateway_ok=None if self.gateway is None else self.gateway.ok(),
             gate_open=self.vrrp.gate_open,
+            busy=busy,
         )
 
     def cycle(self) -> Decision:
         self.vrrp.beat()
         self.service.ensure_running()
+        self._long_ok = self.executor.collect()
         obs = self.observe()
         mem = self._take_requests(obs, self.mem)
         d = decide(obs, mem, self.dcfg)
@@ -294,6 +304,7 @@ class Agent:
             policy=new.replication.on_standby_loss,
             standby_loss_grace_s=new.replication.standby_loss_grace_s,
             health_failures=new.agent.health_failures,
+            peer_agent_timeout_s=new.agent.heartbeat_timeout_s,
             gateway=str(new.ha.gateway_ip) if new.ha and new.ha.gateway_ip else None,
         )
         if self.gateway is not None and self.dcfg.gateway is not None:
@@ -303,7 +314,7 @@ class Agent:
         return True, f"reloaded: {files}"
 
     def _execute(self, d: Decision) -> None:
-        self.action_failed = not self.executor.run(d)
+        self.action_failed = not self.executor.run(d) or not self._long_ok
 
     def _record(self, obs: Observation, d: Decision) -> None:
         prev = self.mem
@@ -330,6 +341,7 @@ class Agent:
             self._save_memory(d.memory)
         self.mem = d.memory
         self.last = d
+        self.cycles += 1
         self.published = Published(self._view(obs, d), self._status(obs, d))
 
     def _announce_leave(self) -> None:
@@ -372,6 +384,7 @@ class Agent:
             "outdated": d.memory.self_outdated_from is not None and not d.memory.forced,
             "handing_over": d.memory.switchover_since is not None,
             "reason": d.reason,
+            "cycle": self.cycles,
         }
 
     def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:
@@ -428,7 +441,7 @@ class Agent:
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
             # The dumps are listed per request (a directory listing), not every cycle.
-            extra = {"progress": self.executor.progress, "diverged_dumps": self._diverged_dumps()}
+            extra = {"progress": self.executor.progress, "long_action": self.executor.busy, "diverged_dumps": self._diverged_dumps()}
             return 200, {**self.published.status, **extra}
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}

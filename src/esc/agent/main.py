@@ -20,6 +20,7 @@ from types import FrameType
 from esc.addresses import IPAddress
 from esc.agent import setup_error
 from esc.agent.api import PeerPoller, serve_peer, serve_unix
+from esc.agent.execute import Threaded
 from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.loop import Agent
@@ -118,6 +119,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         policy=cfg.replication.on_standby_loss,
         standby_loss_grace_s=cfg.replication.standby_loss_grace_s,
         health_failures=cfg.agent.health_failures,
+        peer_agent_timeout_s=cfg.agent.heartbeat_timeout_s,
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
         mode="shared" if ha.ha_mode == "cinder" else "replicated",
     )
@@ -156,6 +158,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         history=History(paths.data_dir / "history.jsonl"),
         bgp=bgp,
         make_bgp=lambda new: make_bgp(new, paths),
+        long_runner=Threaded(wake.set),  # a clone may take hours: the cycle goes on
     )
     agent.wake = wake
     serve_unix(paths.run_dir / "agent.sock", agent.handle_local)

@@ -29,6 +29,9 @@ class DecideConfig:
     policy: Literal["strict", "available"] = "available"
     standby_loss_grace_s: float = 5.0
     health_failures: int = 3
+    # A peer agent that has not published a new cycle for this long is stuck (its keepalived
+    # drops it for the same reason: agent.heartbeat_timeout_s).
+    peer_agent_timeout_s: float = 1.5
     hold_down_s: float = 30.0
     switchover_timeout_s: float = 10.0
     gateway: str | None = None

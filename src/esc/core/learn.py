@@ -33,6 +33,10 @@ def learn(c: Ctx) -> Ctx:
             follows_us = p.db_role is DbRole.STANDBY
             if follows_us or (both_primary(obs) and not peer_outranks(c)):
                 mark = None
+    elif p.last_outdated_lsn is not None and obs.db.role is not DbRole.PRIMARY:
+        # The peer is silent, and its last word as primary was "you are outdated": a
+        # standby whose agent was stuck while its poller heard that must not forget it.
+        mark = p.last_outdated_lsn
     if mark != mem.self_outdated_from:
         new["self_outdated_from"] = mark
     if mem.switchover_since is not None:

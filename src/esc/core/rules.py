@@ -11,6 +11,7 @@ FAULT/INIT/STOP. The gate (keepalived's track file) is open exactly when there i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from esc.core.facts import Ctx, Mode, peer_desc, peer_outranks
 from esc.core.rule import Rule, Then, only, to, via, where
@@ -56,11 +57,21 @@ def _gateway_lost(c: Ctx) -> Then:
     )
 
 
+def _busy(c: Ctx) -> Then:
+    return Then([CloseGate(), *c.quiet], f"{c.obs.busy} (in progress)", c.mem)
+
+
+# A long action (a clone, a rewind) runs on its own thread and owns the database meanwhile:
+# nothing else touches it, the node does not change state and vetoes the VIP.
+_STAY = MappingProxyType({s: s for s in S})
+
 GUARDS = (
     Rule("vrrp-dead", "keepalived not running: drop its VIP, deactivate, restart it",
          lambda c: True, to(S.FAULT), _vrrp_dead, vrrp=frozenset({VrrpState.DEAD})),
     Rule("gateway-lost", "the gateway does not answer: an isolated node never serves",
          lambda c: c.obs.gateway_ok is False, to(S.FAULT), _gateway_lost),
+    Rule("long-action", "a clone or rewind under way: wait for it, the VIP vetoed",
+         lambda c: c.obs.busy is not None, _STAY, _busy),
 )  # fmt: skip
 
 

@@ -232,6 +232,34 @@ def _drop(c: Ctx) -> tuple[list[Action], str, Ctx]:
     )
 
 
+def _must_tell(c: Ctx) -> bool:
+    """Grace over, and the standby's agent answers and cycles but has not shown it knows it is
+    outdated: it could otherwise promote later over writes acknowledged alone (its agent
+    stuck in a slow call when the mark was published, and this node dead after)."""
+    p = c.obs.peer
+    return (
+        _grace_over(c)
+        and p.reachable
+        and p.db_role in (DbRole.STANDBY, DbRole.STOPPED)
+        and p.tells_outdated  # an agent older than the field never would (rolling upgrade)
+        and not p.outdated
+        and p.agent_silent_for < c.cfg.peer_agent_timeout_s
+    )
+
+
+def _tell(c: Ctx) -> tuple[list[Action], str, Ctx]:
+    c, lost_for = _lost(c)
+    db, peer = c.obs.db, c.cfg.peer_name
+    outdated = db.lsn if c.mem.peer_outdated_from is None else c.mem.peer_outdated_from
+    c = replace(c, mem=replace(c.mem, peer_outdated_from=outdated))
+    return (
+        [],
+        f"standby {peer} lost for {lost_for:.1f}s: {peer} outdated from LSN {fmt_lsn(outdated)}; "
+        "writes wait until it has seen the mark",
+        c,
+    )
+
+
 def _streaming_again(c: Ctx) -> bool:
     # Seen streaming by our own WAL sender, not by its word.
     return not c.obs.db.sync_names and c.cfg.peer_name in c.obs.db.streaming_to
@@ -256,8 +284,12 @@ POLICY: tuple[PolicyRule, ...] = (
                _leaving, _let_go),
     PolicyRule("in-sync", "a synchronous standby: clear its outdated mark",
                lambda c: c.obs.db.sync_standby is not None, _in_sync),
-    PolicyRule("grace-over", "available, no synchronous standby for the grace: drop it, "
-               "mark it outdated", _grace_over, _drop),
+    PolicyRule("grace-over-tell", "available, no synchronous standby for the grace, its agent "
+               "answering: mark it outdated, wait until it shows it has seen the mark",
+               _must_tell, _tell),
+    PolicyRule("grace-over", "available, no synchronous standby for the grace (the standby "
+               "silent, stuck, or aware it is outdated): drop it from sync, mark it outdated",
+               _grace_over, _drop),
     PolicyRule("streaming-again", "asynchronous and the peer streams: name it synchronous",
                _streaming_again, _restore),
     PolicyRule("strict-wait", "strict: writes wait for the standby",
