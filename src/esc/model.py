@@ -140,7 +140,11 @@ class StartDb(Action):
 
 @dataclass(frozen=True)
 class Promote(Action):
-    """Make the local database the primary."""
+    """Make the local database the primary, on a timeline above ``above_timeline`` (the
+    newest the peer reported): a standby that never streamed the peer's newer timeline does
+    not know its id, and PostgreSQL would open the same id again over another history."""
+
+    above_timeline: int = 0
 
 
 @dataclass(frozen=True)

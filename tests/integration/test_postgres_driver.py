@@ -303,6 +303,30 @@ def test_promote_diverge_rewind_preserves(pair: Pair) -> None:
     print(f"promote {promote_s * 1e3:.0f} ms, follow(rewind) {rewind_s:.2f} s, {pair.timings}")
 
 
+def test_a_promotion_above_the_peers_timeline_opens_a_new_id_and_the_loser_rewinds(
+    pair: Pair,
+) -> None:
+    """The standby never streamed its peer's newer timeline 2 (it does not know the id):
+    promoted above it, it opens timeline 3, and the old primary, which diverged on timeline
+    1, is rewound onto it (PostgreSQL's history parser skips the reserved file's comment)."""
+    old, new = pair.primary, pair.standby
+    query(old, "CREATE TABLE t (v text)")
+    query(old, "INSERT INTO t VALUES ('before')")
+    wait_for("'before' on the standby", lambda: "before" in rows_of(new, "t"))
+    new.promote(above_timeline=2)
+    assert new.status().timeline == 3
+    assert (new.pgdata / "pg_wal" / "00000002.history").read_text().startswith("# esc-ha")
+    new.set_synchronous(None)
+    query(new, "INSERT INTO t VALUES ('after')")
+    old.set_synchronous(None)
+    query(old, "INSERT INTO t VALUES ('diverged')")
+    result = old.follow("127.0.0.1")
+    assert result.method == "rewind" and result.preserved is not None
+    wait_for("old primary streaming on timeline 3", lambda: old.status().streaming)
+    wait_for("'after' on the old primary", lambda: "after" in rows_of(old, "t"))
+    assert old.status().timeline == 3 and "diverged" not in rows_of(old, "t")
+
+
 def test_follow_after_crash_and_promote(pair: Pair) -> None:
     """The failover of PROBE-NOTES: crash the primary, promote, rejoin (rewind or not)."""
     old, new = pair.primary, pair.standby

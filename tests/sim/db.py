@@ -294,12 +294,14 @@ class Postgres:
                 )
         self.retry.set(self.sim.now + RETRY)
 
-    def promote(self) -> None:
+    def promote(self, above_timeline: int = 0) -> None:
         assert self.tip is not None
         if self.recv is not None:
             self.cluster.let_go(self.recv, standby_end=True)
         self.retry.cancel()
-        tli = max(t for t, _ in self.tip.hist) + 1
+        # PostgreSQL: after the newest timeline it has a history file for; the driver
+        # reserves each the peer reported (PostgresDriver.promote).
+        tli = max(*(t for t, _ in self.tip.hist), above_timeline) + 1
         rec = wal.promoted(self.tip, tli)
         first = self.cluster.tli_origin.setdefault(tli, rec)
         if first is not rec:

@@ -50,12 +50,7 @@ if TYPE_CHECKING:
     from .node import Node
     from .pair import World
 
-KNOWN_ISSUE_14 = True  # narrowed by decide.data_rank, not closed (module docstring)
-# Found by this simulation (test_scenarios.py,
-# test_timeline_id_reused_by_a_standby_that_never_streamed_the_new_timeline): a
-# standby that rejoined by "reconfigure" but never streamed its new primary's timeline history
-# promotes to the same timeline id. True: the search stops judging a run once that happened.
-KNOWN_TIMELINE_REUSE = True
+KNOWN_ISSUE_14 = True  # narrowed by core/decide.data_rank, not closed (module docstring)
 
 CONVERGE_S = 45.0  # > hold_down_s (30 s) + the ARP re-resolution (5 s) + a follow
 STABLE_S = 1.0

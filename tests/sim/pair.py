@@ -22,7 +22,6 @@ from .clock import Sim, SimError
 from .db import Cluster
 from .invariants import (
     CONVERGE_S,
-    KNOWN_TIMELINE_REUSE,
     STABLE_S,
     Checker,
     LostAckedWrites,
@@ -100,8 +99,6 @@ class World:
 
     def after_cycle(self, node: Node, t0: float) -> None:
         if self.cluster.reused:
-            if KNOWN_TIMELINE_REUSE and self.tolerate:
-                raise Tolerated(f"KNOWN_TIMELINE_REUSE: {self.cluster.reused[0]}")
             raise TimelineReused(self.cluster.reused[0])
         if self.cluster.anomalies:
             raise SimError(f"model anomaly: {self.cluster.anomalies[0]}")

@@ -82,14 +82,14 @@ class SimDatabase:
         self.node.block(STOP_S)
         self.pg.stop()
 
-    def promote(self) -> None:
+    def promote(self, above_timeline: int = 0) -> None:
         pg = self.pg
         if pg.role is DbRole.STANDBY:
             self._frozen_session("promote")
             self.node.block(PROMOTE_S)
             if pg.role is not DbRole.STANDBY:
                 raise DbError(f"cannot promote: database is {pg.role.value}")
-            pg.promote()
+            pg.promote(above_timeline)
         elif pg.role is not DbRole.PRIMARY:
             raise DbError(f"cannot promote: database is {pg.role.value}")
 

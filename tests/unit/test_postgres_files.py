@@ -132,3 +132,18 @@ def test_refresh_access_replaces_an_older_versions_rules(tmp_path: Path) -> None
     (drv.pgdata / "pg_hba.conf").write_text("left alone\n")
     drv.refresh_access()
     assert (drv.pgdata / "pg_hba.conf").read_text() == "left alone\n"
+
+
+def test_a_promotion_reserves_the_peers_timelines_it_never_streamed(tmp_path: Path) -> None:
+    drv = _driver(tmp_path)
+    wal = drv.pgdata / "pg_wal"
+    wal.mkdir()
+    (wal / "00000003.history").write_text("1\t0/3000060\tno recovery target specified\n")
+    drv._reserve_timelines(1, 4)
+    # 2 and 4 reserved (comments only: PostgreSQL's parser skips them), 3 left as it was.
+    assert (wal / "00000002.history").read_text().startswith("# esc-ha: timeline 2 belongs")
+    assert (wal / "00000003.history").read_text().startswith("1\t0/3000060")
+    assert (wal / "00000004.history").exists() and not (wal / "00000005.history").exists()
+    assert (wal / "00000002.history").stat().st_uid == drv.pgdata.stat().st_uid
+    drv._reserve_timelines(4, 4)  # already on the peer's newest: nothing to reserve
+    assert sorted(p.name for p in wal.iterdir())[-1] == "00000004.history"

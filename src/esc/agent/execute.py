@@ -102,7 +102,7 @@ class Executor:
             CloseGate: lambda _a: self.vrrp.set_gate(False),
             RemoveVip: lambda _a: self.vip.remove(),
             RestartVrrp: lambda _a: self.vrrp.start(),
-            Promote: lambda _a: self.db.promote(),
+            Promote: lambda a: self.db.promote(a.above_timeline),
             Follow: self._follow,
             InitPrimary: lambda _a: self.db.init_primary(),
             StartDb: lambda _a: self.db.start(),

@@ -441,7 +441,11 @@ class Agent:
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
             # The dumps are listed per request (a directory listing), not every cycle.
-            extra = {"progress": self.executor.progress, "long_action": self.executor.busy, "diverged_dumps": self._diverged_dumps()}
+            extra = {
+                "progress": self.executor.progress,
+                "long_action": self.executor.busy,
+                "diverged_dumps": self._diverged_dumps(),
+            }
             return 200, {**self.published.status, **extra}
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}

@@ -143,14 +143,14 @@ def _alone(c: Ctx) -> bool:
 def _promote_alone(c: Ctx) -> Then:
     lsn = c.obs.db.receive_lsn
     return Then(
-        [OpenGate(), Promote(), DropSync(lsn)],
+        [OpenGate(), Promote(c.mem.peer_timeline), DropSync(lsn)],
         f"{_promote_reason(c)}; {c.cfg.peer_name} outdated from LSN {fmt_lsn(lsn)}",
         replace(c.mem, peer_outdated_from=lsn, standby_lost_since=None),
     )
 
 
 def _promote(c: Ctx) -> Then:
-    return Then([OpenGate(), Promote()], _promote_reason(c), c.mem)
+    return Then([OpenGate(), Promote(c.mem.peer_timeline)], _promote_reason(c), c.mem)
 
 
 def _take_volume(c: Ctx) -> Then:

@@ -39,8 +39,9 @@ class Database(Protocol):
 
     def stop(self) -> None: ...
 
-    def promote(self) -> None:
-        """Standby -> primary, returning once it accepts writes. No-op on a primary."""
+    def promote(self, above_timeline: int = 0) -> None:
+        """Standby -> primary, returning once it accepts writes, on a timeline above
+        ``above_timeline``. No-op on a primary."""
 
     def follow(self, primary_host: str, progress: Progress | None = None) -> FollowResult:
         """Become a streaming standby of ``primary_host``: reconfigure, rewind (after

@@ -98,13 +98,13 @@ class FakeDatabase:
             self.role = DbRole.STOPPED
             self.streaming = False
 
-    def promote(self) -> None:
+    def promote(self, above_timeline: int = 0) -> None:
         self._enter("promote")
         if self.role is DbRole.PRIMARY:
             return
         if self.role is not DbRole.STANDBY:
             raise DbError(f"cannot promote: database is {self.role}")
-        self.role, self.timeline = DbRole.PRIMARY, self.timeline + 1
+        self.role, self.timeline = DbRole.PRIMARY, max(self.timeline, above_timeline) + 1
         self.streaming, self.primary_host, self.was_primary = False, None, True
         self.diverged_commits = 0
 

@@ -594,11 +594,21 @@ class PostgresDriver:
             return
         self._pg_ctl_stop("immediate", 15)
 
-    def promote(self) -> None:
+    def promote(self, above_timeline: int = 0) -> None:
         """Standby -> primary. Returns once it is out of recovery (writable), then makes sure the
-        peer's slot exists so the old primary can rejoin without a gap in WAL."""
-        role = self._probe().status.role
+        peer's slot exists so the old primary can rejoin without a gap in WAL.
+
+        PostgreSQL opens the timeline after the newest whose history file it finds. A standby
+        that never streamed its peer's newer timeline (it rejoined, and the peer died before
+        sending anything) has no such file, and would open the peer's timeline id again over
+        another history, which pg_rewind and the WAL receiver cannot tell apart (found by the
+        simulation). So each timeline up to ``above_timeline`` that has no history file here
+        gets a placeholder (comments only, which PostgreSQL's parser skips), and the promotion
+        opens the one after."""
+        probe = self._probe()
+        role = probe.status.role
         if role is DbRole.STANDBY:
+            self._reserve_timelines(probe.status.timeline, above_timeline)
             started = time.monotonic()
             self._promote_and_wait()
             log.info("%s: promoted in %.0f ms", self.node_name, (time.monotonic() - started) * 1e3)
@@ -1088,6 +1098,24 @@ class PostgresDriver:
             )
 
     # --- promote -------------------------------------------------------------------------
+
+    def _reserve_timelines(self, ours: int, above: int) -> None:
+        for tli in range(max(ours, 1) + 1, above + 1):
+            path = self.pgdata / "pg_wal" / f"{tli:08X}.history"
+            if path.exists():
+                continue
+            log.warning(
+                "%s: timeline %d is the peer's and was never streamed here: reserving it, "
+                "so the promotion opens timeline %d",
+                self.node_name,
+                tli,
+                above + 1,
+            )
+            self._write_pg_file(
+                path,
+                f"# esc-ha: timeline {tli} belongs to the peer's history, never streamed to "
+                f"{self.node_name}; reserved so that a promotion here opens another id\n",
+            )
 
     def _promote_and_wait(self) -> None:
         """pg_promote(wait => false), then poll every 2 ms: pg_promote's own wait and

@@ -58,7 +58,9 @@ class SharedVolumeDatabase:
     def stop(self) -> None:
         self.pg.stop()
 
-    def promote(self) -> None:
+    def promote(self, above_timeline: int = 0) -> None:
+        # One database on the volume: there is no other history whose timeline id it could
+        # reuse (``above_timeline`` is for replicated pairs).
         self._attach()
         self._run_on_volume()
 
