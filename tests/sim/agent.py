@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from esc.agent.api import PeerPoller, parse_view
+from esc.agent.api import PeerPoller
 from esc.agent.loop import Agent
 from esc.errors import DriverError
 from esc.model import Decision, Observation, PeerView
+from esc.wire import parse_view
 
 from .clock import Sim
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from esc.agent import loop
-from esc.agent.api import MAX_BODY, PeerPoller, parse_view, serve_peer
+from esc.agent.api import MAX_BODY, PeerPoller, serve_peer
 from esc.agent.history import History
 from esc.agent.loop import Agent
 from esc.agent.peerauth import (
@@ -39,7 +39,8 @@ from esc.config.schema import NodePaths, parse_config
 from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeDatabase
 from esc.errors import DriverError
-from esc.model import DbRole, NodeState, Observation, PeerView, ServiceView, VrrpState
+from esc.model import DbRole, DbStatus, NodeState, Observation, PeerView, ServiceView, VrrpState
+from esc.wire import parse_view, peer_view
 
 SECRET = "pair-secret-0123456789abcdefghijklmnop"
 ME, PEER = "esc-ha-0", "esc-ha-1"
@@ -665,3 +666,25 @@ def test_the_poller_sees_a_stuck_agent_and_keeps_the_last_mark_of_a_silent_prima
 def test_a_malformed_cycle_is_refused() -> None:
     with pytest.raises(DriverError, match="peer view: cycle"):
         parse_view({**a_view(), "cycle": "7"}, PEER)
+
+
+def test_the_view_an_agent_publishes_is_the_view_its_peer_reads() -> None:
+    db = DbStatus(DbRole.STANDBY, timeline=3, lsn=900, receive_lsn=1000, streaming=True)
+    view = peer_view(
+        node=PEER, state=NodeState.BACKUP, db=db, serving=False, vip_held=False,
+        announced=False, outdated_lsn=None, outdated=True, handing_over=False,
+        reason="standby", cycle=7,
+    )  # fmt: skip
+    got = parse_view(json.loads(json.dumps(view)), PEER)
+    assert (got.state, got.db_role, got.timeline, got.lsn, got.receive_lsn) == (
+        NodeState.BACKUP, DbRole.STANDBY, 3, 900, 1000,
+    )  # fmt: skip
+    assert got.streaming and got.outdated and got.tells_outdated and view["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "says"), [(2, "newer than this agent reads"), ("1", "not a version"), (0, "not")]
+)
+def test_a_view_of_an_unknown_version_is_refused(version: object, says: str) -> None:
+    with pytest.raises(DriverError, match=f"peer view: version: .*{says}"):
+        parse_view({**a_view(), "version": version}, PEER)

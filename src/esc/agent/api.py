@@ -24,13 +24,12 @@ import contextlib
 import http.client
 import json
 import logging
-import math
 import os
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,8 +48,9 @@ from esc.agent.peerauth import (
     verify_answer,
 )
 from esc.errors import DriverError
-from esc.model import DbRole, NodeState, PeerView
+from esc.model import PeerView
 from esc.unixhttp import UnixHTTPConnection, request
+from esc.wire import parse_view
 
 log = logging.getLogger("esc.agent.api")
 Handler = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -344,86 +344,6 @@ def local_request(
 ) -> tuple[int, dict[str, Any]]:
     """Call the agent's local API (escadm's only way to the agent)."""
     return request(UnixHTTPConnection(sock, timeout), method, path, body)
-
-
-_LSN_MAX = (1 << 64) - 1
-_FLAGS = ("serving", "vip_held", "streaming", "handing_over", "announced")
-REASON_MAX = 500
-
-
-def _int(data: Mapping[str, Any], key: str, *, nullable: bool = False) -> int | None:
-    value = data[key]
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _LSN_MAX:
-        kind = "an integer from 0 to 2**64-1" + (" or null" if nullable else "")
-        raise DriverError(f"peer view: {key}: {value!r:.40} is not {kind}")
-    return value
-
-
-def parse_view(data: object, expect_node: str | None = None, silent_for: float = 0.0) -> PeerView:
-    """The typed parser at the boundary: the JSON object a peer published, every key present
-    with its type (unknown keys are ignored), into a :class:`PeerView`. Anything else raises
-    :class:`DriverError` naming the field, which the poller counts as "peer unreachable"."""
-    if not isinstance(data, dict):
-        raise DriverError("peer view: not a JSON object")
-    keys = (
-        "node", "state", "db_role", "timeline", "lsn", "receive_lsn", "replay_lag_s",
-        "outdated_lsn", "reason", *_FLAGS,
-    )  # fmt: skip
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise DriverError(f"peer view: {missing[0]}: missing")
-    node = data["node"]
-    if not isinstance(node, str) or (expect_node is not None and node != expect_node):
-        raise DriverError(f"peer view: node: {node!r:.40} is not the peer {expect_node!r}")
-    state, role = data["state"], data["db_role"]
-    if not isinstance(state, str) or state not in {s.value for s in NodeState}:
-        raise DriverError(f"peer view: state: {state!r:.40} is not a node state")
-    if not isinstance(role, str) or role not in {r.value for r in DbRole}:
-        raise DriverError(f"peer view: db_role: {role!r:.40} is not a database role")
-    for flag in _FLAGS:
-        if not isinstance(data[flag], bool):
-            raise DriverError(f"peer view: {flag}: {data[flag]!r:.40} is not true or false")
-    lag = data["replay_lag_s"]
-    if (
-        isinstance(lag, bool)
-        or not isinstance(lag, int | float)
-        or not math.isfinite(lag)
-        or lag < 0
-    ):
-        raise DriverError(f"peer view: replay_lag_s: {lag!r:.40} is not a number of seconds")
-    reason = data["reason"]
-    if not isinstance(reason, str):
-        raise DriverError(f"peer view: reason: {reason!r:.40} is not a string")
-    # Absent from the view of an agent older than this field (a rolling upgrade): it never
-    # reports itself outdated, as before.
-    outdated = data.get("outdated", False)
-    if not isinstance(outdated, bool):
-        raise DriverError(f"peer view: outdated: {outdated!r:.40} is not true or false")
-    if "cycle" in data:
-        _int(data, "cycle")
-    mark = _int(data, "outdated_lsn", nullable=True)
-    return PeerView(
-        reachable=True,
-        silent_for=silent_for,
-        state=NodeState(state),
-        db_role=DbRole(role),
-        timeline=_int(data, "timeline") or 0,
-        lsn=_int(data, "lsn") or 0,
-        receive_lsn=_int(data, "receive_lsn") or 0,
-        replay_lag_s=float(lag),
-        outdated_lsn=mark,
-        serving=data["serving"],
-        vip_held=data["vip_held"],
-        streaming=data["streaming"],
-        handing_over=data["handing_over"],
-        announced=data["announced"],
-        outdated=outdated,
-        tells_outdated="outdated" in data,
-        last_outdated_lsn=mark if role == DbRole.PRIMARY.value else None,
-        reason=reason[:REASON_MAX],
-    )
 
 
 def _shown(raw: bytes) -> str:

@@ -44,6 +44,7 @@ from esc.model import (
     RestoreSync,
     StartDb,
 )
+from esc.wire import peer_view
 
 log = logging.getLogger("esc.agent")
 # Actions after which the next cycle runs at once: a role change is under way.
@@ -368,24 +369,20 @@ class Agent:
     # --- what the APIs serve -----------------------------------------------------------------
 
     def _view(self, obs: Observation, d: Decision) -> dict[str, Any]:
-        return {
-            "node": self.dcfg.node_name,
-            "state": d.next_state.value,
-            "db_role": obs.db.role.value,
-            "timeline": obs.db.timeline,
-            "lsn": obs.db.lsn,
-            "receive_lsn": obs.db.receive_lsn,
-            "replay_lag_s": obs.db.replay_lag_s,
-            "streaming": obs.db.streaming,
-            "serving": obs.service.active and d.next_state is NodeState.MASTER,
-            "vip_held": obs.vip_held,
-            "announced": self._announced(),
-            "outdated_lsn": d.memory.peer_outdated_from,
-            "outdated": d.memory.self_outdated_from is not None and not d.memory.forced,
-            "handing_over": d.memory.switchover_since is not None,
-            "reason": d.reason,
-            "cycle": self.cycles,
-        }
+        mem = d.memory
+        return peer_view(
+            node=self.dcfg.node_name,
+            state=d.next_state,
+            db=obs.db,
+            serving=obs.service.active and d.next_state is NodeState.MASTER,
+            vip_held=obs.vip_held,
+            announced=self._announced(),
+            outdated_lsn=mem.peer_outdated_from,
+            outdated=mem.self_outdated_from is not None and not mem.forced,
+            handing_over=mem.switchover_since is not None,
+            reason=d.reason,
+            cycle=self.cycles,
+        )
 
     def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:
         mem = d.memory

@@ -61,11 +61,14 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
         opened = None
     elif not obs.gate_open and any(isinstance(a, OpenGate) for a in t.actions):
         opened = obs.now
+    mem = t.mem
+    if mem.state is not nxt or mem.gate_opened_at != opened:
+        mem = replace(mem, state=nxt, gate_opened_at=opened)
     return Decision(
         nxt,
         tuple(t.actions),
         t.reason,
-        replace(t.mem, state=nxt, gate_opened_at=opened),
+        mem,
         data_rank(obs, t.mem),
         rule_id=f"{rule.id}/{t.sub}" if t.sub else rule.id,
         announce=nxt is NodeState.MASTER,

@@ -18,8 +18,11 @@ def learn(c: Ctx) -> Ctx:
         new["hold_down_until"] = 0.0  # the peer stopped serving: hold-down over
     mark = mem.self_outdated_from
     if p.reachable:
-        new.update(peer_seen=True, forced=False)
-        if p.timeline:
+        if not mem.peer_seen:
+            new["peer_seen"] = True
+        if mem.forced:
+            new["forced"] = False
+        if p.timeline and p.timeline != mem.peer_timeline:
             new["peer_timeline"] = p.timeline
         # Only a node that is not primary takes the primary's word that it is outdated (a
         # stopped one too: its database may be a standby that died before the mark): in a

@@ -176,8 +176,10 @@ class PolicyRule:
 
 def _lost(c: Ctx) -> tuple[Ctx, float]:
     """Since when the primary has had no synchronous standby (starts now), and for how long."""
-    since = c.mem.standby_lost_since if c.mem.standby_lost_since is not None else c.obs.now
-    return replace(c, mem=replace(c.mem, standby_lost_since=since)), c.obs.now - since
+    since = c.mem.standby_lost_since
+    if since is not None:
+        return c, c.obs.now - since
+    return replace(c, mem=replace(c.mem, standby_lost_since=c.obs.now)), 0.0
 
 
 def _leaving(c: Ctx) -> bool:
@@ -207,8 +209,10 @@ def _let_go(c: Ctx) -> tuple[list[Action], str, Ctx]:
 
 def _in_sync(c: Ctx) -> tuple[list[Action], str, Ctx]:
     was_outdated = c.mem.peer_outdated_from is not None
-    mem = replace(c.mem, standby_lost_since=None, peer_outdated_from=None)
-    return [], f"{c.cfg.peer_name} back in sync" if was_outdated else "", replace(c, mem=mem)
+    if was_outdated or c.mem.standby_lost_since is not None:
+        mem = replace(c.mem, standby_lost_since=None, peer_outdated_from=None)
+        c = replace(c, mem=mem)
+    return [], f"{c.cfg.peer_name} back in sync" if was_outdated else "", c
 
 
 def _grace_over(c: Ctx) -> bool:
