@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from esc.agent.api import PeerPoller
+from esc.agent.api import PeerPoller, _same
 from esc.agent.loop import Agent
 from esc.errors import DriverError
 from esc.model import Decision, Observation, PeerView
@@ -96,7 +96,9 @@ class SimPeerPoller(PeerPoller):
         answer = self._answer
         if isinstance(answer, str):
             raise DriverError(f"GET /peer: {answer}")
-        if answer is not self._src and answer != self._src:
+        # Parsed again only when it says something new, the cycle counter aside (the poller
+        # reads that from the view itself; parse_view's result does not depend on it).
+        if answer is not self._src and not _same(answer, self._src):
             self._parsed = parse_view(answer, self.peer_name)
         self._src = answer
         assert self._parsed is not None

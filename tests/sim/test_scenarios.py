@@ -184,6 +184,26 @@ def test_a_stuck_standby_sees_its_outdated_mark_before_the_primary_acknowledges_
     assert mentions(r, "outdated: the primary dropped us from sync", "esc-ha-1")
 
 
+def test_the_loser_of_a_split_brain_takes_the_winners_mark_and_waits_when_it_dies() -> None:
+    """Found by the simulation once KNOWN_OUTDATED_MARK_UNSEEN no longer hid it: esc-ha-0's
+    keepalived freezes, esc-ha-1 promotes to timeline 2, marks esc-ha-0 outdated and
+    acknowledges alone; esc-ha-0, still primary, yields to the newer data, then esc-ha-1 loses
+    power. Two primaries ignored each other's marks, so esc-ha-0 served its older data again
+    and esc-ha-1's acknowledged writes ended in a dump. The loser now takes the winner's mark
+    (core/learn.py) and refuses the VIP until esc-ha-1 is back."""
+    s = Schedule(
+        seed=0,
+        steps=(
+            Step(0.0, Fault("partition", node=0, what="all", duration=0.5)),
+            Step(0.0, Fault("pause", node=-1, what="keepalived", duration=1.3)),
+            Step(0.9, Fault("reboot", node=-1, duration=1.0)),
+        ),
+    )
+    r = run(s, tolerate=False)
+    assert mentions(r, "outdated: the primary dropped us from sync", "esc-ha-0")
+    assert r.master == "esc-ha-1"
+
+
 def test_a_newer_primary_is_not_outdated_by_its_peer_after_a_double_reboot() -> None:
     """Found by the simulation (was KNOWN_OUTDATED_PRIMARY): a one-way partition (esc-ha-0 to
     esc-ha-1, VRRP and peer API) makes both nodes primary and each marks the other outdated;

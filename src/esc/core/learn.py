@@ -24,10 +24,13 @@ def learn(c: Ctx) -> Ctx:
             new["forced"] = False
         if p.timeline and p.timeline != mem.peer_timeline:
             new["peer_timeline"] = p.timeline
-        # Only a node that is not primary takes the primary's word that it is outdated (a
-        # stopped one too: its database may be a standby that died before the mark): in a
-        # split brain both are primaries, and the loser is decided by data, not by marks.
-        if p.db_role is DbRole.PRIMARY and obs.db.role is not DbRole.PRIMARY:
+        # A node that is not primary takes the primary's word that it is outdated (a stopped
+        # one too: its database may be a standby that died before the mark). In a split brain
+        # both are primaries and the data decides who loses, not the marks; the loser then
+        # takes the winner's word too, or, the winner dead, it would serve its older data
+        # again over the writes the winner acknowledged alone.
+        loser = both_primary(obs) and peer_outranks(c)
+        if p.db_role is DbRole.PRIMARY and (obs.db.role is not DbRole.PRIMARY or loser):
             mark = p.outdated_lsn
         # A mark taken while stopped may have been about a history that, once started, is the
         # newer primary's: a primary whose peer follows it, or whose data outranks the peer
