@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+def fmt_lsn(lsn: int) -> str:
+    """PostgreSQL's spelling of an LSN: 50331744 -> '0/3000060'."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
 class NodeState(StrEnum):
     """What the node is, as written to ``keepalived_state``."""
 

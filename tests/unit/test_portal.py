@@ -175,6 +175,7 @@ def test_formatting_helpers() -> None:
     assert fmt_lsn(0x3000060) == "0/3000060"
     assert fmt_lsn((1 << 32) + 0xAB) == "1/AB"
     assert fmt_lsn(None) == "?"
+    assert fmt_lsn(True) == "?"  # a bool is not an LSN (it was "0/1")
     assert [fmt_bytes(n) for n in (0, 1023, 1536, 5 * 2**20, 3 * 2**30)] == [
         "0 B",
         "1023 B",

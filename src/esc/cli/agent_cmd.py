@@ -27,6 +27,7 @@ from esc.agent.api import local_request
 from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
 from esc.errors import DriverError
+from esc.model import fmt_lsn
 
 EXIT_OK, EXIT_NOT_SERVING, EXIT_NO_AGENT = 0, 1, 3
 AGENT_UNIT = "esc-haagent.service"
@@ -176,8 +177,7 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
 
 
 def _lsn(value: object) -> str:
-    lsn = int(value) if isinstance(value, int) else 0
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+    return fmt_lsn(value if isinstance(value, int) and value >= 0 else 0)
 
 
 def _lag(db: dict[str, Any]) -> str:

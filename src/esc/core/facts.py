@@ -13,7 +13,10 @@ from esc.model import (
     Memory,
     NodeState,
     Observation,
+    fmt_lsn,
 )
+
+__all__ = ["Ctx", "DecideConfig", "Mode", "fmt_lsn"]
 
 if TYPE_CHECKING:
     from esc.core.veto import Veto
@@ -68,11 +71,6 @@ class Ctx:
     def quiet(self) -> list[Action]:
         """Deactivate the service if it is active (actions are idempotent, this avoids noise)."""
         return [DeactivateService()] if self.obs.service.active else []
-
-
-def fmt_lsn(lsn: int) -> str:
-    """PostgreSQL's text form of an LSN: '0/3000060'."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def peer_desc(obs: Observation, timed: bool = True) -> str:

@@ -56,7 +56,7 @@ from esc.drivers.base import Database, FollowResult, Progress
 from esc.drivers.volume import mountpoint_of
 from esc.errors import CommandError, ConfigError, DbError
 from esc.files import read_nofollow, write_atomic
-from esc.model import DbRole, DbStatus
+from esc.model import DbRole, DbStatus, fmt_lsn
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-def format_lsn(lsn: int) -> str:
-    """50331744 -> ``'0/3000060'`` (PostgreSQL's own spelling)."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+format_lsn = fmt_lsn  # 50331744 -> '0/3000060' (esc.model: one spelling project-wide)
 
 
 def slot_name(node_name: str) -> str:

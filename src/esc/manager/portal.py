@@ -43,6 +43,7 @@ from esc.manager import store
 from esc.manager.api import BasicAuth
 from esc.manager.auth import Authenticator, CredentialCheck
 from esc.manager.service import Manager
+from esc.model import fmt_lsn as model_fmt_lsn
 from esc.unixhttp import UnixHTTPConnection, request
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,10 @@ def fmt_iso(text: object) -> str:
 
 
 def fmt_lsn(lsn: object) -> str:
-    if not isinstance(lsn, int) or lsn < 0:
+    """An LSN from a status JSON, which may be anything: '?' unless it is one."""
+    if isinstance(lsn, bool) or not isinstance(lsn, int) or lsn < 0:
         return "?"
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+    return model_fmt_lsn(lsn)
 
 
 def fmt_bytes(n: int) -> str:
