@@ -142,3 +142,11 @@ def peer_view(
         "reason": reason,
         "cycle": cycle,  # counts this agent's cycles: a stale view shows a stuck agent
     }
+
+
+def same_view(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Two views say the same thing, the cycle counter aside (it changes every cycle, and
+    ``parse_view``'s result does not depend on it)."""
+    if a is None or b is None:
+        return a is b
+    return a.keys() == b.keys() and all(v == b[k] for k, v in a.items() if k != "cycle")

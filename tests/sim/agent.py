@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from esc.agent.api import PeerPoller, _same
+from esc.agent.api import PeerPoller
 from esc.agent.loop import Agent
 from esc.errors import DriverError
 from esc.model import Decision, Observation, PeerView
-from esc.wire import parse_view
+from esc.wire import parse_view, same_view
 
 from .clock import Sim
 
@@ -98,7 +98,7 @@ class SimPeerPoller(PeerPoller):
             raise DriverError(f"GET /peer: {answer}")
         # Parsed again only when it says something new, the cycle counter aside (the poller
         # reads that from the view itself; parse_view's result does not depend on it).
-        if answer is not self._src and not _same(answer, self._src):
+        if answer is not self._src and not same_view(answer, self._src):
             self._parsed = parse_view(answer, self.peer_name)
         self._src = answer
         assert self._parsed is not None

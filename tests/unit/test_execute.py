@@ -59,9 +59,9 @@ class _SlowDb(FakeDatabase):
         self.error: Exception | None = None
 
     def follow(self, primary_host: str, progress: Progress | None = None) -> FollowResult:
-        self.started.set()
         if progress is not None:
             progress("cloning", 40, 100)
+        self.started.set()  # after the progress, which the test then reads
         assert self.release.wait(10)
         if self.error is not None:
             raise self.error

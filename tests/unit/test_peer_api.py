@@ -40,7 +40,7 @@ from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeDatabase
 from esc.errors import DriverError
 from esc.model import DbRole, DbStatus, NodeState, Observation, PeerView, ServiceView, VrrpState
-from esc.wire import parse_view, peer_view
+from esc.wire import parse_view, peer_view, same_view
 
 SECRET = "pair-secret-0123456789abcdefghijklmnop"
 ME, PEER = "esc-ha-0", "esc-ha-1"
@@ -688,3 +688,11 @@ def test_the_view_an_agent_publishes_is_the_view_its_peer_reads() -> None:
 def test_a_view_of_an_unknown_version_is_refused(version: object, says: str) -> None:
     with pytest.raises(DriverError, match=f"peer view: version: .*{says}"):
         parse_view({**a_view(), "version": version}, PEER)
+
+
+def test_two_views_are_the_same_whatever_their_cycle() -> None:
+    a = {**a_view(), "cycle": 1}
+    assert same_view(a, {**a, "cycle": 2})
+    assert not same_view(a, {**a, "lsn": 1})
+    assert not same_view(a, {**a, "extra": None})
+    assert same_view(None, None) and not same_view(a, None)

@@ -50,7 +50,7 @@ from esc.agent.peerauth import (
 from esc.errors import DriverError
 from esc.model import PeerView
 from esc.unixhttp import UnixHTTPConnection, request
-from esc.wire import parse_view
+from esc.wire import parse_view, same_view
 
 log = logging.getLogger("esc.agent.api")
 Handler = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -362,15 +362,6 @@ class _Seen:
     cycle_at: float  # when the peer's agent was last seen publishing a new cycle
 
 
-def _same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Two views say the same, the cycle counter aside (it changes every cycle)."""
-    if a is None or b is None:
-        return a is b
-    return {k: v for k, v in a.items() if k != "cycle"} == {
-        k: v for k, v in b.items() if k != "cycle"
-    }
-
-
 class PeerPoller:
     """Polls the peer's view every ``interval``; ``current()`` says what we know right now.
 
@@ -476,7 +467,7 @@ class PeerPoller:
             # and waiting for the timeout would make us refuse the VIP as "peer serving".
             self._reachable = got is not None
             after = self._last
-        return was_reachable != self._reachable or not _same(
+        return was_reachable != self._reachable or not same_view(
             before.view if before else None, after.view if after else None
         )
 

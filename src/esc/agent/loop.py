@@ -155,7 +155,6 @@ class Agent:
         self._stop = threading.Event()
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
-        self._long_ok = True  # the long action collected this cycle (if any) succeeded
         self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
         self.executor = Executor(
             node_name=dcfg.node_name,
@@ -211,13 +210,13 @@ class Agent:
     def cycle(self) -> Decision:
         self.vrrp.beat()
         self.service.ensure_running()
-        self._long_ok = self.executor.collect()
+        long_ok = self.executor.collect()  # a long action that finished since the last cycle
         obs = self.observe()
         mem = self._take_requests(obs, self.mem)
         d = decide(obs, mem, self.dcfg)
         # The state file says SWITCHING before the promote runs, not after.
         self._record(obs, d)
-        self._execute(d)
+        self._execute(d, long_ok)
         self._name_primary(obs, d)
         if self.bgp is not None:
             self._steer_bgp(d.announce)
@@ -314,8 +313,8 @@ class Agent:
         files = ", ".join(changed) if changed else "no generated file changed"
         return True, f"reloaded: {files}"
 
-    def _execute(self, d: Decision) -> None:
-        self.action_failed = not self.executor.run(d) or not self._long_ok
+    def _execute(self, d: Decision, long_ok: bool = True) -> None:
+        self.action_failed = not self.executor.run(d) or not long_ok
 
     def _record(self, obs: Observation, d: Decision) -> None:
         prev = self.mem
