@@ -22,7 +22,6 @@ from esc.core.veto import veto
 from esc.errors import IllegalTransition
 from esc.model import (
     CloseGate,
-    DbRole,
     Decision,
     Memory,
     NodeState,
@@ -95,7 +94,7 @@ def data_rank(obs: Observation, mem: Memory) -> int:
     acknowledging writes on a history that is about to be rewound (issue 14). The step is 2 so
     that it always beats the one point between the configured priorities; only the sign of
     the comparison counts, so timelines can grow without bound."""
-    if obs.db.role not in (DbRole.PRIMARY, DbRole.STANDBY) or not obs.db.timeline:
+    if not obs.db.is_running or not obs.db.timeline:
         return 0
     if not mem.peer_timeline or obs.db.timeline == mem.peer_timeline:
         return 0
