@@ -89,6 +89,13 @@ class PeerView:
     replay_lag_s: float = 0.0  # peer (as standby): seconds behind in replay
     announced: bool = False  # peer announces the anycast route (BGP)
     reason: str = ""  # the peer's last decision, in its words (for status and the portal)
+    # The newest timeline the peer served on (Memory.served_timeline); None when it does not
+    # say (an older agent) or does not know: counts as served on its timeline.
+    served_timeline: int | None = None
+    # persisted: the newest timeline this node's database has been on. A node rewound off its
+    # own newer timeline (it lost a split brain) no longer has that timeline's history file,
+    # and PostgreSQL would open the same id again at its next promotion (Promote.above).
+    top_timeline: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,17 @@ class Memory:
     gate_opened_at: float | None = None  # when the gate was last opened (keepalived lags)
     hold_down_until: float = 0.0  # gate closed until then while the peer serves (VRRP split)
     peer_timeline: int = 0  # the timeline the peer last reported (0: not seen since start)
+    peer_unserved: bool = False  # ... as a primary that never served on it (data_rank)
+    # persisted: the newest timeline on which this node, as primary, served (its service was
+    # active, so it may have acknowledged writes there). None: not known (a node started with
+    # an older agent's memory, or never promoted by this agent), which counts as "served on its
+    # timeline", as before this field. Set below the new timeline when promoting, to it when
+    # activating the service (core/facts.served_current).
+    served_timeline: int | None = None
+    # persisted: the newest timeline this node's database has been on. A node rewound off its
+    # own newer timeline (it lost a split brain) no longer has that timeline's history file,
+    # and PostgreSQL would open the same id again at its next promotion (Promote.above).
+    top_timeline: int = 0
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         raise DriverError(f"peer view: outdated: {outdated!r:.40} is not true or false")
     if "cycle" in data:
         _int(data, "cycle")
+    # Absent from an older agent's view: not known, which counts as served (facts.served_current).
+    served = _int(data, "served_timeline", nullable=True) if "served_timeline" in data else None
     mark = _int(data, "outdated_lsn", nullable=True)
     return PeerView(
         reachable=True,
@@ -105,6 +107,7 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         tells_outdated="outdated" in data,
         last_outdated_lsn=mark if role == DbRole.PRIMARY.value else None,
         reason=reason[:REASON_MAX],
+        served_timeline=served,
     )
 
 
@@ -121,6 +124,7 @@ def peer_view(
     handing_over: bool,
     reason: str,
     cycle: int,
+    served_timeline: int | None = None,
 ) -> dict[str, Any]:
     """This node's view, as its peer reads it (``parse_view``)."""
     return {
@@ -141,6 +145,7 @@ def peer_view(
         "handing_over": handing_over,
         "reason": reason,
         "cycle": cycle,  # counts this agent's cycles: a stale view shows a stuck agent
+        "served_timeline": served_timeline,  # the newest timeline it served on (None: unknown)
     }
 
 

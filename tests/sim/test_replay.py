@@ -1,7 +1,6 @@
 """Replay one schedule a failure printed: ``SIM_REPLAY='<json>' pytest tests/sim/test_replay.py``.
 
-``SIM_TRACE=1``: the whole trace (with ``-s``, also of a run that passes); ``SIM_STRICT=1``:
-ignore the ``KNOWN_*`` flags of invariants.py, as the named scenarios do."""
+``SIM_TRACE=1``: the whole trace (with ``-s``, also of a run that passes)."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from .schedule import Schedule
 
 @pytest.mark.skipif("SIM_REPLAY" not in os.environ, reason="SIM_REPLAY not set")
 def test_replay() -> None:
-    strict = bool(os.environ.get("SIM_STRICT"))
-    result = run(Schedule.from_json(os.environ["SIM_REPLAY"]), tolerate=not strict)
+    result = run(Schedule.from_json(os.environ["SIM_REPLAY"]))
     if os.environ.get("SIM_TRACE"):
         for t, who, text in result.trace:
             print(f"{t:9.3f} {who:9} {text}")

@@ -23,10 +23,19 @@ from esc.model import Memory, NodeState
 
 def test_the_persisted_flags_round_trip(tmp_path: Path) -> None:
     path = tmp_path / MEMORY_FILE
-    mem = Memory(state=NodeState.BACKUP, forced=True, self_outdated_from=0x3000060)
+    mem = Memory(
+        state=NodeState.BACKUP, forced=True, self_outdated_from=0x3000060, served_timeline=3
+    )
     path.write_text(memory_text(mem))
-    assert load_memory(path) == Memory(forced=True, self_outdated_from=0x3000060)
+    assert load_memory(path) == Memory(forced=True, self_outdated_from=0x3000060, served_timeline=3)
     assert load_memory(tmp_path / "absent.json") == Memory()  # a first start
+
+
+def test_a_file_an_older_agent_wrote_has_no_served_timeline_and_loads(tmp_path: Path) -> None:
+    """Upgraded in place: "not known", which counts as served (core/facts.served_current)."""
+    path = tmp_path / MEMORY_FILE
+    path.write_text('{"forced": false, "peer_outdated_from": 5, "self_outdated_from": null}\n')
+    assert load_memory(path) == Memory(peer_outdated_from=5, served_timeline=None)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +61,11 @@ def test_the_persisted_flags_round_trip(tmp_path: Path) -> None:
         (
             '{"forced": false, "peer_outdated_from": -1, "self_outdated_from": null}',
             "peer_outdated_from: -1 is not an LSN",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": null, "self_outdated_from": null, '
+            '"served_timeline": "2"}',
+            "served_timeline: '2' is not a timeline",
         ),
     ],
 )

@@ -507,3 +507,82 @@ def test_data_rank_remembers_the_peer_while_it_is_silent() -> None:
     stopped = DbStatus(DbRole.STOPPED)
     d2 = decide(obs(VrrpState.FAULT, stopped, SILENT), seen, CFG)
     assert d2.rank == 0  # nothing to weigh without a running database
+
+
+# --- issue 14: a history that served outranks one that never did -----------------------------
+
+PROMOTED_UNSERVED = DbStatus(DbRole.PRIMARY, timeline=2, lsn=3000)  # esc-ha-1, just promoted
+OLD_SERVING = PeerView(  # esc-ha-0, the old primary, went on serving on timeline 1
+    True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=1, lsn=5000, serving=True,
+    served_timeline=1,
+)  # fmt: skip
+
+
+def test_promoting_records_that_the_new_timeline_has_not_served_and_activating_that_it_has() -> (
+    None
+):
+    d = decide(obs(VrrpState.MASTER, STANDBY, SILENT), SEEN, CFG)
+    assert "Promote" in d.action_kinds and d.memory.served_timeline == 1  # below the new one
+    promoted = obs(VrrpState.MASTER, replace(PRIMARY, timeline=2, sync_standby=None), SILENT)
+    d2 = decide(promoted, d.memory, CFG)
+    assert "ActivateService" in d2.action_kinds and d2.memory.served_timeline == 2
+
+
+def test_a_promoted_standby_that_never_served_yields_to_the_serving_old_primary() -> None:
+    prev = replace(SEEN, state=S.SWITCHING, served_timeline=1)
+    d = decide(obs(VrrpState.BACKUP, PROMOTED_UNSERVED, OLD_SERVING), prev, CFG)
+    assert d.rule_id == "demote" and d.action_kinds == ("CloseGate", "Follow")
+    assert "data that served" in d.reason
+    assert d.rank == -2  # below the old primary in any election until it serves
+    # The old primary, seeing it, keeps its role and outranks it.
+    cfg0 = replace(CFG, node_name="esc-ha-0", peer_name="esc-ha-1")
+    unserved = PeerView(
+        True, state=S.SWITCHING, db_role=DbRole.PRIMARY, timeline=2, lsn=3000, served_timeline=1
+    )
+    ours = DbStatus(DbRole.PRIMARY, timeline=1, lsn=5000)
+    d0 = decide(obs(VrrpState.MASTER, ours, unserved, ON), replace(SEEN, state=S.MASTER), cfg0)
+    assert d0.next_state is S.MASTER and "keeping the role (data that served" in d0.reason
+    assert d0.rank == 2
+
+
+def test_an_old_primary_that_stopped_serving_still_yields_to_the_newer_timeline() -> None:
+    """A switchover: the old primary deactivated before the standby promoted; the new timeline
+    holds everything, so the data decides as before (the old primary follows)."""
+    handing = replace(OLD_SERVING, state=S.SWITCHING, serving=False, handing_over=True)
+    prev = replace(SEEN, state=S.SWITCHING, served_timeline=1)
+    d = decide(obs(VrrpState.MASTER, PROMOTED_UNSERVED, handing), prev, CFG)
+    assert d.rule_id == "split-brain-keep" and d.next_state is S.MASTER
+    assert "keeping the role (newer data" in d.reason
+    assert d.action_kinds == ("OpenGate", "ActivateService") and d.memory.served_timeline == 2
+
+
+def test_an_unknown_served_timeline_counts_as_served() -> None:
+    """An older agent's view or memory says nothing: timelines decide, as before."""
+    old_view = replace(OLD_SERVING, served_timeline=None)
+    d = decide(
+        obs(VrrpState.MASTER, PROMOTED_UNSERVED, old_view, ON), replace(SEEN, state=S.MASTER), CFG
+    )
+    assert d.rule_id == "split-brain-keep" and "keeping the role (newer data" in d.reason
+
+
+def test_an_old_primary_back_takes_the_mark_of_a_peer_that_served_on_a_newer_timeline() -> None:
+    """The old primary back from a reboot, the new one's database down (frozen): the peer says
+    it served on timeline 2 and marked us outdated; ours is 1. It must not serve its older
+    history (found by the simulation once the issue-14 tolerance was gone)."""
+    peer = PeerView(
+        True, state=S.FAULT, db_role=DbRole.STOPPED, served_timeline=2, outdated_lsn=0x3000400
+    )
+    old = DbStatus(DbRole.PRIMARY, timeline=1, lsn=0x3000500)
+    d = decide(obs(VrrpState.MASTER, old, peer), replace(SEEN, state=S.SWITCHING), CFG)
+    assert d.rule_id == "master-vetoed" and "outdated" in d.reason
+    assert d.memory.self_outdated_from == 0x3000400  # persisted: survives a restart
+    # Not without the mark: a strict primary that acknowledged nothing alone leaves no mark.
+    unmarked = replace(peer, outdated_lsn=None)
+    d2 = decide(obs(VrrpState.MASTER, old, unmarked), replace(SEEN, state=S.SWITCHING), CFG)
+    assert d2.memory.self_outdated_from is None and d2.rule_id != "master-vetoed"
+
+
+def test_a_rewound_standby_forgets_the_timeline_it_served_on() -> None:
+    prev = replace(SEEN, served_timeline=2)
+    d = decide(obs(VrrpState.BACKUP, STANDBY, PEER_MASTER), prev, CFG)
+    assert d.memory.served_timeline is None

@@ -91,6 +91,9 @@ def test_a_well_formed_view_parses_into_the_peer_view() -> None:
     # "outdated" is optional: an agent older than the field never reports itself outdated.
     assert parse_view({**a_view(), "outdated": True}, PEER).outdated is True
     assert parse_view(a_view(), PEER).outdated is False
+    # "served_timeline" is optional too: absent (an older agent) is None, "not known".
+    assert parse_view(a_view(), PEER).served_timeline is None
+    assert parse_view({**a_view(), "served_timeline": 2}, PEER).served_timeline == 2
 
 
 @pytest.mark.parametrize(
@@ -108,6 +111,8 @@ def test_a_well_formed_view_parses_into_the_peer_view() -> None:
         (a_view(serving="yes"), "serving"),
         (a_view(vip_held=1), "vip_held"),
         ({**a_view(), "outdated": "no"}, "outdated"),
+        ({**a_view(), "served_timeline": "2"}, "served_timeline"),
+        ({**a_view(), "served_timeline": -1}, "served_timeline"),
         (a_view(replay_lag_s=float("nan")), "replay_lag_s"),
         (a_view(replay_lag_s=-1), "replay_lag_s"),
         (a_view(reason=["x"]), "reason"),
@@ -673,9 +678,10 @@ def test_the_view_an_agent_publishes_is_the_view_its_peer_reads() -> None:
     view = peer_view(
         node=PEER, state=NodeState.BACKUP, db=db, serving=False, vip_held=False,
         announced=False, outdated_lsn=None, outdated=True, handing_over=False,
-        reason="standby", cycle=7,
+        reason="standby", cycle=7, served_timeline=2,
     )  # fmt: skip
     got = parse_view(json.loads(json.dumps(view)), PEER)
+    assert got.served_timeline == 2
     assert (got.state, got.db_role, got.timeline, got.lsn, got.receive_lsn) == (
         NodeState.BACKUP, DbRole.STANDBY, 3, 900, 1000,
     )  # fmt: skip

@@ -381,6 +381,7 @@ class Agent:
             handing_over=mem.switchover_since is not None,
             reason=d.reason,
             cycle=self.cycles,
+            served_timeline=mem.served_timeline,
         )
 
     def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:

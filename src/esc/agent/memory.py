@@ -1,9 +1,12 @@
 """The agent's persisted memory: ``<data>/agent_memory.json``.
 
-Three fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
-forced this node primary), ``peer_outdated_from`` (as primary: the peer left sync at this LSN)
-and ``self_outdated_from`` (as standby: the primary said this node is outdated). The last one
-keeps an outdated standby from being promoted, so losing it is not harmless.
+Five fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
+forced this node primary), ``peer_outdated_from`` (as primary: the peer left sync at this LSN),
+``self_outdated_from`` (as standby: the primary said this node is outdated) and
+``served_timeline`` (the newest timeline this node served on as primary), and ``top_timeline``
+(the newest its database has been on: never opened again by a promotion). The third keeps an
+outdated standby from being promoted, so losing it is not harmless; losing the fourth only
+makes a split brain fall back to comparing timelines (``core/facts.peer_outranks``).
 
 A missing file is a first start (nothing to remember). A file that exists but cannot be read
 or is not exactly what :func:`memory_text` writes (not JSON, a key missing, a wrong type) is
@@ -25,7 +28,12 @@ from esc.errors import ConfigError
 from esc.model import Memory
 
 MEMORY_FILE = "agent_memory.json"
-PERSISTED = ("forced", "peer_outdated_from", "self_outdated_from")
+PERSISTED = (
+    "forced", "peer_outdated_from", "self_outdated_from", "served_timeline", "top_timeline",
+)  # fmt: skip
+# Keys an older agent did not write: absent means "not known" (their Memory default), so a
+# node upgraded in place starts as before. Every other key must be there.
+ADDED_LATER = ("served_timeline", "top_timeline")
 _FIX = (
     "fix or restore it; remove it only if this node is known to hold current data (removing "
     "forgets an outdated mark and a forced primary)"
@@ -36,12 +44,12 @@ def memory_text(mem: Memory) -> str:
     return json.dumps({k: getattr(mem, k) for k in PERSISTED}) + "\n"
 
 
-def _lsn(path: Path, data: dict[str, Any], key: str) -> int | None:
+def _lsn(path: Path, data: dict[str, Any], key: str, what: str = "an LSN") -> int | None:
     value = data[key]
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(str(path), f"{key}: {value!r} is not an LSN or null; {_FIX}")
+        raise ConfigError(str(path), f"{key}: {value!r} is not {what} or null; {_FIX}")
     return value
 
 
@@ -59,7 +67,7 @@ def load_memory(path: Path) -> Memory:
         raise ConfigError(str(path), f"not valid JSON ({exc}); {_FIX}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), f"not a JSON object; {_FIX}")
-    missing = [k for k in PERSISTED if k not in data]
+    missing = [k for k in PERSISTED if k not in data and k not in ADDED_LATER]
     if missing:
         raise ConfigError(str(path), f"{missing[0]}: missing; {_FIX}")
     forced = data["forced"]
@@ -70,4 +78,10 @@ def load_memory(path: Path) -> Memory:
         forced=forced,
         peer_outdated_from=_lsn(path, data, "peer_outdated_from"),
         self_outdated_from=_lsn(path, data, "self_outdated_from"),
+        served_timeline=(
+            _lsn(path, data, "served_timeline", "a timeline") if "served_timeline" in data else None
+        ),
+        top_timeline=(
+            _lsn(path, data, "top_timeline", "a timeline") or 0 if "top_timeline" in data else 0
+        ),
     )

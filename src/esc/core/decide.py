@@ -11,9 +11,10 @@ which node serves as far as this one knows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from esc.core.facts import Ctx, DecideConfig
+from esc.core.facts import Ctx, DecideConfig, served_current
 from esc.core.learn import learn
 from esc.core.rule import Rule
 from esc.core.rules import INDEX
@@ -21,12 +22,16 @@ from esc.core.table import check_transition
 from esc.core.veto import veto
 from esc.errors import IllegalTransition
 from esc.model import (
+    Action,
+    ActivateService,
     CloseGate,
+    DbRole,
     Decision,
     Memory,
     NodeState,
     Observation,
     OpenGate,
+    Promote,
 )
 
 RANK_STEP = 2  # data_rank: more than the one point between the two configured priorities
@@ -61,18 +66,32 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
     elif not obs.gate_open and any(isinstance(a, OpenGate) for a in t.actions):
         opened = obs.now
     mem = t.mem
-    if mem.state is not nxt or mem.gate_opened_at != opened:
-        mem = replace(mem, state=nxt, gate_opened_at=opened)
+    served = served_after(obs, t.actions, mem.served_timeline)
+    if mem.state is not nxt or mem.gate_opened_at != opened or mem.served_timeline != served:
+        mem = replace(mem, state=nxt, gate_opened_at=opened, served_timeline=served)
     return Decision(
         nxt,
         tuple(t.actions),
         t.reason,
         mem,
-        data_rank(obs, t.mem),
+        data_rank(obs, mem),
         rule_id=f"{rule.id}/{t.sub}" if t.sub else rule.id,
         announce=nxt is NodeState.MASTER,
         primary=serving_node(obs, nxt, cfg),
     )
+
+
+def served_after(obs: Observation, actions: Sequence[Action], served: int | None) -> int | None:
+    """The newest timeline served on, after these actions (persisted before they run).
+
+    Promoting: the new timeline has not served yet, so the mark stays below it (the current
+    timeline, the new one being higher). Activating the service as a primary: this timeline
+    served. A service found active is caught by learn()."""
+    if any(isinstance(a, Promote) for a in actions):
+        return obs.db.timeline
+    if obs.db.role is DbRole.PRIMARY and any(isinstance(a, ActivateService) for a in actions):
+        return obs.db.timeline if served is None else max(served, obs.db.timeline)
+    return served
 
 
 def serving_node(obs: Observation, nxt: NodeState, cfg: DecideConfig) -> str | None:
@@ -84,18 +103,26 @@ def serving_node(obs: Observation, nxt: NodeState, cfg: DecideConfig) -> str | N
 
 
 def data_rank(obs: Observation, mem: Memory) -> int:
-    """What this node's data adds to its VRRP priority: +RANK_STEP on a newer timeline than the
-    peer last reported, -RANK_STEP on an older one, else 0.
+    """What this node's data adds to its VRRP priority: +RANK_STEP when it outranks what the
+    peer last reported, -RANK_STEP when it is outranked, else 0. The order is
+    ``peer_outranks``'s, from memory (the peer may be silent now): a primary that never served
+    on its timeline below any other history, then the newer timeline.
 
-    A standby promoted while the primary was cut off is on a newer timeline: it outranks the old
-    primary even though the old one has the higher configured priority (101 against 100, one
-    step apart), so when the partition heals keepalived keeps the VIP on the new primary and the
-    old one goes BACKUP at the first advert it hears, instead of winning the election back and
-    acknowledging writes on a history that is about to be rewound (issue 14). The step is 2 so
-    that it always beats the one point between the configured priorities; only the sign of
-    the comparison counts, so timelines can grow without bound."""
-    if not obs.db.is_running or not obs.db.timeline:
+    A standby promoted while the primary was cut off is on a newer timeline: once it serves it
+    outranks the old primary even though the old one has the higher configured priority (101
+    against 100, one step apart), so when the partition heals keepalived keeps the VIP on the
+    new primary and the old one goes BACKUP at the first advert it hears, instead of winning
+    the election back and acknowledging writes on a history that is about to be rewound
+    (issue 14). Before it serves, its new timeline holds no acknowledged write and the old
+    primary, which may have gone on serving, keeps the election. The step is 2 so that it
+    always beats the one point between the configured priorities; only the sign of the
+    comparison counts, so timelines can grow without bound."""
+    db = obs.db
+    if not db.is_running or not db.timeline or not mem.peer_timeline:
         return 0
-    if not mem.peer_timeline or obs.db.timeline == mem.peer_timeline:
+    unserved = db.role is DbRole.PRIMARY and not served_current(db.timeline, mem.served_timeline)
+    ours = (not unserved, db.timeline)
+    theirs = (not mem.peer_unserved, mem.peer_timeline)
+    if ours == theirs:
         return 0
-    return RANK_STEP if obs.db.timeline > mem.peer_timeline else -RANK_STEP
+    return RANK_STEP if ours > theirs else -RANK_STEP

@@ -82,10 +82,59 @@ def peer_desc(obs: Observation, timed: bool = True) -> str:
     return f"peer {p.state.value if p.state else '?'}"
 
 
+def served_current(timeline: int, served_timeline: int | None) -> bool:
+    """A primary on ``timeline`` may have acknowledged writes on it: it served there, or it
+    does not know (None: an older agent's memory or view), which counts as served."""
+    return served_timeline is None or served_timeline >= timeline
+
+
+def served_newer(c: Ctx) -> bool:
+    """The peer says it served on a newer timeline than our database's (so our data lacks
+    what it may have acknowledged there)."""
+    served, ours = c.obs.peer.served_timeline, c.obs.db.timeline
+    return served is not None and ours > 0 and served > ours
+
+
+def unserved(c: Ctx) -> tuple[bool, bool]:
+    """(ours, the peer's): a primary that never served on its timeline (promoted, service never
+    activated there: no write a client was told about is on it beyond the promotion)."""
+    p, db = c.obs.peer, c.obs.db
+    ours = db.role is DbRole.PRIMARY and not served_current(db.timeline, c.mem.served_timeline)
+    theirs = p.db_role is DbRole.PRIMARY and not served_current(p.timeline, p.served_timeline)
+    return ours, theirs
+
+
+def served_decides(c: Ctx) -> bool | None:
+    """Whether serving decides a split brain: True if the peer wins by it, False if we do,
+    None if it does not decide. A primary that is serving beats one that never served on its
+    timeline: a standby promoted while the primary was cut off, whose keepalived lost the
+    election back before its service was activated, holds no acknowledged write the serving
+    primary lacks, which may have acknowledged many since; comparing timelines alone would
+    throw those into a dump (issue 14). Serving *now*: an old primary that stopped (a
+    switchover handing over, a failed service) leaves the decision to the data."""
+    ours, theirs = unserved(c)
+    if ours and not theirs and c.obs.peer.serving:
+        return True
+    if theirs and not ours and c.obs.service.active:
+        return False
+    return None
+
+
 def peer_outranks(c: Ctx) -> bool:
-    """Whose data wins: newer timeline, then further LSN, then name (so exactly one side wins)."""
+    """Whose data wins a split brain: the serving primary over one that never served
+    (``served_decides``), else the newer timeline, the further LSN, the name (so exactly one
+    side wins)."""
+    by_serving = served_decides(c)
+    if by_serving is not None:
+        return by_serving
     p, db = c.obs.peer, c.obs.db
     return (p.timeline, p.lsn, c.cfg.peer_name) > (db.timeline, db.lsn, c.cfg.node_name)
+
+
+def winning_data(c: Ctx) -> str:
+    """Why the winner of a split brain wins, in words: 'newer data', or 'data that served'
+    when the loser's timeline never served (``served_decides``)."""
+    return "newer data" if served_decides(c) is None else "data that served"
 
 
 def both_primary(obs: Observation) -> bool:

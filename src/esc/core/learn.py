@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from esc.core.facts import Ctx, both_primary, peer_outranks, peer_serving
+from esc.core.facts import (
+    Ctx,
+    both_primary,
+    peer_outranks,
+    peer_serving,
+    served_current,
+    served_newer,
+)
 from esc.model import DbRole, VrrpState
 
 HANDOVER_LIMIT_S = 60.0  # a switchover that has not completed by then is abandoned
@@ -24,6 +31,12 @@ def learn(c: Ctx) -> Ctx:
             new["forced"] = False
         if p.timeline and p.timeline != mem.peer_timeline:
             new["peer_timeline"] = p.timeline
+        if p.timeline:
+            unserved = p.db_role is DbRole.PRIMARY and not served_current(
+                p.timeline, p.served_timeline
+            )
+            if unserved != mem.peer_unserved:
+                new["peer_unserved"] = unserved
         # A node that is not primary takes the primary's word that it is outdated (a stopped
         # one too: its database may be a standby that died before the mark). In a split brain
         # both are primaries and the data decides who loses, not the marks; the loser then
@@ -31,6 +44,17 @@ def learn(c: Ctx) -> Ctx:
         # again over the writes the winner acknowledged alone.
         loser = both_primary(obs) and peer_outranks(c)
         if p.db_role is DbRole.PRIMARY and (obs.db.role is not DbRole.PRIMARY or loser):
+            mark = p.outdated_lsn
+        elif (
+            p.db_role is not DbRole.PRIMARY
+            and p.outdated_lsn is not None
+            and served_newer(c)
+            and not obs.service.active
+        ):
+            # Its database down (stopped, frozen, restarting), the peer still says it served
+            # on a newer timeline than our data's and marked us: an old primary back from a
+            # reboot takes that word too, or it would serve its older history. Not one that
+            # serves: the peer, its database starting, follows a serving node.
             mark = p.outdated_lsn
         # A mark taken while stopped may have been about a history that, once started, is the
         # newer primary's: a primary whose peer follows it, or whose data outranks the peer
@@ -45,6 +69,19 @@ def learn(c: Ctx) -> Ctx:
         mark = p.last_outdated_lsn
     if mark != mem.self_outdated_from:
         new["self_outdated_from"] = mark
+    # Serving as primary: writes may be acknowledged on this timeline (decide() records it
+    # already when it activates the service; this catches a service found active).
+    db, served = obs.db, mem.served_timeline
+    if db.is_running and db.timeline > mem.top_timeline:
+        new["top_timeline"] = db.timeline
+    serving = obs.service.active and db.role is DbRole.PRIMARY
+    if serving and served is not None and served < db.timeline:
+        new["served_timeline"] = db.timeline
+    # A standby on an older timeline than the one it served on was rewound to follow the
+    # winner of a split brain: what it served is in its dump now, not in its data.
+    rewound = db.role is DbRole.STANDBY and db.is_running and db.timeline
+    if rewound and served is not None and served > db.timeline:
+        new["served_timeline"] = None
     if mem.switchover_since is not None:
         handed = obs.db.role is DbRole.STANDBY and obs.vrrp is not VrrpState.MASTER
         # Handed over and following: done. Or the peer never took over (it died

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from esc.core.facts import Ctx, Mode, peer_desc, peer_outranks
+from esc.core.facts import Ctx, Mode, peer_desc, peer_outranks, winning_data
 from esc.core.rule import Rule, Then, only, to, via, where
 from esc.core.serving import MASTER_REPLICATED, MASTER_SHARED, PRIMARY, RUNNING, STANDBY
 from esc.core.veto import STANDBY_WAITS, Veto, render
@@ -157,11 +157,11 @@ BACKUP_REPLICATED = where((
     Rule("demote", "both primaries, the peer's data newer: follow it",
          lambda c: c.both_primary and peer_outranks(c), to(S.SWITCHING),
          lambda c: _standing(c, [Follow(c.cfg.peer_name)],
-                             f"demoting: following {c.cfg.peer_name} (newer data)")),
+                             f"demoting: following {c.cfg.peer_name} ({winning_data(c)})")),
     Rule("backup-split-keep", "both primaries, our data newer: wait for the peer to yield",
          lambda c: c.both_primary, to(S.SWITCHING),
-         lambda c: _standing(c, [], "split brain: keeping our newer data; waiting for "
-                                    f"{c.cfg.peer_name} to yield")),
+         lambda c: _standing(c, [], f"split brain: keeping our {winning_data(c)}; waiting "
+                                    f"for {c.cfg.peer_name} to yield")),
     Rule("backup-primary-wait", "a primary database: wait for a primary to follow",
          lambda c: True, to(S.SWITCHING),
          lambda c: _standing(c, [], "keepalived BACKUP, database primary: waiting for a "
@@ -220,7 +220,7 @@ FOLLOW_NEWER = Rule(
     "follow-newer-primary", "both primaries, the peer's data newer: follow it",
     lambda c: c.both_primary and peer_outranks(c), to(S.SWITCHING),
     lambda c: _standing(c, [Follow(c.cfg.peer_name)],
-                        f"{c.cfg.peer_name} is primary with newer data: following it"),
+                        f"{c.cfg.peer_name} is primary with {winning_data(c)}: following it"),
     vrrp=UNELECTED, db=PRIMARY,
 )  # fmt: skip
 

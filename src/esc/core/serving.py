@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from esc.core.facts import Ctx, fmt_lsn, peer_desc, peer_outranks
+from esc.core.facts import Ctx, fmt_lsn, peer_desc, peer_outranks, winning_data
 from esc.core.rule import Rule, Then, to, via, where
 from esc.core.veto import Veto, render
 from esc.model import (
@@ -37,7 +37,7 @@ def _yield(c: Ctx) -> Then:
     p = c.obs.peer
     return Then(
         [CloseGate(), *c.quiet],
-        f"split brain: {c.cfg.peer_name} is also primary with newer data (timeline "
+        f"split brain: {c.cfg.peer_name} is also primary with {winning_data(c)} (timeline "
         f"{p.timeline}, LSN {fmt_lsn(p.lsn)}); yielding, our diverged writes will be preserved",
         c.mem,
     )
@@ -47,7 +47,7 @@ def _keep(c: Ctx) -> Then:
     db = c.obs.db
     return Then(
         [OpenGate(), *_activate(c)],
-        f"split brain: {c.cfg.peer_name} is also primary; keeping the role (newer data: "
+        f"split brain: {c.cfg.peer_name} is also primary; keeping the role ({winning_data(c)}: "
         f"timeline {db.timeline}, LSN {fmt_lsn(db.lsn)})",
         c.mem,
     )
@@ -143,14 +143,20 @@ def _alone(c: Ctx) -> bool:
 def _promote_alone(c: Ctx) -> Then:
     lsn = c.obs.db.receive_lsn
     return Then(
-        [OpenGate(), Promote(c.mem.peer_timeline), DropSync(lsn)],
+        [OpenGate(), Promote(_above(c)), DropSync(lsn)],
         f"{_promote_reason(c)}; {c.cfg.peer_name} outdated from LSN {fmt_lsn(lsn)}",
         replace(c.mem, peer_outdated_from=lsn, standby_lost_since=None),
     )
 
 
 def _promote(c: Ctx) -> Then:
-    return Then([OpenGate(), Promote(c.mem.peer_timeline)], _promote_reason(c), c.mem)
+    return Then([OpenGate(), Promote(_above(c))], _promote_reason(c), c.mem)
+
+
+def _above(c: Ctx) -> int:
+    """The timeline a promotion must open above: the newest the peer reported or our own
+    database has been on (Memory.top_timeline)."""
+    return max(c.mem.peer_timeline, c.mem.top_timeline)
 
 
 def _take_volume(c: Ctx) -> Then:

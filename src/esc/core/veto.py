@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from esc.core.facts import Ctx, fmt_lsn, peer_outranks
+from esc.core.facts import Ctx, fmt_lsn, peer_outranks, winning_data
 from esc.model import DbRole, NodeState
 
 
@@ -79,6 +79,6 @@ def render(v: Veto, c: Ctx) -> str:
         case Veto.HOLDING_DOWN:
             return f"holding down: peer {peer} still serving"
         case Veto.PEER_NEWER_PRIMARY:
-            return f"peer {peer} is primary with newer data; this database must follow it"
+            return f"peer {peer} is primary with {winning_data(c)}; this database must follow it"
         case Veto.PEER_NEWER_DATA:
             return f"peer {peer} has newer data (timeline {p.timeline}, LSN {fmt_lsn(p.lsn)})"
