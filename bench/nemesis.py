@@ -5,12 +5,15 @@
 
 One lab, one pair (policy ``available``), ``--writers`` northbound writers in ``nb`` writing
 through the VIP for the whole run (each its own tenant stream, every write retried with the
-same transaction id until acknowledged). The schedule (esclab.nemesis, deterministic for a
-seed) mixes: kill -9 of every process of a node, of keepalived, of PostgreSQL, of the service;
-link down on the sync network; SIGSTOP of a whole node; partitions between the nodes (VRRP
-only, replication only, both, everything); packet loss; reboots; double faults (both nodes
-killed at once then cold-booted in either order; the primary killed, then the node that took
-over, the stale one booted first; a background fault left in force while the primary is hit).
+same transaction id until acknowledged), and ``--direct-writers`` more that reach each node by
+its own address (an orchestrator configured with both: on a failure or a 503 it tries the
+other). Every partition is healed while all of them write. The schedule (esclab.nemesis,
+deterministic for a seed) mixes: kill -9 of every process of a node, of keepalived, of
+PostgreSQL, of the service; link down on the sync network; SIGSTOP of a whole node; partitions
+between the nodes (VRRP only, replication only, both, everything); packet loss; reboots; double
+faults (both nodes killed at once then cold-booted in either order; the primary killed, then the
+node that took over, the stale one booted first; a background fault left in force while the
+primary is hit).
 
 Each step: inject -> hold (at least ``hold_s``; for a fault writes survive, until the first
 write acknowledged after it, at most 30 s) -> restore (heal the network and paused processes,
@@ -24,9 +27,11 @@ fails. Split brains and preserved diverged rows are what the agents reported dur
 
 At the end: heal, wait for a whole pair (time to healthy after heal), stop the writers, look up
 every acknowledged write on the primary (lost: missing there; of those, how many a diverged
-dump kept) and count rows present twice or retries executed twice (duplicated). Every step is
-logged as one JSON line to ``--log``; a table and the final JSON line go to stdout. Exit status
-1 if anything was lost, duplicated or unrecovered.
+dump kept; a direct writer's write acknowledged by a node while its status said it acknowledged
+alone, and kept in its dump, is what ``available`` allows: counted apart, not as lost) and
+count rows present twice or retries executed twice (duplicated). Every step is logged as one
+JSON line to ``--log``; a table and the final JSON line go to stdout. Exit status 1 if anything
+was lost, duplicated or unrecovered.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
 from esc.errors import EscError
 from esclab import faults
+from esclab.exposure import AloneWatch, dumps, read_dump
 from esclab.faults import PartitionKind
 from esclab.lab import Lab
 from esclab.nemesis import (
@@ -52,9 +58,11 @@ from esclab.nemesis import (
     KINDS,
     SPLIT_BRAIN,
     VIP_REFUSED,
+    AloneWindows,
     Fault,
     FaultStep,
     Tally,
+    allowed_losses,
     dump_rows,
     dump_tenants,
     history_since,
@@ -128,10 +136,17 @@ def hosts_of(target: str, primary: str, standby: str) -> list[str]:
 
 
 class Writers:
-    """Several writer streams through the VIP, for the whole run."""
+    """Several writer streams through the VIP, and ``direct`` more that reach each node by its
+    own address (moving to the other on a failure or a 503), for the whole run."""
 
-    def __init__(self, lab: Lab, count: int, interval: float, tag: str) -> None:
+    def __init__(self, lab: Lab, count: int, interval: float, tag: str, direct: int = 0) -> None:
         self.runs = [WriterRun(lab, f"nm{tag}-w{k}", interval=interval) for k in range(count)]
+        node_urls = lab.status()["api"]["node_urls"]
+        urls = tuple(node_urls[h] for h in NODES)  # Ack.via indexes NODES
+        self.direct = [
+            WriterRun(lab, f"nm{tag}-d{k}", interval=interval, urls=urls) for k in range(direct)
+        ]
+        self.runs += self.direct
 
     def start(self) -> Writers:
         for w in self.runs:
@@ -212,29 +227,13 @@ def _history(lab: Lab, host: str) -> list[dict[str, Any]]:
     return items
 
 
-def _dumps(lab: Lab, host: str) -> set[Path]:
-    """Diverged transactions (files) and former data directories a node's agent kept."""
-    d = lab.node_paths(host).data_dir / "diverged"
-    with contextlib.suppress(OSError):
-        return {p for p in d.iterdir() if p.name.startswith(("diverged-", "pgdata-"))}
-    return set()
-
-
-def _read_dump(path: Path) -> str:
-    if not path.is_file():
-        return ""  # a whole former data directory: kept, rows not counted
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")
-    return ""
-
-
 class Watch:
     """What the agents wrote since the last look: log lines, transitions, kept dumps."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.offsets = {h: _log_size(_agent_log(lab, h)) for h in NODES}
-        self.seen = {h: _dumps(lab, h) for h in NODES}
+        self.seen = {h: dumps(lab, h) for h in NODES}
         self.since = time.time()
 
     def look(self) -> dict[str, Any]:
@@ -247,13 +246,13 @@ class Watch:
             reasons += [
                 f"{h}: {i.get('reason')}" for i in history_since(_history(self.lab, h), self.since)
             ]
-            now = _dumps(self.lab, h)
+            now = dumps(self.lab, h)
             new_dumps += sorted(now - self.seen[h])
             self.seen[h] = now
         self.since = time.time()
         said = lines + reasons
         split = mentions(said, SPLIT_BRAIN)
-        texts = [_read_dump(p) for p in new_dumps]
+        texts = [read_dump(p) for p in new_dumps]
         return {
             "split_brain": bool(split),
             "split_brain_said": split[:3],
@@ -384,11 +383,18 @@ def run_step(
 
 
 def final_check(
-    lab: Lab, writers: Writers, master: str, backup: str | None, dump_texts: list[str]
-) -> tuple[Tally, int]:
-    """Every acknowledged write on the primary exactly once; how many the standby lacks."""
+    lab: Lab,
+    writers: Writers,
+    master: str,
+    backup: str | None,
+    dump_texts: list[str],
+    alone: AloneWindows,
+) -> tuple[Tally, int, int]:
+    """Every acknowledged write on the primary exactly once; how many the standby lacks; how
+    many writes of the direct writers were lost as policy ``available`` allows (acknowledged
+    by a node while it acknowledged alone, kept in its dump: not counted as lost)."""
     total = Tally(0, 0, 0, 0)
-    standby_missing = 0
+    standby_missing = allowed_n = 0
     for w in writers.runs:
         sql = f"SELECT name FROM tenants WHERE name LIKE '{w.prefix}-%'"
         present = tenant_numbers(lab.psql(master, sql, 120, check=True).stdout.split(), w.prefix)
@@ -396,7 +402,15 @@ def final_check(
         for text in dump_texts:
             kept |= dump_tenants(text, w.prefix)
         acked = [a.n for a in w.acks]
-        total += tally(acked, present, kept, int(w.summary.get("duplicates", 0)))
+        t = tally(acked, present, kept, int(w.summary.get("duplicates", 0)))
+        if any(w is d for d in writers.direct):
+            by_node = [(a.n, a.t_ack, NODES[a.via]) for a in w.acks]
+            lost = {n for n in acked if present[n] == 0}
+            allowed, _ = allowed_losses(by_node, lost, kept, alone)
+            allowed_n += len(allowed)
+            t = Tally(t.acked, t.lost - len(allowed), t.lost_preserved - len(allowed), t.duplicated)
+            acked = [n for n in acked if n not in allowed]
+        total += t
         if backup is not None:
             missing: set[int] = set(acked)
             deadline = time.monotonic() + 30  # replay on the standby may trail its flush
@@ -406,7 +420,7 @@ def final_check(
                 if missing:
                     time.sleep(0.5)
             standby_missing += len(missing)
-    return total, standby_missing
+    return total, standby_missing, allowed_n
 
 
 def print_schedule(steps: list[FaultStep]) -> None:
@@ -436,7 +450,13 @@ def main() -> int:
     )
     ap.add_argument("--faults", type=int, default=200, help="steps in the schedule")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--writers", type=int, default=2, help="concurrent writer streams")
+    ap.add_argument("--writers", type=int, default=2, help="writer streams through the VIP")
+    ap.add_argument(
+        "--direct-writers",
+        type=int,
+        default=1,
+        help="writer streams that reach each node by its own address",
+    )
     ap.add_argument("--writer-interval", type=float, default=0.05, help="s between writes")
     ap.add_argument("--advert-int", type=float, default=0.2)
     ap.add_argument("--recover-timeout", type=float, default=180.0, help="per step, s")
@@ -461,6 +481,8 @@ def main() -> int:
         ap.error(str(exc))
     if args.writers < 1:
         ap.error("--writers: at least 1")
+    if args.direct_writers < 0:
+        ap.error("--direct-writers: 0 or more")
     if args.dry_run:
         print_schedule(steps)
         emit(
@@ -488,9 +510,12 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
     records: list[dict[str, Any]] = []
     dump_texts: list[str] = []
     lab = fresh_pair(args.advert_int)
-    writers = Writers(lab, args.writers, args.writer_interval, f"{args.seed}-{int(time.time())}")
+    tag = f"{args.seed}-{int(time.time())}"
+    writers = Writers(lab, args.writers, args.writer_interval, tag, args.direct_writers)
+    alone = AloneWatch(lab)
     interrupted = aborted = False
     try:
+        alone.start()
         writers.start()
         watch = Watch(lab)
         for step in steps:
@@ -532,8 +557,11 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
         master = health.master or lab.master()
         if master is None:
             raise RuntimeError(f"no primary to check the writes on: {health.why_not}")
-        result, standby_missing = final_check(lab, writers, master, health.backup, dump_texts)
+        result, standby_missing, allowed = final_check(
+            lab, writers, master, health.backup, dump_texts, alone.stop()
+        )
     finally:
+        alone.stop()
         writers.stop()
         if not args.keep:
             lab.down()
@@ -552,10 +580,12 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
         "interrupted": interrupted,
         "aborted": aborted,
         "writers": args.writers,
+        "direct_writers": args.direct_writers,
         "advert_int": args.advert_int,
         "acked": result.acked,
         "lost": result.lost,
         "lost_kept_in_dumps": result.lost_preserved,
+        "lost_as_available_allows": allowed,
         "duplicated": result.duplicated,
         "standby_missing": standby_missing,
         "split_brain_episodes": split,
@@ -585,7 +615,8 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
     log.close()
     print(
         f"nemesis, seed {args.seed}: {len(records)} of {len(steps)} faults, {args.writers} "
-        f"writers through the VIP, advert_int {args.advert_int:g} s, {run_s / 60:.1f} min"
+        f"writers through the VIP and {args.direct_writers} to both nodes' addresses, "
+        f"advert_int {args.advert_int:g} s, {run_s / 60:.1f} min"
     )
     print(
         table(
@@ -622,6 +653,7 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
                     str(len(records)),
                     str(result.acked),
                     f"{result.lost} ({result.lost_preserved} kept in dumps)",
+                    str(allowed),
                     str(result.duplicated),
                     str(split),
                     str(diverged),
@@ -633,6 +665,7 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
                 "faults",
                 "acked",
                 "lost",
+                "lost as `available` allows",
                 "duplicated",
                 "split-brain episodes",
                 "diverged rows preserved",

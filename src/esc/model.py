@@ -55,6 +55,11 @@ class DbStatus:
     sync_names: str = ""  # primary: current synchronous_standby_names ('' = async)
     replay_lag_s: float = 0.0  # standby: seconds since last replayed transaction (0 if idle)
     streaming_to: tuple[str, ...] = ()  # primary: standbys whose WAL sender is streaming
+    # primary: its current snapshot's bounds. Every completed transaction has an id below
+    # xid_xmax (an acknowledged commit is completed); every running one an id at or above
+    # xid_xmin (a commit waiting for the synchronous standby still runs). 0 on a standby.
+    xid_xmax: int = 0
+    xid_xmin: int = 0
 
     @property
     def is_running(self) -> bool:
@@ -118,6 +123,7 @@ class Observation:
     gateway_ok: bool | None = None  # None: no gateway configured
     gate_open: bool = False  # what the track file said when this observation was taken
     busy: str | None = None  # a long action under way ("following esc-ha-0"): no database look
+    wall: float = 0.0  # the wall clock (epoch seconds), for what is shown to operators only
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------
@@ -226,6 +232,12 @@ class Memory:
     # own newer timeline (it lost a split brain) no longer has that timeline's history file,
     # and PostgreSQL would open the same id again at its next promotion (Promote.above).
     top_timeline: int = 0
+    # persisted, as primary: the exposure while the standby is lost or outdated, for operators
+    # (no rule reads it). alone_since: wall time of the outdated mark (writes acknowledged alone
+    # from then on); alone_from_xid: the oldest transaction still running when the standby was
+    # first missed, so every write transaction acknowledged alone has an id at or above it.
+    alone_since: float | None = None
+    alone_from_xid: int | None = None
 
 
 @dataclass(frozen=True)

@@ -594,17 +594,25 @@ class Lab:
         cfg = load_config(self.node_paths(NODES[0]).config_file)
         if cfg.ha is not None:
             vip = cfg.ha.kad_vip.address
-            host = f"[{vip}]" if vip.version == 6 else str(vip)
+            host = _url_host(vip)
             result["vip"] = str(vip)
             result["pair_ready"] = self.pair_ready()
             api = dict(state.get("api", {}))
             api["https_url"] = f"https://{host}:{cfg.manager.https_port}/v0"
             # plain HTTP only where the config turns it on (the guide's commands do not)
-            api["url"] = (
-                api["https_url"]
+            base = (
+                f"https://{{}}:{cfg.manager.https_port}/v0"
                 if cfg.manager.http_port is None
-                else f"http://{host}:{cfg.manager.http_port}/v0"
+                else f"http://{{}}:{cfg.manager.http_port}/v0"
             )
+            api["url"] = base.format(host)
+            # each node by its own address on the VIP's network (a client that reaches both)
+            topo = self.topology()
+            net = topo.northbound_network
+            api["node_urls"] = {
+                node: base.format(_url_host(topo.address(node, net, vip.version).ip))
+                for node in NODES
+            }
             result["api"] = api
         return result
 
@@ -756,3 +764,7 @@ def lab_node_config(
             lab_vim=None if vim_dir is None else LabVimSettings(state_dir=str(vim_dir)),
         ),
     )
+
+
+def _url_host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{ip}]" if ip.version == 6 else str(ip)

@@ -336,3 +336,47 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[str, KindRow]:
         if r.get("writes_resumed_s") is not None:
             row.writes_resumed.append(float(r["writes_resumed_s"]))
     return dict(sorted(rows.items()))
+
+
+# --- what `available` allows ------------------------------------------------------------------
+
+
+@dataclass
+class AloneWindows:
+    """When each node acknowledged writes alone, from polls of its agent's status
+    (``degraded_since``: the wall time of its outdated mark on the peer). A window is open from
+    that time until the first poll that no longer sees it; one still open at the end never
+    closed."""
+
+    spans: dict[str, list[tuple[float, float | None]]] = field(default_factory=dict)
+
+    def saw(self, node: str, t: float, degraded_since: float | None) -> None:
+        spans = self.spans.setdefault(node, [])
+        is_open = bool(spans) and spans[-1][1] is None
+        if degraded_since is None:
+            if is_open:
+                spans[-1] = (spans[-1][0], t)
+        elif not is_open or spans[-1][0] != degraded_since:
+            if is_open:
+                spans[-1] = (spans[-1][0], t)
+            spans.append((degraded_since, None))
+
+    def covers(self, node: str, t: float) -> bool:
+        return any(s <= t and (u is None or t <= u) for s, u in self.spans.get(node, []))
+
+
+def allowed_losses(
+    acks: Iterable[tuple[int, float, str]],
+    lost: Iterable[int],
+    kept: Iterable[int],
+    windows: AloneWindows,
+) -> tuple[set[int], set[int]]:
+    """Split the lost writes (acknowledged, not on the final primary) of a writer that reaches
+    the nodes by their own addresses: (allowed, unexplained). Allowed is what policy
+    ``available`` risks and reports: acknowledged (``(n, t_ack, node)``) by a node while it
+    acknowledged alone, and kept in a diverged dump. Anything else is a lost write."""
+    lost_set, kept_set = set(lost), set(kept)
+    allowed = {
+        n for n, t, node in acks if n in lost_set and n in kept_set and windows.covers(node, t)
+    }
+    return allowed, lost_set - allowed

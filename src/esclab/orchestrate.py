@@ -28,6 +28,7 @@ class Ack:
     n: int
     t_ack: float
     attempts: int
+    via: int = 0  # index in WriterRun.urls of the URL that acknowledged
 
 
 @dataclass
@@ -40,6 +41,9 @@ class WriterRun:
     # same transaction id).
     request_timeout: float = 0.3
     url: str | None = None  # the northbound base URL; default: the VIP's (lab status api.url)
+    # Instead of one URL: several, tried in turn (a client that reaches each node by its own
+    # address, esclab.writer); Ack.via says which one acknowledged.
+    urls: tuple[str, ...] = ()
     acks: list[Ack] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
@@ -51,13 +55,13 @@ class WriterRun:
         api = st.get("api") or {}
         if not api.get("password"):
             raise LabError("the lab has no API user (is the pair up?)")
+        urls = self.urls or (self.url or api["url"],)
         argv = in_ns(
             "nb",
             sys.executable,
             "-m",
             "esclab.writer",
-            "--url",
-            self.url or api["url"],
+            *(arg for url in urls for arg in ("--url", url)),
             "--user",
             api["user"],
             "--password-stdin",
@@ -98,7 +102,9 @@ class WriterRun:
             elif "summary" in item:
                 self.summary = item["summary"]
             elif "n" in item:
-                self.acks.append(Ack(item["n"], item["t_ack"], item["attempts"]))
+                self.acks.append(
+                    Ack(item["n"], item["t_ack"], item["attempts"], int(item.get("via", 0)))
+                )
 
     def wait_acks(self, count: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -6,8 +6,13 @@ the same transaction id, and reports every acknowledgement with its time.
 
 Runs inside the ``nb`` host. Each write creates tenant ``<prefix>-<n>`` with transaction id
 ``<prefix>-<n>``; a write is retried (same id) until acknowledged (202). Prints one JSON line
-per acknowledgement ({"n", "t_ack", "attempts"}) and a final summary line. SIGTERM stops it
-after the write in flight.
+per acknowledgement ({"n", "t_ack", "attempts", "via"}) and a final summary line. SIGTERM stops
+it after the write in flight.
+
+``--url`` given more than once is a client that reaches every node by its own address, as an
+orchestrator configured with both would: it stays on one URL while it answers and moves to the
+next on a failure or an answer other than 202 (an inactive node's 503). ``via`` is the index of
+the URL that acknowledged.
 """
 
 from __future__ import annotations
@@ -87,22 +92,38 @@ class Client:
             self.conn = None
 
 
+class Clients:
+    """One client per URL; the current one until it fails, then the next."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self.current = 0
+
+    def request(self, *args: Any) -> tuple[int, dict[str, Any]]:
+        return self.clients[self.current].request(*args)
+
+    def failed(self) -> None:
+        self.current = (self.current + 1) % len(self.clients)
+
+
 def write_one(
-    client: Client, prefix: str, n: int, stop: list[bool], stats: Stats, retry_pause: float
+    clients: Clients, prefix: str, n: int, stop: list[bool], stats: Stats, retry_pause: float
 ) -> int:
-    """Write tenant n until acknowledged; return the attempts it took (0: stopped first)."""
+    """Write tenant n until acknowledged; return the attempts it took (0: stopped first). The
+    URL that acknowledged is ``clients.current`` then."""
     tid = f"{prefix}-{n}"
     attempts = 0
     while not stop[0] or attempts == 0:
         attempts += 1
         stats.attempts += 1
         try:
-            status, body = client.request(
+            status, body = clients.request(
                 "POST", "/tenants", {"name": tid}, {"ESC-Transaction-Id": tid}
             )
         except (OSError, http.client.HTTPException) as exc:
             key = type(exc).__name__
             stats.errors[key] = stats.errors.get(key, 0) + 1
+            clients.failed()
             time.sleep(retry_pause)
             continue
         if status == 202:
@@ -111,6 +132,7 @@ def write_one(
             stats.duplicates += 1
             return attempts
         stats.errors[str(status)] = stats.errors.get(str(status), 0) + 1
+        clients.failed()
         time.sleep(retry_pause)
     return 0
 
@@ -119,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="esc-writer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append", help="once per node, or the VIP's")
     ap.add_argument("--user", required=True)
     ap.add_argument("--password-stdin", action="store_true", required=True)
     ap.add_argument("--prefix", required=True)
@@ -128,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1.0, help="per request")
     args = ap.parse_args(argv)
     password = sys.stdin.readline().rstrip("\n")
-    client = Client(args.url, args.user, password, args.timeout)
+    clients = Clients([Client(url, args.user, password, args.timeout) for url in args.url])
     stop = [False]
 
     def _stop(_sig: int, _frm: object) -> None:
@@ -143,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     while not stop[0] and time.monotonic() < end:
         n += 1
         t0 = time.monotonic()
-        attempts = write_one(client, args.prefix, n, stop, stats, retry_pause=args.interval / 2)
+        attempts = write_one(clients, args.prefix, n, stop, stats, retry_pause=args.interval / 2)
         if attempts:
             stats.acked += 1
-            print(json.dumps({"n": n, "t_ack": time.time(), "attempts": attempts}), flush=True)
+            ack = {"n": n, "t_ack": time.time(), "attempts": attempts, "via": clients.current}
+            print(json.dumps(ack), flush=True)
         time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
     print(
         json.dumps(

@@ -227,11 +227,19 @@ def test_strict_sync_commit_waits_for_the_standby(pair: Pair) -> None:
         except BaseException as exc:
             errors.append(exc)
 
+    before = a.status()
+    assert before.xid_xmin <= before.xid_xmax and before.xid_xmax > 0
     thread = threading.Thread(target=commit, daemon=True)
     thread.start()
     assert not done.wait(1.5), "commit returned without a synchronous standby"
+    # The waiting commit still runs: the oldest running id bounds it from below, so the
+    # exposure of a primary left alone (core.decide.exposure_after) counts it.
+    waiting = a.status()
+    assert waiting.xid_xmin == before.xid_xmax == waiting.xid_xmax, (before, waiting)
     b.start()
     assert done.wait(30), f"commit still blocked after the standby returned: {errors}"
+    assert a.status().xid_xmax == before.xid_xmax + 1  # one write transaction since
+    assert b.status().xid_xmax == 0  # a standby has none
     thread.join(5)
     assert not errors
     wait_for("row on the standby", lambda: "waited" in rows_of(b, "t"))

@@ -31,6 +31,13 @@ def test_the_persisted_flags_round_trip(tmp_path: Path) -> None:
     assert load_memory(tmp_path / "absent.json") == Memory()  # a first start
 
 
+def test_the_exposure_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / MEMORY_FILE
+    mem = Memory(peer_outdated_from=5, alone_since=1.7e9 + 0.25, alone_from_xid=750)
+    path.write_text(memory_text(mem))
+    assert load_memory(path) == mem
+
+
 def test_a_file_an_older_agent_wrote_has_no_served_timeline_and_loads(tmp_path: Path) -> None:
     """Upgraded in place: "not known", which counts as served (core/facts.served_current)."""
     path = tmp_path / MEMORY_FILE
@@ -66,6 +73,16 @@ def test_a_file_an_older_agent_wrote_has_no_served_timeline_and_loads(tmp_path: 
             '{"forced": false, "peer_outdated_from": null, "self_outdated_from": null, '
             '"served_timeline": "2"}',
             "served_timeline: '2' is not a timeline",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": 5, "self_outdated_from": null, '
+            '"alone_since": NaN}',
+            "alone_since: nan is not a time",
+        ),
+        (
+            '{"forced": false, "peer_outdated_from": 5, "self_outdated_from": null, '
+            '"alone_from_xid": 1.5}',
+            "alone_from_xid: 1.5 is not a transaction id",
         ),
     ],
 )

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from esc.core.decide import context, decide
+from esc.core.decide import alone_transactions, context, decide
 from esc.core.facts import DecideConfig
 from esc.core.table import ALLOWED, check_transition
 from esc.errors import IllegalTransition
@@ -311,6 +311,41 @@ def test_standby_loss_policy_available_drops_sync_after_grace() -> None:
 
 
 # A standby whose agent answers and cycles, lost from sync (a replication partition).
+
+
+def test_the_exposure_counts_from_the_oldest_transaction_running_when_the_standby_was_lost() -> (
+    None
+):
+    lost = replace(PRIMARY, sync_standby=None, xid_xmax=760, xid_xmin=750)
+    prev = replace(SEEN, state=S.MASTER)
+    d1 = decide(obs(VrrpState.MASTER, lost, SILENT, ON, wall=1.7e9), prev, CFG)
+    # the grace: commits wait, nothing acknowledged alone yet; the bound is fixed now
+    assert (d1.memory.alone_from_xid, d1.memory.alone_since) == (750, None)
+    assert alone_transactions(lost, d1.memory) is None
+    later = replace(obs(VrrpState.MASTER, lost, SILENT, ON, wall=1.7e9 + 5.5), now=105.5)
+    d2 = decide(later, d1.memory, CFG)
+    assert d2.action_kinds == ("OpenGate", "DropSync")
+    assert (d2.memory.alone_from_xid, d2.memory.alone_since) == (750, 1.7e9 + 5.5)
+    busy = replace(lost, xid_xmax=900, xid_xmin=899, sync_names="")
+    d3 = decide(replace(later, db=busy, now=107.0, wall=1.7e9 + 7), d2.memory, CFG)
+    assert (d3.memory.alone_from_xid, d3.memory.alone_since) == (750, 1.7e9 + 5.5)
+    assert alone_transactions(busy, d3.memory) == 150
+    # back in sync: the exposure is over
+    back = replace(busy, sync_standby="esc-ha-0", sync_names='FIRST 1 ("esc-ha-0")')
+    d4 = decide(replace(later, db=back, peer=PEER_BACKUP, now=110.0), d3.memory, CFG)
+    assert d4.memory.peer_outdated_from is None
+    assert (d4.memory.alone_from_xid, d4.memory.alone_since) == (None, None)
+    assert alone_transactions(back, d4.memory) is None
+
+
+def test_a_standby_back_within_the_grace_ends_the_exposure_it_never_had() -> None:
+    lost = replace(PRIMARY, sync_standby=None, xid_xmax=760, xid_xmin=750)
+    d1 = decide(obs(VrrpState.MASTER, lost, SILENT, ON), replace(SEEN, state=S.MASTER), CFG)
+    assert d1.memory.alone_from_xid == 750
+    d2 = decide(obs(VrrpState.MASTER, PRIMARY, PEER_BACKUP, ON), d1.memory, CFG)
+    assert (d2.memory.standby_lost_since, d2.memory.alone_from_xid) == (None, None)
+
+
 ANSWERING = replace(PEER_BACKUP, streaming=False, tells_outdated=True)
 
 

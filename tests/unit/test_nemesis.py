@@ -22,9 +22,11 @@ from esclab.nemesis import (
     LOSS_PCT,
     ON_PRIMARY,
     SEQUENTIAL,
+    AloneWindows,
     Fault,
     FaultStep,
     Tally,
+    allowed_losses,
     dump_rows,
     dump_tenants,
     history_since,
@@ -353,3 +355,31 @@ def test_help_and_dry_run_touch_no_lab(tmp_path: Path) -> None:
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     res = _run_bench(tmp_path, "--dry-run", "--weights", "kill-everything=1")
     assert res.returncode == 2 and "unknown fault kind" in res.stderr
+
+
+def test_alone_windows_open_at_the_mark_and_close_at_the_first_poll_without_it() -> None:
+    w = AloneWindows()
+    w.saw("esc-ha-0", 100.0, None)
+    w.saw("esc-ha-0", 105.2, 105.0)  # polled 0.2 s after the mark: the window opens at 105.0
+    w.saw("esc-ha-0", 106.0, 105.0)
+    w.saw("esc-ha-0", 107.0, None)  # back in sync by then
+    w.saw("esc-ha-0", 110.0, 109.5)  # a second episode, still open at the end
+    assert w.spans["esc-ha-0"] == [(105.0, 107.0), (109.5, None)]
+    assert [w.covers("esc-ha-0", t) for t in (104.9, 105.0, 107.0, 108.0, 1e9)] == [
+        False, True, True, False, True,
+    ]  # fmt: skip
+    assert not w.covers("esc-ha-1", 106.0)  # never seen alone
+    w.saw("esc-ha-1", 50.0, 40.0)
+    w.saw("esc-ha-1", 51.0, 50.5)  # a new mark without a poll in between: a new window
+    assert w.spans["esc-ha-1"] == [(40.0, 51.0), (50.5, None)]
+
+
+def test_only_writes_acknowledged_alone_and_kept_are_what_available_allows() -> None:
+    w = AloneWindows()
+    w.saw("esc-ha-0", 10.0, 9.0)
+    w.saw("esc-ha-0", 20.0, None)
+    acks = [(1, 8.0, "esc-ha-0"), (2, 9.5, "esc-ha-0"), (3, 9.6, "esc-ha-1"), (4, 9.7, "esc-ha-0")]
+    allowed, unexplained = allowed_losses(acks, lost={1, 2, 3, 4}, kept={1, 2, 3}, windows=w)
+    # 1: before the node acknowledged alone; 3: the other node; 4: in no dump
+    assert (allowed, unexplained) == ({2}, {1, 3, 4})
+    assert allowed_losses(acks, lost=set(), kept={1, 2}, windows=w) == (set(), set())

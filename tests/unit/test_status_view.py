@@ -65,3 +65,6 @@ def test_a_degraded_primary_shows_what_it_holds_alone() -> None:
     assert "DEGRADED: acknowledged alone" in text
     assert "since 20:06:35, 4096 B of WAL the peer lacks" in text
     assert "DEGRADED" not in _side_by_side(STATUS)
+    counted = _side_by_side({**st, "alone_transactions": 17})
+    assert "since 20:06:35, at most 17 write transactions and 4096 B of WAL the peer" in counted
+    assert "at most 1 write transaction and" in _side_by_side({**st, "alone_transactions": 1})

@@ -21,7 +21,7 @@ from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
-from esc.core.decide import decide
+from esc.core.decide import alone_transactions, decide
 from esc.core.facts import DecideConfig, fmt_lsn
 from esc.core.requests import force_primary, request_switchover
 from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
@@ -151,7 +151,6 @@ class Agent:
         self.since = time.time()
         # As primary: since when (wall clock, this agent's run) the peer has been outdated, i.e.
         # commits are acknowledged by this node alone (policy available; shown by escadm).
-        self.alone_since: float | None = None
         self._stop = threading.Event()
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
@@ -197,6 +196,7 @@ class Agent:
                 db = DbStatus(DbRole.STOPPED)
         return Observation(
             now=self.clock(),
+            wall=time.time(),
             vrrp=self.vrrp.state(),
             vip_held=self.vip.is_held(),
             db=db,
@@ -326,10 +326,6 @@ class Agent:
             log.info("%s -> %s: %s [%s]", prev.state.value, d.next_state.value, d.reason, d.rule_id)
         elif self.last is None or d.reason != self.last.reason:
             log.info("%s: %s [%s]", d.next_state.value, d.reason, d.rule_id)
-        if d.memory.peer_outdated_from is None:
-            self.alone_since = None
-        elif self.alone_since is None:
-            self.alone_since = time.time()
         # systemd: ready once the first cycle has decided (before its actions: a clone may take
         # hours), then the state line whenever it changes (Notifier.status skips repeats).
         line = state_line(d.next_state.value, d.reason)
@@ -410,7 +406,9 @@ class Agent:
             "peer_outdated_from": mem.peer_outdated_from,
             "self_outdated_from": mem.self_outdated_from,
             "degraded": mem.peer_outdated_from is not None,
-            "degraded_since": self.alone_since if mem.peer_outdated_from is not None else None,
+            "degraded_since": mem.alone_since if mem.peer_outdated_from is not None else None,
+            # at most this many write transactions acknowledged alone (core.decide)
+            "alone_transactions": alone_transactions(obs.db, mem),
             # WAL this node wrote since the peer became outdated: what only this node holds
             "alone_wal_bytes": (
                 max(0, obs.db.lsn - mem.peer_outdated_from)

@@ -1,12 +1,13 @@
 """The agent's persisted memory: ``<data>/agent_memory.json``.
 
-Five fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
+Seven fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
 forced this node primary), ``peer_outdated_from`` (as primary: the peer left sync at this LSN),
-``self_outdated_from`` (as standby: the primary said this node is outdated) and
-``served_timeline`` (the newest timeline this node served on as primary), and ``top_timeline``
-(the newest its database has been on: never opened again by a promotion). The third keeps an
-outdated standby from being promoted, so losing it is not harmless; losing the fourth only
-makes a split brain fall back to comparing timelines (``core/facts.peer_outranks``).
+``self_outdated_from`` (as standby: the primary said this node is outdated),
+``served_timeline`` (the newest timeline this node served on as primary), ``top_timeline``
+(the newest its database has been on: never opened again by a promotion), and the exposure
+shown to operators while the peer is outdated (``alone_since``, ``alone_from_xid``). The third
+keeps an outdated standby from being promoted, so losing it is not harmless; losing the fourth
+only makes a split brain fall back to comparing timelines (``core/facts.peer_outranks``).
 
 A missing file is a first start (nothing to remember). A file that exists but cannot be read
 or is not exactly what :func:`memory_text` writes (not JSON, a key missing, a wrong type) is
@@ -30,10 +31,11 @@ from esc.model import Memory
 MEMORY_FILE = "agent_memory.json"
 PERSISTED = (
     "forced", "peer_outdated_from", "self_outdated_from", "served_timeline", "top_timeline",
+    "alone_since", "alone_from_xid",
 )  # fmt: skip
 # Keys an older agent did not write: absent means "not known" (their Memory default), so a
 # node upgraded in place starts as before. Every other key must be there.
-ADDED_LATER = ("served_timeline", "top_timeline")
+ADDED_LATER = ("served_timeline", "top_timeline", "alone_since", "alone_from_xid")
 _FIX = (
     "fix or restore it; remove it only if this node is known to hold current data (removing "
     "forgets an outdated mark and a forced primary)"
@@ -84,4 +86,21 @@ def load_memory(path: Path) -> Memory:
         top_timeline=(
             _lsn(path, data, "top_timeline", "a timeline") or 0 if "top_timeline" in data else 0
         ),
+        alone_since=_time(path, data, "alone_since") if "alone_since" in data else None,
+        alone_from_xid=(
+            _lsn(path, data, "alone_from_xid", "a transaction id")
+            if "alone_from_xid" in data
+            else None
+        ),
     )
+
+
+def _time(path: Path, data: dict[str, Any], key: str) -> float | None:
+    value = data[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e11:
+        raise ConfigError(
+            str(path), f"{key}: {value!r} is not a time (epoch seconds) or null; {_FIX}"
+        )
+    return float(value)

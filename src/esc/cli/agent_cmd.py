@@ -100,9 +100,14 @@ def degraded_line(st: dict[str, Any]) -> str:
     since = st.get("degraded_since")
     if isinstance(since, int | float):
         line += " since " + time.strftime("%H:%M:%S", time.localtime(since))
-    alone = st.get("alone_wal_bytes")
+    count, alone = st.get("alone_transactions"), st.get("alone_wal_bytes")
+    lacks = []
+    if isinstance(count, int):
+        lacks.append(f"at most {count} write transaction{'' if count == 1 else 's'}")
     if isinstance(alone, int):
-        line += f", {alone} B of WAL the peer lacks"
+        lacks.append(f"{alone} B of WAL")
+    if lacks:
+        line += ", " + " and ".join(lacks) + " the peer lacks"
     return line
 
 

@@ -26,6 +26,7 @@ from esc.model import (
     ActivateService,
     CloseGate,
     DbRole,
+    DbStatus,
     Decision,
     Memory,
     NodeState,
@@ -69,6 +70,7 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
     served = served_after(obs, t.actions, mem.served_timeline)
     if mem.state is not nxt or mem.gate_opened_at != opened or mem.served_timeline != served:
         mem = replace(mem, state=nxt, gate_opened_at=opened, served_timeline=served)
+    mem = exposure_after(obs, mem)
     return Decision(
         nxt,
         tuple(t.actions),
@@ -92,6 +94,35 @@ def served_after(obs: Observation, actions: Sequence[Action], served: int | None
     if obs.db.role is DbRole.PRIMARY and any(isinstance(a, ActivateService) for a in actions):
         return obs.db.timeline if served is None else max(served, obs.db.timeline)
     return served
+
+
+def exposure_after(obs: Observation, mem: Memory) -> Memory:
+    """What a primary without its synchronous standby risks, for ``escadm ha status`` (no rule
+    reads it). From the cycle the standby is first missed, the oldest transaction still running
+    bounds the ids of every write that may be acknowledged alone (a commit waiting for the
+    standby still runs). The outdated mark starts the "acknowledged alone" clock. Both end when
+    the standby is back (neither lost nor outdated) and survive an agent restart meanwhile."""
+    if mem.standby_lost_since is None and mem.peer_outdated_from is None:
+        if mem.alone_from_xid is None and mem.alone_since is None:
+            return mem
+        return replace(mem, alone_from_xid=None, alone_since=None)
+    xid, since = mem.alone_from_xid, mem.alone_since
+    if xid is None and obs.db.role is DbRole.PRIMARY and obs.db.xid_xmin:
+        xid = obs.db.xid_xmin
+    if since is None and mem.peer_outdated_from is not None:
+        since = obs.wall
+    if xid == mem.alone_from_xid and since == mem.alone_since:
+        return mem
+    return replace(mem, alone_from_xid=xid, alone_since=since)
+
+
+def alone_transactions(db: DbStatus, mem: Memory) -> int | None:
+    """At most this many write transactions were acknowledged alone (the ids from the oldest
+    running when the standby was lost up to the newest completed), or None when not exposed or
+    not known."""
+    if mem.peer_outdated_from is None or mem.alone_from_xid is None or not db.xid_xmax:
+        return None
+    return max(0, db.xid_xmax - mem.alone_from_xid)
 
 
 def serving_node(obs: Observation, nxt: NodeState, cfg: DecideConfig) -> str | None:

@@ -411,7 +411,11 @@ SELECT pg_is_in_recovery(),
             ELSE COALESCE(EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
        END::float8,
        (SELECT string_agg(application_name, ',') FROM pg_stat_replication
-         WHERE state = 'streaming')
+         WHERE state = 'streaming'),
+       CASE WHEN NOT pg_is_in_recovery()
+            THEN pg_snapshot_xmax(pg_current_snapshot())::text::int8 END,
+       CASE WHEN NOT pg_is_in_recovery()
+            THEN pg_snapshot_xmin(pg_current_snapshot())::text::int8 END
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS w ON true
 """
 
@@ -728,7 +732,7 @@ class PostgresDriver:
         row = self._status_row()
         in_recovery, lsn, receive, walfile, ckpt_tli = row[0:5]
         wr_status, wr_tli, sender_host, sender_port = row[5:9]
-        sync_standby, sync_names, lag, streaming_to = row[9:13]
+        sync_standby, sync_names, lag, streaming_to, xid_xmax, xid_xmin = row[9:15]
         if in_recovery:
             timeline = int(wr_tli) if wr_tli else int(ckpt_tli)
         else:
@@ -745,6 +749,8 @@ class PostgresDriver:
             sync_names=str(sync_names),
             replay_lag_s=float(lag or 0.0),
             streaming_to=tuple(streaming_to.split(",")) if streaming_to else (),
+            xid_xmax=int(xid_xmax or 0),
+            xid_xmin=int(xid_xmin or 0),
         )
         return _Probe(status, sender_host, int(sender_port) if sender_port else None)
 
