@@ -179,6 +179,16 @@ def test_available_continues_and_outdated_standby_is_not_promoted(
     st = json.loads(escadm(master, pair, "status", "--json").stdout)
     assert st["degraded"] and st["peer_outdated_from"] is not None
     assert "DEGRADED" in escadm(master, pair, "status").stdout
+    # The exposure, live: every write acknowledged alone is counted, and the clock holds.
+    first = st["alone_transactions"]
+    assert isinstance(first, int) and first >= 1, st  # at least the insert
+    for i in range(3):
+        psql(pair, master, f"insert into t_avail values ({100 + i})")
+    later = json.loads(escadm(master, pair, "status", "--json").stdout)
+    assert later["alone_transactions"] >= first + 3, (st, later)
+    assert later["degraded_since"] == st["degraded_since"] is not None
+    shown = escadm(master, pair, "ha", "status").stdout
+    assert "write transactions" in shown and "the peer lacks" in shown, shown
     # The standby comes back outdated; while it is, it must not be promoted.
     faults.reboot(pair, backup)
     eventually(
@@ -196,7 +206,7 @@ def test_available_continues_and_outdated_standby_is_not_promoted(
         60,
         what="back in sync",
     )
-    assert psql(pair, backup, "select count(*) from t_avail").stdout.strip() == "1"
+    assert psql(pair, backup, "select count(*) from t_avail").stdout.strip() == "4"
 
 
 def test_outdated_standby_refuses_promotion_when_primary_dies(
