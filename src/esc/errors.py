@@ -9,6 +9,7 @@
         ├── VrrpError             keepalived
         ├── DbError               PostgreSQL (psycopg errors are translated into this)
         ├── BgpError              ExaBGP
+        ├── QuorumError           etcd (quorum mode): no member answered, or it refused
         └── ServiceError          escmanager's control socket (activate/deactivate/status)
 
 Lower-library exceptions never leave a driver untranslated: ``raise DbError(...) from exc``.
@@ -71,6 +72,10 @@ class DbError(DriverError):
 
 class BgpError(DriverError):
     """ExaBGP failed or could not be controlled."""
+
+
+class QuorumError(DriverError):
+    """etcd could not be reached (no member of the quorum answered in time) or refused."""
 
 
 class ServiceError(DriverError):

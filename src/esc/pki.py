@@ -1,0 +1,96 @@
+"""The pair's own certificate authority: one CA, and a certificate per member it signs.
+
+Used for etcd (members and clients authenticate each other, both ways, against the pair's CA
+only: ``--client-cert-auth``, ``--peer-client-cert-auth``). Keys are EC P-256, written 0600 and
+never readable by others, not even for an instant (umask 077 while openssl runs). Every
+certificate is for both ends of a TLS link (serverAuth and clientAuth) and names its host's
+addresses in its subjectAltName, which is what the peer checks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from esc.drivers.proc import run
+from esc.errors import ConfigError
+
+CA_DAYS = 3650
+CERT_DAYS = 3650
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+
+
+def _umask_run(argv: Sequence[str], input_: str | None = None) -> None:
+    old = os.umask(0o077)
+    try:
+        run(argv, input_=input_)
+    finally:
+        os.umask(old)
+
+
+def create_ca(directory: Path, name: str = "esc-ha pair CA") -> Issued:
+    """``ca.crt`` and ``ca.key`` in ``directory``; an existing pair is kept (idempotent)."""
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    if cert.exists() and key.exists():
+        return Issued(cert, key)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _umask_run([
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", str(CA_DAYS), "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", str(key), "-out", str(cert),
+    ])  # fmt: skip
+    os.chmod(cert, 0o644)
+    return Issued(cert, key)
+
+
+def san(ips: Sequence[str], dns: Sequence[str] = ()) -> str:
+    """The subjectAltName value; every address is checked (ValueError naming it)."""
+    parts = [f"DNS:{d}" for d in dns]
+    for ip in ips:
+        parts.append(f"IP:{ipaddress.ip_address(ip)}")
+    if not parts:
+        raise ValueError("a certificate needs at least one address or name")
+    return ",".join(parts)
+
+
+def issue(ca: Issued, directory: Path, name: str, ips: Sequence[str]) -> Issued:
+    """``<name>.crt``/``<name>.key`` signed by ``ca`` for ``ips`` (replaced if present)."""
+    if not _NAME.match(name):
+        raise ConfigError("name", f"{name!r} is not a certificate name (letters, digits, ._-)")
+    alt = san(ips, dns=[name])
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert, key, csr = (directory / f"{name}{ext}" for ext in (".crt", ".key", ".csr"))
+    ext = directory / f"{name}.ext"
+    ext.write_text(
+        f"subjectAltName={alt}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    try:
+        _umask_run([
+            "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr),
+        ])  # fmt: skip
+        _umask_run([
+            "openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey",
+            str(ca.key), "-CAcreateserial", "-days", str(CERT_DAYS), "-extfile", str(ext),
+            "-out", str(cert),
+        ])  # fmt: skip
+    finally:
+        csr.unlink(missing_ok=True)
+        ext.unlink(missing_ok=True)
+    os.chmod(cert, 0o644)
+    return Issued(cert, key)

@@ -1,0 +1,172 @@
+"""The etcd driver against a real three-member etcd 3.4 on 127.0.0.1 (issue 14, part B).
+
+No namespaces: the three members (two nodes and a witness, as in quorum mode) differ by port.
+Mutual TLS against a CA made for the test (esc.pki). Every member is stopped in the fixture's
+teardown by the PID it was started with, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from esc import pki
+from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
+from esc.errors import QuorumError
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed"),
+]
+LEADER = "/esc/leader"
+SYNC = "/esc/sync"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Quorum:
+    root: Path
+    members: list[Member]
+    procs: dict[str, EtcdMember]
+    tls: dict[str, Tls]
+
+    def client(self, name: str, timeout: float = 1.0) -> EtcdClient:
+        return EtcdClient([m.client_url for m in self.members], self.tls[name], timeout)
+
+    def answers(self, name: str) -> bool:
+        try:
+            self.client(name).get("/probe")
+        except QuorumError:
+            return False
+        return True
+
+
+@pytest.fixture
+def quorum() -> Iterator[Quorum]:
+    root = Path(tempfile.mkdtemp(prefix="esc-etcd-"))
+    ca = pki.create_ca(root / "ca")
+    names = ("esc-ha-0", "esc-ha-1", "witness")
+    members = [Member(n, "127.0.0.1", free_port(), free_port()) for n in names]
+    tls = {}
+    for n in names:
+        issued = pki.issue(ca, root / "certs", n, ["127.0.0.1"])
+        tls[n] = Tls(ca.cert, issued.cert, issued.key)
+    procs = {}
+    for m in members:
+        data = root / m.name / "data"
+        argv = member_argv(m, members, data, tls[m.name], "test", Timing(50, 500))
+        procs[m.name] = EtcdMember(argv, data, root / m.name / "etcd.log")
+    q = Quorum(root, members, procs, tls)
+    try:
+        for p in procs.values():
+            p.start()
+        wait_for("the quorum answering", lambda: q.answers("esc-ha-0"))
+        yield q
+    finally:
+        for p in procs.values():
+            p.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_one_of_two_nodes_campaigning_gets_the_leader_key(quorum: Quorum) -> None:
+    a, b = quorum.client("esc-ha-0"), quorum.client("esc-ha-1")
+    lease_a, _ = a.grant(5)
+    lease_b, _ = b.grant(5)
+    assert a.swap(LEADER, "esc-ha-0", 0, lease_a) == (True, None)
+    won, there = b.swap(LEADER, "esc-ha-1", 0, lease_b)
+    assert not won and there is not None
+    assert (there.value, there.lease) == ("esc-ha-0", lease_a)
+    assert b.get(LEADER) == there
+
+
+def test_the_leader_key_lives_as_long_as_its_lease_is_renewed(quorum: Quorum) -> None:
+    c = quorum.client("esc-ha-0")
+    lease, first = c.grant(2)
+    assert first.ttl == 2 and first.expires <= time.monotonic() + 2
+    assert c.swap(LEADER, "esc-ha-0", 0, lease)[0]
+    end = time.monotonic() + 4  # twice the TTL, renewed every half TTL
+    while time.monotonic() < end:
+        r = c.keepalive(lease)
+        assert r.ttl > 0 and r.expires > time.monotonic()
+        assert c.get(LEADER) is not None
+        time.sleep(0.5)
+    # no more renewals: etcd removes the key with the lease, and a renewal says it is gone
+    wait_for("the key gone with its lease", lambda: c.get(LEADER) is None, timeout=10)
+    assert c.keepalive(lease).ttl == 0
+    other = quorum.client("esc-ha-1")
+    lease_b, _ = other.grant(2)
+    assert other.swap(LEADER, "esc-ha-1", 0, lease_b)[0]
+
+
+def test_the_sync_key_changes_only_from_the_revision_its_writer_read(quorum: Quorum) -> None:
+    """The primary records who its synchronous standby is before it drops it (Patroni's
+    /sync): a write from a stale view of the key loses."""
+    c = quorum.client("esc-ha-0")
+    assert c.swap(SYNC, "esc-ha-1", 0) == (True, None)
+    seen = c.get(SYNC)
+    assert seen is not None and seen.value == "esc-ha-1"
+    assert c.swap(SYNC, "", seen.mod_revision)[0]  # drop, from what was read
+    won, there = c.swap(SYNC, "esc-ha-0", seen.mod_revision)  # stale: refused
+    assert not won and there is not None and there.value == ""
+    assert not c.delete(SYNC, seen.mod_revision)
+    assert c.delete(SYNC, there.mod_revision) and c.get(SYNC) is None
+
+
+def test_a_client_from_another_ca_is_refused(quorum: Quorum, tmp_path: Path) -> None:
+    other = pki.create_ca(tmp_path / "other")
+    issued = pki.issue(other, tmp_path, "intruder", ["127.0.0.1"])
+    intruder = EtcdClient(
+        [m.client_url for m in quorum.members], Tls(other.cert, issued.cert, issued.key)
+    )
+    with pytest.raises(QuorumError, match="no member answered"):
+        intruder.get(LEADER)
+    # trusting the pair's CA but holding a certificate of another CA: refused by the members
+    mixed = EtcdClient(
+        [m.client_url for m in quorum.members],
+        Tls(quorum.tls["esc-ha-0"].ca, issued.cert, issued.key),
+    )
+    with pytest.raises(QuorumError):
+        mixed.get(LEADER)
+
+
+def test_losing_the_witness_changes_nothing_losing_the_quorum_answers_nothing(
+    quorum: Quorum,
+) -> None:
+    c = quorum.client("esc-ha-0", timeout=0.5)
+    lease, _ = c.grant(5)
+    assert c.swap(LEADER, "esc-ha-0", 0, lease)[0]
+    quorum.procs["witness"].stop()
+    assert c.keepalive(lease).ttl > 0
+    kv = c.get(LEADER)
+    assert kv is not None and kv.value == "esc-ha-0"
+    quorum.procs["esc-ha-1"].stop()
+    # one member of three: no read, no renewal, no write answers, and fast (every endpoint
+    # tried, each bounded by the timeout), never a stale value
+    for call in (lambda: c.get(LEADER), lambda: c.keepalive(lease), lambda: c.grant(5)):
+        t0 = time.monotonic()
+        with pytest.raises(QuorumError, match="no member answered"):
+            call()
+        assert time.monotonic() - t0 < 3 * 0.5 + 2.0  # not etcd's own 7 s request timeout
+    quorum.procs["esc-ha-1"].start()
+    quorum.procs["witness"].start()
+    wait_for("the quorum back", lambda: quorum.answers("esc-ha-1"))
