@@ -149,8 +149,6 @@ class Agent:
         self.last: Decision | None = None
         self.last_obs: Observation | None = None
         self.since = time.time()
-        # As primary: since when (wall clock, this agent's run) the peer has been outdated, i.e.
-        # commits are acknowledged by this node alone (policy available; shown by escadm).
         self._stop = threading.Event()
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
