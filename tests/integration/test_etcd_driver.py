@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 
 from esc import pki
 from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
+from esc.drivers.quorum import QuorumKeeper
 from esc.errors import QuorumError
 
 pytestmark = [
@@ -29,17 +31,28 @@ LEADER = "/esc/leader"
 SYNC = "/esc/sync"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (all held open until every one is chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    timeout: float = 60.0,
+    explain: Callable[[], object] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what} {explain()}")
         time.sleep(0.05)
 
 
@@ -66,7 +79,8 @@ def quorum() -> Iterator[Quorum]:
     root = Path(tempfile.mkdtemp(prefix="esc-etcd-"))
     ca = pki.create_ca(root / "ca")
     names = ("esc-ha-0", "esc-ha-1", "witness")
-    members = [Member(n, "127.0.0.1", free_port(), free_port()) for n in names]
+    ports = free_ports(2 * len(names))
+    members = [Member(n, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(names)]
     tls = {}
     for n in names:
         issued = pki.issue(ca, root / "certs", n, ["127.0.0.1"])
@@ -170,3 +184,107 @@ def test_losing_the_witness_changes_nothing_losing_the_quorum_answers_nothing(
     quorum.procs["esc-ha-1"].start()
     quorum.procs["witness"].start()
     wait_for("the quorum back", lambda: quorum.answers("esc-ha-1"))
+
+
+# --- the keeper: the lease and the keys on a thread of their own ------------------------------
+
+
+class NeverTwo:
+    """Polls both keepers' views on a thread: never both holders at one instant."""
+
+    def __init__(self, a: QuorumKeeper, b: QuorumKeeper) -> None:
+        self.keepers = (a, b)
+        self.both: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            if all(k.view().holder for k in self.keepers):
+                self.both.append(time.monotonic())
+            time.sleep(0.01)
+
+    def close(self) -> list[float]:
+        self.stop.set()
+        self.thread.join(5)
+        return self.both
+
+
+def keeper(q: Quorum, name: str, only_own: bool = False) -> QuorumKeeper:
+    """``only_own``: its client reaches its own member only (its node's links cut)."""
+    client = q.client(name, timeout=0.5)
+    if only_own:
+        own = next(m for m in q.members if m.name == name)
+        client = EtcdClient([own.client_url], q.tls[name], 0.5)
+    k = QuorumKeeper(client, name, ttl=3, margin=0.5)
+    k.start()
+    return k
+
+
+def test_one_keeper_holds_the_key_and_a_planned_stop_hands_it_over(quorum: Quorum) -> None:
+    a, b = keeper(quorum, "esc-ha-0"), keeper(quorum, "esc-ha-1")
+    watch = NeverTwo(a, b)
+    try:
+        a.want_leader(True)
+        wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
+        b.want_leader(True)
+        time.sleep(0.1)  # b campaigns at once (its wish wakes it), and must lose
+        wait_for("esc-ha-1 seeing the holder", lambda: b.view().leader == "esc-ha-0")
+        assert not b.view().holder
+        a.stop()  # revokes: the key goes now, not after the TTL
+        t0 = time.monotonic()
+        wait_for("esc-ha-1 holding the key", lambda: b.view().holder, timeout=10)
+        print(f"handed over in {time.monotonic() - t0:.2f} s")
+        assert b.view().leader == "esc-ha-1"
+    finally:
+        a.stop()
+        b.stop()
+        assert watch.close() == []
+
+
+def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Quorum) -> None:
+    a, b = keeper(quorum, "esc-ha-0", only_own=True), keeper(quorum, "esc-ha-1")
+    watch = NeverTwo(a, b)
+    try:
+        a.want_leader(True)
+        b.want_leader(True)
+        wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
+        assert 0 < a.view().serve_until - time.monotonic() <= 3 - 0.5
+        # esc-ha-0 keeps only its own member: no quorum, no renewal
+        quorum.procs["esc-ha-1"].stop()
+        quorum.procs["witness"].stop()
+        last = a.view().serve_until
+        wait_for("esc-ha-0 giving up the key", lambda: not a.view().holder, timeout=10)
+        assert time.monotonic() <= last + 0.2  # at serve_until, not after
+        assert not a.view().reachable or a.view().serve_until <= last
+        # the quorum back without esc-ha-0 (its member down, so it reaches nothing): esc-ha-1
+        # takes over only once etcd has expired esc-ha-0's lease
+        quorum.procs["esc-ha-0"].stop()
+        quorum.procs["esc-ha-1"].start()
+        quorum.procs["witness"].start()
+        wait_for("esc-ha-1 holding the key", lambda: b.view().holder, 30, b.view)
+        assert not a.view().holder
+    finally:
+        a.stop()
+        b.stop()
+        assert watch.close() == []
+
+
+def test_only_the_holder_records_the_synchronous_standby(quorum: Quorum) -> None:
+    a, b = keeper(quorum, "esc-ha-0"), keeper(quorum, "esc-ha-1")
+    try:
+        a.want_leader(True)
+        wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
+        a.record_sync("esc-ha-1", 0)
+        wait_for("esc-ha-1 recorded", lambda: b.view().sync == "esc-ha-1")
+        rev = b.view().sync_revision
+        b.record_sync("esc-ha-0", rev)  # not the holder: not carried out
+        a.record_sync("", rev + 100)  # a stale revision: refused by etcd
+        time.sleep(2)  # two rounds of each keeper (ttl 3: renewals every second)
+        assert (a.view().sync, a.view().sync_revision) == ("esc-ha-1", rev)
+        a.record_sync("", rev)  # dropped, from what was read
+        wait_for("nobody recorded", lambda: b.view().sync == "")
+    finally:
+        a.stop()
+        b.stop()

@@ -12,9 +12,9 @@ Two parts, both small:
   the client gives up after ``timeout`` and tries the next endpoint. No member answering in
   time is a :class:`QuorumError`, never a stale answer.
 
-This is the driver only; the rules that use it (serve only while holding the leader key, drop
-the standby from sync only after recording it) are not wired in yet, and ``ha.quorum`` is not
-a config field until they are.
+The leases and keys are kept by ``esc.drivers.quorum``. The rules that use them (serve only
+while holding the leader key, drop the standby from sync only after recording it) are not wired
+in yet, and ``ha.quorum`` is not a config field until they are.
 """
 
 from __future__ import annotations

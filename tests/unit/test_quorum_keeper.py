@@ -1,0 +1,114 @@
+"""The quorum keeper's rules on a clock it does not own: a holder stops being one at
+serve_until even when its thread is stuck, and at once when it resigns."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from esc.drivers.etcd import EtcdClient, Kv, Renewal
+from esc.drivers.quorum import QuorumKeeper
+from esc.errors import QuorumError
+
+
+class Clock:
+    t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class OneMember:
+    """Just enough of etcd for one client: leases never expire by themselves here."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.keys, self.leases, self.down = clock, {}, set(), False
+        self.revision = 0
+
+    def _up(self) -> None:
+        if self.down:
+            raise QuorumError("no member answered")
+
+    def grant(self, ttl: int) -> tuple[int, Renewal]:
+        self._up()
+        lease = len(self.leases) + 1
+        self.leases.add(lease)
+        return lease, Renewal(ttl, self.clock())
+
+    def keepalive(self, lease: int) -> Renewal:
+        self._up()
+        return Renewal(3 if lease in self.leases else 0, self.clock())
+
+    def revoke(self, lease: int) -> None:
+        self._up()
+        self.leases.discard(lease)
+        self.keys = {k: v for k, v in self.keys.items() if v.lease != lease}
+
+    def get(self, key: str) -> Kv | None:
+        self._up()
+        return self.keys.get(key)
+
+    def swap(self, key: str, value: str, mod: int, lease: int = 0) -> tuple[bool, Kv | None]:
+        self._up()
+        now = self.keys.get(key)
+        if (now.mod_revision if now else 0) != mod:
+            return False, now
+        self.revision += 1
+        self.keys[key] = Kv(key, value, self.revision, self.revision, lease)
+        return True, None
+
+
+def keeper() -> tuple[QuorumKeeper, OneMember, Clock]:
+    clock = Clock()
+    etcd = OneMember(clock)
+    k = QuorumKeeper(cast(EtcdClient, etcd), "esc-ha-0", ttl=3, margin=0.5, clock=clock)
+    return k, etcd, clock
+
+
+def test_a_holder_whose_renewals_fail_stops_holding_at_serve_until() -> None:
+    k, etcd, clock = keeper()
+    k.want_leader(True)
+    k.step()
+    v = k.view()
+    assert v.holder and v.serve_until == 100.0 + 3 - 0.5
+    etcd.down = True
+    clock.t = 102.4
+    with pytest.raises(QuorumError):  # the thread records it and retries
+        k.step()
+    assert k.view().holder  # 0.1 s left
+    clock.t = 102.5
+    assert not k.view().holder  # its lease may end in etcd from now on: not a holder
+
+
+def test_resigning_stops_holding_before_the_lease_is_revoked() -> None:
+    k, etcd, _ = keeper()
+    k.want_leader(True)
+    k.step()
+    assert k.view().holder
+    k.want_leader(False)
+    assert not k.view().holder and etcd.leases  # not yet revoked, already not a holder
+    k.step()
+    assert not etcd.leases and etcd.get("/esc/leader") is None
+
+
+def test_the_sync_key_is_changed_only_by_the_holder_from_the_revision_read() -> None:
+    k, _, _ = keeper()
+    k.record_sync("esc-ha-1", 0)
+    k.step()  # not a holder: dropped
+    assert k.view().sync is None
+    k.want_leader(True)
+    k.step()
+    k.record_sync("esc-ha-1", 0)
+    k.step()
+    v = k.view()
+    assert (v.sync, v.sync_revision) == ("esc-ha-1", 2)
+    k.record_sync("", 1)  # stale
+    k.step()
+    assert k.view().sync == "esc-ha-1"
+
+
+def test_a_keeper_needs_a_lease_longer_than_twice_its_margin() -> None:
+    for ttl, margin in ((1, 0.2), (3, 1.5), (3, 0.0)):
+        with pytest.raises(ValueError, match="ttl >= 2"):
+            QuorumKeeper(cast(Any, None), "n", ttl=ttl, margin=margin)
