@@ -69,10 +69,13 @@ def write_atomic(
     mode: int = 0o644,
     *,
     owner: tuple[int, int] | None = None,
+    replace: bool = True,
 ) -> None:
     """Replace ``path`` with ``text`` atomically (module docstring). ``mode`` is exact (not
     subject to the umask); ``owner`` is a ``(uid, gid)`` given to the file before it appears
-    under its name, so a reader such as PostgreSQL never sees a file it cannot read."""
+    under its name, so a reader such as PostgreSQL never sees a file it cannot read.
+    ``replace`` False: a new file only; if anything (a symlink included) is at ``path``
+    already, FileExistsError and nothing changes (``link`` neither follows nor replaces)."""
     data = text.encode() if isinstance(text, str) else text
     path.parent.mkdir(parents=True, exist_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -87,7 +90,11 @@ def write_atomic(
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if replace:
+                os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            else:
+                os.link(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                os.unlink(tmp, dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)

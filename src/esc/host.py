@@ -6,11 +6,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from esc.addresses import IPInterface
+from esc.drivers.proc import run
 from esc.errors import CommandError
 
 
@@ -28,12 +28,7 @@ class SystemHostFacts:
 
     def addresses(self) -> dict[str, list[IPInterface]]:
         argv = ["ip", "-j", "addr", "show"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise CommandError(argv, -1, str(exc)) from exc
-        if proc.returncode != 0:
-            raise CommandError(argv, proc.returncode, proc.stderr)
+        proc = run(argv, timeout=10)
         try:
             return parse_ip_json(proc.stdout)
         except (ValueError, AttributeError, TypeError) as exc:

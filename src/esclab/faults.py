@@ -12,9 +12,10 @@ import signal
 from pathlib import Path
 from typing import Literal
 
+from esc.drivers.proc import pid_is_live
 from esc.errors import LabError
 from esclab.guide import DIST_IN_NODE
-from esclab.lab import Lab, ns_pids, pid_alive, wait_until
+from esclab.lab import Lab, ns_pids, wait_until
 from esclab.run import in_ns, run
 from esclab.topology import NODES, SWITCH_NS, Topology
 
@@ -42,7 +43,7 @@ def comm(pid: int) -> str:
 
 def component_pids(host: str, component: str) -> list[int]:
     """PIDs of ``component`` (or every process, for ``all``) inside ``host``'s namespace."""
-    pids = [p for p in ns_pids(host) if pid_alive(p)]
+    pids = [p for p in ns_pids(host) if pid_is_live(p)]
     if component == "all":
         return pids
     names = COMPONENTS.get(component)
@@ -59,7 +60,7 @@ def signal_component(lab: Lab, host: str, component: str, sig: signal.Signals) -
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     if sig == signal.SIGKILL and pids:
-        wait_until(lambda: not any(pid_alive(p) for p in pids), 10)
+        wait_until(lambda: not any(pid_is_live(p) for p in pids), 10)
     _record(lab, f"{sig.name} {host} {component} ({len(pids)} process(es))")
     return pids
 

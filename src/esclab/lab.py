@@ -38,6 +38,7 @@ from esc.config.schema import (
     save_config,
     write_atomic,
 )
+from esc.drivers.proc import pid_is_live
 from esc.errors import CommandError, LabError
 from esclab.booted import BootedNode
 from esclab.guide import start_guide_pair
@@ -75,21 +76,12 @@ def ns_pids(ns: str) -> list[int]:
     return [int(p) for p in res.stdout.split() if p.isdigit()]
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # A zombie is dead for our purposes (PID 1 here reaps late).
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def kill_all_in(ns: str, timeout: float = 10.0) -> int:
     """SIGKILL every process in ``ns`` until none is left (a supervisor may respawn one)."""
     seen: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in ns_pids(ns) if pid_alive(p)]
+        alive = [p for p in ns_pids(ns) if pid_is_live(p)]
         if not alive:
             break
         for pid in alive:
@@ -181,7 +173,7 @@ class Lab:
         if self._lab_namespaces() != set(self.topology().namespaces):
             return False
         pid = state.get("pids", {}).get("bird")
-        return isinstance(pid, int) and pid_alive(pid)
+        return isinstance(pid, int) and pid_is_live(pid)
 
     # --- up ---------------------------------------------------------------------------------
 
@@ -442,7 +434,7 @@ class Lab:
         for pid in ns_pids(host):
             try:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "esc-haagent":
-                    return pid if pid_alive(pid) else None
+                    return pid if pid_is_live(pid) else None
             except OSError:
                 continue
         return None

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from labutil import eventually, in_host, lab_fixture, leftovers, pings
 
+from esc.drivers.proc import pid_is_live
 from esc.errors import LabError
 from esclab import faults
-from esclab.lab import Lab, ns_pids, pid_alive
+from esclab.lab import Lab, ns_pids
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +39,10 @@ def test_up_then_down_leaves_nothing(fresh: Lab) -> None:
     assert res.created
     assert fresh.is_running()
     bird = fresh.read_state()["pids"]["bird"]
-    assert pid_alive(bird)
+    assert pid_is_live(bird)
     fresh.down()
     assert leftovers(fresh) == []
-    assert not pid_alive(bird)
+    assert not pid_is_live(bird)
 
 
 @pytest.mark.parametrize("step", ["namespaces", "links", "nodes", "router", "agents"])
@@ -190,7 +191,7 @@ def test_pause_resume_kill(single: Lab) -> None:
         faults.heal(single)  # heal resumes paused processes
         assert eventually(lambda: _proc_state(pid) == "S", what="resumed")
         faults.signal_component(single, "nb", "all", signal.SIGKILL)
-        assert not pid_alive(pid)
+        assert not pid_is_live(pid)
     finally:
         proc.kill()
         proc.wait()

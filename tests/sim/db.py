@@ -1,4 +1,4 @@
-"""PostgreSQL 15 on both nodes, as the agent's driver (drivers/postgres.py) and the manager see
+"""PostgreSQL 15 on both nodes, as the agent's driver (drivers/postgres/) and the manager see
 it: roles, timelines, LSNs, synchronous commit, WAL streaming, promote, rewind, clone.
 
 Modelled:
@@ -37,7 +37,7 @@ from .wal import Rec
 
 TIMEOUT = 5.0  # wal_sender_timeout, wal_receiver_timeout (and the standby's TCP keepalives)
 RETRY = 1.0  # wal_retrieve_retry_interval
-STATUS_WATCHDOG_S = 1.5  # PostgresDriver.STATUS_WATCHDOG_S
+STATUS_WATCHDOG_S = 1.5  # esc.drivers.postgres.settings.STATUS_WATCHDOG_S
 SESSION_TIMEOUT_S = 5.0  # a session on a frozen server (statement_timeout 5 s)
 CONNECT_TIMEOUT_S = 3.0  # _peer_session: connect_timeout=3 through a dropping link
 INITDB_S, START_S, STOP_S, PROMOTE_S = 1.0, 0.3, 0.1, 0.05

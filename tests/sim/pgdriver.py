@@ -1,6 +1,6 @@
-"""The agent's database driver (drivers/postgres.py's ``PostgresDriver`` as the agent sees it)
+"""The agent's database driver (drivers/postgres/'s ``PostgresDriver`` as the agent sees it)
 over the simulated server of db.py: the same verbs, the same errors, the time each step
-takes (the agent is stuck in the call meanwhile), and drivers/postgres.py's follow algorithm:
+takes (the agent is stuck in the call meanwhile), and drivers/postgres/follow.py's algorithm:
 "none" when already streaming from the source; the source reached first (CHECKPOINT); stop;
 a crashed standby reconfigured; otherwise pg_rewind's verdict from the timeline histories
 (same timeline id: "no rewind required"), the diverged writes kept in a dump before a rewind;

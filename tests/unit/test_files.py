@@ -87,6 +87,26 @@ def test_a_symlink_planted_at_the_random_name_is_refused_and_another_name_used(
     assert sorted(p.name for p in d.iterdir()) == [guessed, "pg_hba.conf"]
 
 
+def test_a_new_file_only_is_never_put_over_what_is_there(tmp_path: Path) -> None:
+    """replace=False (the diverged-WAL dumps): an earlier file or a planted symlink at the
+    name makes it fail, both left as they were, and no temporary file stays behind."""
+    victim = _victim(tmp_path)
+    d = tmp_path / "diverged"
+    d.mkdir()
+    write_atomic(d / "dump.txt", "first\n", 0o600, replace=False)
+    assert (d / "dump.txt").read_text() == "first\n"
+    assert stat.S_IMODE((d / "dump.txt").stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        write_atomic(d / "dump.txt", "second\n", replace=False)
+    assert (d / "dump.txt").read_text() == "first\n"
+    (d / "linked.txt").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        write_atomic(d / "linked.txt", "x\n", replace=False)
+    _unchanged(victim, os.getuid())
+    assert (d / "linked.txt").is_symlink()
+    assert sorted(p.name for p in d.iterdir()) == ["dump.txt", "linked.txt"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user needs root")
 def test_root_hands_over_only_its_own_new_file(tmp_path: Path) -> None:
     """The owner is set on the descriptor (fchown): with a symlink planted at the target,

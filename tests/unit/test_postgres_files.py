@@ -67,7 +67,7 @@ def test_prepare_runtime_follows_no_link_planted_in_the_data_directory(tmp_path:
     victim = _victim(tmp_path)
     for name in (".pg_hba.conf.esc.tmp", ".pg_ident.conf.esc.tmp", "pg_hba.conf"):
         (drv.pgdata / name).symlink_to(victim)
-    drv._prepare_runtime()
+    drv._server.prepare_runtime()
     st = victim.lstat()
     assert victim.read_text() == VICTIM_TEXT
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o600)
@@ -88,7 +88,7 @@ def test_the_socket_directory_is_closed_to_other_accounts(tmp_path: Path) -> Non
     drv = _driver(tmp_path)
     drv.socket_dir.mkdir(parents=True)
     drv.socket_dir.chmod(0o755)  # as an older version left it
-    drv._prepare_runtime()
+    drv._server.prepare_runtime()
     st = drv.socket_dir.stat()
     assert stat.S_IMODE(st.st_mode) == 0o700
     assert st.st_uid == pwd.getpwnam(drv.os_user).pw_uid
@@ -104,14 +104,14 @@ def test_a_linked_postmaster_pid_is_not_read_through(tmp_path: Path) -> None:
     assert drv.postmaster_alive() is False
     drv.socket_dir.mkdir(parents=True)
     (drv.socket_dir / ".s.PGSQL.5432.lock").symlink_to(victim)
-    drv._clear_stale_pid_file()
+    drv._server.clear_stale_pid_file()
     assert (drv.socket_dir / ".s.PGSQL.5432.lock").is_symlink()  # not read, not acted on
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the ownership hand-over needs root")
 def test_the_passfile_is_handed_to_the_server_user_only(tmp_path: Path) -> None:
     drv = _driver(tmp_path)
-    drv._write_passfile()
+    drv._follower.write_passfile()
     st = drv.passfile.lstat()
     assert st.st_uid == pwd.getpwnam(drv.os_user).pw_uid and stat.S_IMODE(st.st_mode) == 0o600
 
@@ -139,11 +139,11 @@ def test_a_promotion_reserves_the_peers_timelines_it_never_streamed(tmp_path: Pa
     wal = drv.pgdata / "pg_wal"
     wal.mkdir()
     (wal / "00000003.history").write_text("1\t0/3000060\tno recovery target specified\n")
-    drv._reserve_timelines(1, 4)
+    drv._primary.reserve_timelines(1, 4)
     # 2 and 4 reserved (comments only: PostgreSQL's parser skips them), 3 left as it was.
     assert (wal / "00000002.history").read_text().startswith("# esc-ha: timeline 2 belongs")
     assert (wal / "00000003.history").read_text().startswith("1\t0/3000060")
     assert (wal / "00000004.history").exists() and not (wal / "00000005.history").exists()
     assert (wal / "00000002.history").stat().st_uid == drv.pgdata.stat().st_uid
-    drv._reserve_timelines(4, 4)  # already on the peer's newest: nothing to reserve
+    drv._primary.reserve_timelines(4, 4)  # already on the peer's newest: nothing to reserve
     assert sorted(p.name for p in wal.iterdir())[-1] == "00000004.history"

@@ -40,8 +40,10 @@ from esc.drivers.postgres import (
     sync_names_value,
     touched_heap_blocks,
 )
+from esc.drivers.postgres.status import probe_from_row
+from esc.drivers.postgres.tools import read_progress
 from esc.errors import ConfigError, DbError
-from esc.model import DbRole
+from esc.model import DbRole, DbStatus
 
 
 @pytest.mark.parametrize(
@@ -264,7 +266,7 @@ def test_from_config_picks_the_other_address_as_peer_and_names_by_position() -> 
     assert drv.log_file == paths.log_dir / "postgres.log"
     assert drv.db_name == "escdb"
     assert (drv.own_slot, drv.peer_slot) == ("ha_1", "ha_0")
-    assert "pw" not in repr(drv)
+    assert "pw" not in repr(drv) and "pw" not in repr(drv.node)
 
 
 def test_from_config_refuses_a_foreign_address() -> None:
@@ -299,7 +301,82 @@ def test_progress_lines_are_reported_with_the_operation() -> None:
     script = "printf '1/4 kB (25%%) copied\\r4/4 kB (100%%) copied\\nsome notice\\n' >&2"
     proc = subprocess.Popen(["sh", "-c", script], stderr=subprocess.PIPE)
     seen: list[tuple[str, int, int]] = []
-    tail = PostgresDriver._read_progress(proc, "rewinding", lambda *a: seen.append(a))
+    assert proc.stderr is not None
+    tail = read_progress(proc.stderr, "rewinding", lambda *a: seen.append(a))
     proc.wait()
     assert seen == [("rewinding", 1024, 4096), ("rewinding", 4096, 4096), ("rewinding", 4096, 4096)]
     assert tail == "some notice"
+
+
+def _status_row(**over: object) -> tuple[object, ...]:
+    """A row of the status query (STATUS_SQL's fifteen columns), a primary's by default."""
+    row: dict[str, object] = {
+        "in_recovery": False,
+        "lsn": "0/3000060",
+        "receive": None,
+        "walfile": "000000030000000000000003",
+        "ckpt_tli": 2,
+        "wr_status": None,
+        "wr_tli": None,
+        "sender_host": None,
+        "sender_port": None,
+        "sync_standby": "ha-1",
+        "sync_names": '"ha-1"',
+        "lag": 0.0,
+        "streaming_to": "ha-1",
+        "xid_xmax": 760,
+        "xid_xmin": 750,
+    }
+    row.update(over)
+    return tuple(row.values())
+
+
+def test_a_primarys_status_row_takes_the_insert_timeline() -> None:
+    """After a promotion the checkpoint's timeline lags: the WAL file's name is the truth."""
+    probe = probe_from_row(_status_row())
+    assert probe.status == DbStatus(
+        role=DbRole.PRIMARY,
+        timeline=3,
+        lsn=0x3000060,
+        sync_standby="ha-1",
+        sync_names='"ha-1"',
+        streaming_to=("ha-1",),
+        xid_xmax=760,
+        xid_xmin=750,
+    )
+    assert probe.sender_host is None and not probe.streams_from("192.0.2.10", 5432)
+
+
+def test_a_standbys_status_row_names_its_sender() -> None:
+    row = _status_row(
+        in_recovery=True,
+        receive="0/3000100",
+        walfile=None,
+        wr_status="streaming",
+        wr_tli=4,
+        sender_host="192.0.2.10",
+        sender_port=5432,
+        sync_standby="ignored on a standby",
+        sync_names="",
+        lag=1.5,
+        streaming_to=None,
+        xid_xmax=None,
+        xid_xmin=None,
+    )
+    probe = probe_from_row(row)
+    assert probe.status == DbStatus(
+        role=DbRole.STANDBY,
+        timeline=4,
+        lsn=0x3000060,
+        receive_lsn=0x3000100,
+        streaming=True,
+        sync_names="",
+        replay_lag_s=1.5,
+    )
+    assert probe.streams_from("192.0.2.10", 5432)
+    assert probe.streams_from("[192.0.2.10]", 5432)
+    assert not probe.streams_from("192.0.2.10", 5433)
+    assert not probe.streams_from("192.0.2.11", 5432)
+    stopped_receiver = probe_from_row(_status_row(in_recovery=True, walfile=None, wr_tli=None))
+    assert stopped_receiver.status.timeline == 2  # no walreceiver: the checkpoint's timeline
+    assert not stopped_receiver.streams_from("192.0.2.10", 5432)

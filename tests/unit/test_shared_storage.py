@@ -12,7 +12,7 @@ from esc.config.schema import DatabaseConfig, parse_config
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig
 from esc.core.requests import switchover_refusal
-from esc.drivers.postgres import process_state, render_shared_conf
+from esc.drivers.postgres import render_shared_conf
 from esc.drivers.volume import VolumeLease, lock_holders, mounts_of_device, resolve_device
 from esc.errors import ConfigError, DbError
 from esc.model import (
@@ -170,11 +170,6 @@ def test_lock_holders_from_proc_locks() -> None:
     )
     assert lock_holders(text, 0, 5, 321) == [4242]
     assert lock_holders(text, 254, 0, 321) == [88]
-
-
-def test_process_state_letter() -> None:
-    assert process_state("123 (postgres) Z 1 123 123 0") == "Z"
-    assert process_state("123 (post gres)) S 1") == "S"
 
 
 def test_lease_is_exclusive_and_released(tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ from esc.agent import setup_error
 from esc.agent.api import local_request
 from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
-from esc.errors import DriverError
+from esc.drivers.proc import run
+from esc.errors import CommandError, DriverError
 from esc.model import fmt_lsn
 
 EXIT_OK, EXIT_NOT_SERVING, EXIT_NO_AGENT = 0, 1, 3
@@ -326,10 +327,8 @@ Systemctl = Callable[[list[str]], tuple[int, str]]
 
 def _systemctl(args: list[str]) -> tuple[int, str]:
     try:
-        proc = subprocess.run(
-            ["systemctl", *args], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = run(["systemctl", *args], check=False, timeout=30)
+    except CommandError as exc:  # systemctl missing, or no answer in time
         return 1, str(exc)
     return proc.returncode, (proc.stderr or proc.stdout).strip()
 

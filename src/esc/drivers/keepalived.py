@@ -29,7 +29,7 @@ from esc.drivers.keepalived_conf import (
     render_check_script,
     render_keepalived,
 )
-from esc.drivers.proc import Child
+from esc.drivers.proc import Child, pid_is_live
 from esc.errors import VrrpError
 from esc.model import VrrpState
 
@@ -45,17 +45,6 @@ def parse_fifo_line(line: str) -> VrrpState | None:
         except ValueError:
             return None
     return None
-
-
-def _running_keepalived(pid: int) -> bool:
-    """True if ``pid`` is a live (not zombie) keepalived process."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    name = stat_line[stat_line.find("(") + 1 : stat_line.rfind(")")]
-    state = stat_line.rsplit(")", 1)[1].split()[0]
-    return name == "keepalived" and state != "Z"
 
 
 class KeepalivedDriver:
@@ -140,7 +129,7 @@ class KeepalivedDriver:
                 pid = int(f.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
-            if not _running_keepalived(pid):
+            if not pid_is_live(pid, ("keepalived",)):
                 f.unlink(missing_ok=True)
 
     def stop(self) -> None:

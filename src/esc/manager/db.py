@@ -112,7 +112,7 @@ _HAS_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 def conninfo(cfg: EscConfig, paths: NodePaths) -> str:
     """The local PostgreSQL over its unix socket (``paths.pg_socket_dir``, 0700), as the
     superuser ``postgres`` by ``peer`` authentication: esc-manager and escadm run as root, which
-    the server's ``esc`` ident map lets in as postgres (``drivers/postgres.py``)."""
+    the server's ``esc`` ident map lets in as postgres (``drivers/postgres/conf.py``)."""
     return make_conninfo(
         host=str(paths.pg_socket_dir),
         port=cfg.database.port,

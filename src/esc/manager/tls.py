@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 from esc.config.schema import ManagerConfig, NodePaths
-from esc.errors import CommandError
+from esc.drivers.proc import run
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,9 @@ def ensure_certificate(paths: NodePaths, cfg: ManagerConfig) -> tuple[Path, Path
     ]  # fmt: skip
     old = os.umask(0o077)  # the key is never readable by others, not even for an instant
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        run(argv)
     finally:
         os.umask(old)
-    if proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, proc.stderr)
     os.chmod(cert, 0o644)
     log.info("generated a self-signed certificate %s (CN=%s)", cert, host)
     return cert, key
