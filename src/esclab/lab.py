@@ -28,7 +28,6 @@ from esc.config.schema import (
     EscConfig,
     HaConfig,
     HaMode,
-    LabVimSettings,
     ManagerConfig,
     NodePaths,
     ReplicationConfig,
@@ -53,6 +52,7 @@ from esclab.topology import (
     build_topology,
 )
 from esclab.vim import remove_all_blocking
+from esclab.vim_settings import LabVimSettings, save_settings
 
 HostKind = Literal["process", "booted"]  # what a controller node is
 DEFAULT_ROOT = Path("/var/tmp/esc-lab")
@@ -377,12 +377,7 @@ class Lab:
         mode: HaMode = state.get("ha_mode", "drbd")
         for host in NODES:
             cfg = lab_node_config(
-                topo,
-                host,
-                secret,
-                password,
-                vim_dir=self.root / "vim",
-                heartbeat=int(state.get("heartbeat", 4)),
+                topo, host, secret, password, lab_vim=True, heartbeat=int(state.get("heartbeat", 4))
             )
             data = cfg.model_dump(mode="json")
             if advert_int is not None:
@@ -392,7 +387,9 @@ class Lab:
                 data["ha"]["ha_mode"] = mode
                 data["ha"]["db_volume_path"] = str(self.make_volume(volume))
             cfg = parse_config(data)  # validated like any config
-            save_config(cfg, self.node_paths(host).config_file)
+            paths = self.node_paths(host)
+            save_config(cfg, paths.config_file)
+            save_settings(lab_vim_settings(self.root), paths)  # the lab VIM's, beside it
 
     def make_volume(self, name: str) -> Path:
         """A blank block volume (loop device over a sparse image); the same device if it
@@ -527,7 +524,7 @@ class Lab:
             if killed:
                 removed.append(f"{killed} process(es) in {ns}")
         # The VIM's VMs live outside the lab's namespaces (each is its own).
-        removed += remove_all_blocking(self.root / "vim")
+        removed += remove_all_blocking(Path(lab_vim_settings(self.root).state_dir))
         for mnt in sorted(self._mounts(), reverse=True):
             run(["umount", "-l", mnt], check=False)
             removed.append(f"mount {mnt}")
@@ -720,10 +717,11 @@ def lab_node_config(
     host: str,
     secret: str,
     password: str,
-    vim_dir: Path | None = None,
+    lab_vim: bool = False,
     heartbeat: int = 4,
 ) -> EscConfig:
-    """The config `escadm ha set` would write on ``host`` in this lab."""
+    """The config `escadm ha set` would write on ``host`` in this lab; with ``lab_vim`` its
+    manager deploys through the lab VIM (settings: :func:`lab_vim_settings`)."""
     sync = topo.sync_network
     nodes = tuple(topo.address(n, sync, heartbeat).ip for n in NODES)
     nb = topo.northbound_network
@@ -752,11 +750,16 @@ def lab_node_config(
         agent=AgentConfig(peer_secret=secret),
         manager=ManagerConfig(
             http_port=8080,
-            vim="lab" if vim_dir is not None else "fake",
-            lab_vim=None if vim_dir is None else LabVimSettings(state_dir=str(vim_dir)),
+            vim="lab" if lab_vim else "fake",
         ),
     )
 
 
 def _url_host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def lab_vim_settings(root: Path) -> LabVimSettings:
+    """The lab VIM's settings for the lab at ``root``: its registry under the lab's directory,
+    shared by both nodes' managers (``remove_all_blocking`` clears it on ``down``)."""
+    return LabVimSettings(state_dir=str(root / "vim"))

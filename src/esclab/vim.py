@@ -51,9 +51,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from esc.addresses import IPAddress, IPInterface
-from esc.config.schema import EscConfig, LabVimSettings
+from esc.config.schema import NodePaths
 from esc.errors import CommandError
 from esc.manager.vim import Vim, VimError, VmInfo, VmSpec
+from esclab.vim_settings import LabVimSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -640,9 +641,9 @@ class LabVim:
         return vm
 
 
-def build_lab_vim(cfg: EscConfig) -> Vim:
-    """The lab VIM with ``cfg.manager.lab_vim`` (or its defaults)."""
-    settings = cfg.manager.lab_vim or LabVimSettings()
+def build_lab_vim(paths: NodePaths) -> Vim:
+    """The lab VIM with the node's settings (``esclab.vim_settings``; the defaults if none)."""
+    settings = load_settings(paths)
     log.info(
         "VIM: lab (%s on %s/%s, registry %s)",
         settings.subnet,

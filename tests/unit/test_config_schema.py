@@ -1,8 +1,9 @@
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from esc.config.schema import EscConfig, Route, Vip, dump_config, parse_config
+from esc.config.schema import EscConfig, Route, Vip, dump_config, load_config, parse_config
 from esc.errors import ConfigError
 
 
@@ -59,7 +60,17 @@ def _ha(**over: object) -> dict[str, object]:
         ({"kad_vip": "192.0.2.10"}, "ha.kad_vip"),
         ({"ha_node_list": ["192.0.2.10", "2001:db8::1"]}, "ha.ha_node_list"),
         ({"ha_node_list": ["192.0.2.10", "127.0.0.1"]}, "ha.ha_node_list.1"),
-        ({"db_volume_id": "v", "db_volume_path": "/v"}, "ha"),  # no single field to name
+        ({"db_volume_id": "v", "db_volume_path": "/v"}, "ha.db_volume_path"),
+        ({"db_volume_id": " "}, "ha.db_volume_id"),
+        ({"db_volume_path": "db"}, "ha.db_volume_path"),
+        ({"ha_mode": "cinder"}, "ha.ha_mode"),  # needs a volume
+        ({"gateway_ip": "2001:db8::1"}, "ha.gateway_ip"),
+        ({"gateway_ip": "192.0.2.100"}, "ha.gateway_ip"),
+        ({"node_names": ["a", "a"]}, "ha.node_names"),
+        ({"ha_node_list": ["192.0.2.10"]}, "ha.ha_node_list"),
+        ({"ha_node_list": ["192.0.2.10", "192.0.2.11", "192.0.2.12"]}, "ha.ha_node_list"),
+        ({"kad_vri": True}, "ha.kad_vri"),
+        ({"kad_vri": 1.5}, "ha.kad_vri"),
         ({"kad_vif": "eth0\n"}, "ha.kad_vif"),
         ({"ha_mode": "raid"}, "ha.ha_mode"),
     ],
@@ -75,3 +86,66 @@ def test_vrid_defaults_to_vip_last_byte_and_round_trips() -> None:
     assert cfg.ha is not None and cfg.ha.vrid == 100
     assert parse_config(tomllib.loads(dump_config(cfg))) == cfg
     assert EscConfig().ha is None
+
+
+@pytest.mark.parametrize(
+    "value", [100, 0, 0.001, 0.015, 41, 40.96, -1, True, "nan", "fast", "1e-2"]
+)
+def test_advert_int_outside_keepalived_vrrp_v3_is_refused(value: object) -> None:
+    """VRRPv3 counts the interval in centiseconds, 1 to 4095."""
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_ha(advert_int=value))
+    assert exc.value.field == "ha.advert_int"
+    assert "multiple of 0.01 between 0.01 and 40.95" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(0.01, 0.01), (40.95, 40.95), (1, 1.0), ("0.2", 0.2)]
+)
+def test_advert_int_in_range(value: object, seconds: float) -> None:
+    ha = parse_config(_ha(advert_int=value)).ha
+    assert ha is not None and ha.advert_int == seconds
+
+
+def test_advert_int_100_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "esc.toml"
+    text = dump_config(parse_config(_ha())).replace("advert_int = 0.2", "advert_int = 100")
+    assert "advert_int = 100" in text
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.field == "ha.advert_int"
+
+
+@pytest.mark.parametrize(
+    ("route", "field"),
+    [
+        ("203.0.113.0/24:[2001:db8::1]:eth1", "ha.routes"),
+        (
+            {"dest": "203.0.113.0/24", "gateway": "2001:db8::1", "iface": "eth1"},
+            "ha.routes.0.gateway",
+        ),
+        ("[2001:db8:5::/48]:192.0.2.1:eth1", "ha.routes"),
+    ],
+)
+def test_a_route_via_a_gateway_of_the_other_family_is_refused(route: object, field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_ha(routes=[route]))
+    assert exc.value.field == field
+    assert "differ in family" in exc.value.message
+
+
+def test_a_rule_over_several_fields_names_its_field_as_data() -> None:
+    """The field comes from the rule's RuleError, not from the message's text."""
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"manager": {"https_port": 9001}})
+    assert (exc.value.field, exc.value.message) == (
+        "manager.portal_port",
+        "9001 is already the https_port",
+    )
+
+
+@pytest.mark.parametrize(("value", "vrid"), [("7", 7), (255, 255)])
+def test_kad_vri_from_text_or_number(value: object, vrid: int) -> None:
+    ha = parse_config(_ha(kad_vri=value)).ha
+    assert ha is not None and ha.vrid == vrid

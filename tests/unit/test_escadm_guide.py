@@ -11,8 +11,8 @@ import pytest
 from escadm_run import escadm as run_escadm
 
 from esc.cli import escadm as escadm_cli
+from esc.cli.config_flags import BGP_FLAGS, HA_FLAGS
 from esc.cli.guide_args import guide_argv, normalise
-from esc.cli.ha_set import BGP_FLAGS, HA_FLAGS
 from esc.config.schema import NodePaths, load_config
 from esc.errors import ConfigError
 from esc.host import FakeHostFacts, HostFacts

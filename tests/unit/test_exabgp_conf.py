@@ -137,13 +137,6 @@ def test_empty_process_is_refused() -> None:
     assert err.value.field == "process_cmd"
 
 
-def test_anycast_of_another_family_is_refused() -> None:
-    bad = BGP4.model_copy(update={"anycast_ip": BGP6.anycast_ip})
-    with pytest.raises(ConfigError) as err:
-        announce_command(bad)
-    assert err.value.field == "bgp.anycast_ip"
-
-
 def test_no_bgp_section() -> None:
     with pytest.raises(ConfigError) as err:
         render_exabgp(EscConfig(), PROCESS)

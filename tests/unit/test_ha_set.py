@@ -12,13 +12,22 @@ from pathlib import Path
 import pytest
 from escadm_run import escadm
 
+from esc.cli.config_flags import FIELD_OF_FLAG, flag_of
 from esc.cli.ha_set import (
     add_bgp_set_parser,
     add_ha_set_parser,
     node_name_from,
     run_config_validate,
 )
-from esc.config.schema import EscConfig, NodePaths, load_config, parse_config, save_config
+from esc.config.schema import (
+    BgpConfig,
+    EscConfig,
+    HaConfig,
+    NodePaths,
+    load_config,
+    parse_config,
+    save_config,
+)
 from esc.drivers.exabgp_conf import render_exabgp
 from esc.drivers.keepalived_conf import render_keepalived
 from esc.host import FakeHostFacts, SystemHostFacts, parse_ip_json
@@ -130,6 +139,8 @@ HA_EXTRA_BAD = [
     (["--advert_int", "0.015"], "--advert_int"),
     (["--advert_int", "50"], "--advert_int"),
     (["--advert_int", "0"], "--advert_int"),
+    (["--advert_int", "100"], "--advert_int"),
+    (["--advert_int", "0.001"], "--advert_int"),
     (["--advert_int", "nan"], "--advert_int"),
     (["--advert_int", "fast"], "--advert_int"),
     (["--gateway_ip", "2001:db8::1"], "--gateway_ip"),
@@ -143,6 +154,8 @@ HA_EXTRA_BAD = [
     (["--route", "224.0.0.0/4:198.51.100.1:eth0"], "--route"),
     (["--route", "203.0.113.0/24:127.0.0.1:eth0"], "--route"),
     (["--route", "[2001:db8:5::/48]:198.51.100.1:eth0"], "--route"),
+    (["--route", "203.0.113.0/24:[2001:db8::1]:eth0"], "--route"),  # IPv4 via IPv6
+    (["--ha_mode", "cinder"], "--ha_mode"),  # needs a volume
     (["--route", "203.0.113.0/24:198.51.100.1:eth0\n"], "--route"),
     (["--route", "203.0.113.0/24:198.51.100.1:eth0", "--route", "x"], "--route"),
 ]
@@ -218,6 +231,40 @@ def test_ha_set_needs_its_partner_flags(
     capsys.readouterr()
     err = _assert_refused(escadm(["ha", "set", *argv], paths, HA0), capsys, flag, configured, paths)
     assert "required together" in err
+
+
+@pytest.mark.parametrize(
+    ("changes", "flag", "message"),
+    [
+        (["--advert_int", "100"], "--advert_int", "a multiple of 0.01 between 0.01 and 40.95"),
+        (["--route", "203.0.113.0/24:[2001:db8::1]:eth0"], "--route", "differ in family"),
+        (["--gateway_ip", "198.51.100.254"], "--gateway_ip", "not the VIP or a node address"),
+    ],
+)
+def test_ha_set_names_the_flag_with_the_schemas_message(
+    changes: list[str],
+    flag: str,
+    message: str,
+    configured: bytes,
+    paths: NodePaths,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rule is the schema's (the same file refuses it, test_config_schema.py); escadm only
+    names the flag."""
+    capsys.readouterr()
+    rc = escadm(["ha", "set", *changes], paths, HA0)
+    assert message in _assert_refused(rc, capsys, flag, configured, paths)
+
+
+def test_every_flag_sets_a_schema_field_and_the_table_reads_back() -> None:
+    for flag, field in FIELD_OF_FLAG.items():
+        section, name = field.split(".")
+        model = HaConfig if section == "ha" else BgpConfig
+        assert name in model.model_fields, field
+        assert flag_of(field) == f"--{flag}"
+        assert flag_of(f"{field}.0.gateway") == f"--{flag}"
+    assert flag_of("ha") is None
+    assert flag_of("ha.node_names") is None  # no flag sets it: the field is named as it is
 
 
 def test_ha_set_without_any_ha_yet_needs_the_three_flags(
@@ -485,6 +532,10 @@ def test_config_validate_ok(
          'kad_vif = "eth0"\nadvert_int = 0.015\n', "ha.advert_int"),
         ('[ha]\nha_node_list = ["2001:db8:1::10", "2001:db8:1::11"]\nkad_vip = "198.51.100.254"\n'
          'kad_vif = "eth1"\n', "ha.kad_vip"),
+        ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "198.51.100.254"\n'
+         'kad_vif = "eth0"\nadvert_int = 100\n', "ha.advert_int"),
+        ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "198.51.100.254"\n'
+         'kad_vif = "eth0"\nroutes = ["203.0.113.0/24:[2001:db8::1]:eth0"]\n', "ha.routes"),
         ('node_name = "bad name"\n', "node_name"),
         ("not toml [", ""),
     ],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from esc.config.schema import EscConfig, HaConfig, NodePaths, Vip
+from esc.config.schema import EscConfig, HaConfig, NodePaths
 from esc.drivers.keepalived_conf import (
     format_advert_int,
     render_check_script,
@@ -138,25 +138,6 @@ def test_heartbeat_age_comes_from_the_agent_config() -> None:
 )
 def test_advert_int_has_no_trailing_zeros(seconds: float, text: str) -> None:
     assert format_advert_int(seconds) == text
-
-
-@pytest.mark.parametrize("seconds", [0.015, 41.0, 255.0, 0.001])
-def test_advert_int_outside_vrrp_v3_is_refused(seconds: float) -> None:
-    with pytest.raises(ConfigError) as err:
-        format_advert_int(seconds)
-    assert err.value.field == "ha.advert_int"
-
-
-def test_ipv4_vip_with_ipv6_nodes_is_refused_even_past_the_schema() -> None:
-    """The schema refuses it (test_addresses.py); the renderer still does on its own."""
-    nodes = ["2001:db8:1::10", "2001:db8:1::11"]
-    ipv6 = _cfg("ha0", ha_node_list=nodes, kad_vip="2001:db8:1::fc", kad_vif="eth1")
-    assert ipv6.ha is not None
-    ha = ipv6.ha.model_copy(update={"kad_vip": Vip.parse("198.51.100.254:eth0")})
-    cfg = ipv6.model_copy(update={"ha": ha})
-    with pytest.raises(ConfigError) as err:
-        render_keepalived(cfg, ip_address("2001:db8:1::10"), ROOT, CHECK)
-    assert err.value.field == "ha.kad_vip"
 
 
 def test_self_address_must_be_a_node() -> None:

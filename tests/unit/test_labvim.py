@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -13,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomli_w
 
-from esc.config.schema import EscConfig, LabVimSettings, dump_config, parse_config
+from esc.config.schema import EscConfig, NodePaths, parse_config
 from esc.errors import CommandError, ConfigError
 from esc.manager.vim import FakeVim, VimError, VmSpec, build_vim
 from esclab import vim as labvim
+from esclab.lab import lab_vim_settings
 from esclab.vim import (
     Completed,
     LabVim,
@@ -27,6 +30,13 @@ from esclab.vim import (
     peer_name,
     remove_all,
     vm_id,
+)
+from esclab.vim_settings import (
+    LabVimSettings,
+    load_settings,
+    parse_settings,
+    save_settings,
+    settings_path,
 )
 
 SPEC = VmSpec("g", "img", "small")
@@ -599,43 +609,66 @@ def test_subprocess_runner_times_out() -> None:
 # --- config -----------------------------------------------------------------------------------
 
 
-def test_lab_vim_config_round_trip() -> None:
-    cfg = parse_config(
-        {
-            "manager": {
-                "vim": "lab",
-                "lab_vim": {"subnet": "203.0.113.128/25", "first_host": 16, "tcp_port": 7100},
-            }
-        }
-    )
-    assert cfg.manager.lab_vim is not None
-    assert cfg.manager.lab_vim.subnet == ipaddress.ip_network("203.0.113.128/25")
-    again = parse_config(__import__("tomllib").loads(dump_config(cfg)))
-    assert again == cfg
-    assert isinstance(build_vim(cfg), LabVim)
-    assert isinstance(build_vim(EscConfig()), FakeVim)
-    default = build_vim(parse_config({"manager": {"vim": "lab"}}))
+def test_lab_vim_settings_live_beside_the_config_and_round_trip(tmp_path: Path) -> None:
+    paths = NodePaths(tmp_path)
+    data = {"subnet": "203.0.113.128/25", "first_host": 16, "tcp_port": 7100}
+    saved = parse_settings(data, "test")
+    save_settings(saved, paths)
+    assert settings_path(paths).parent == paths.config_file.parent
+    assert load_settings(paths) == saved
+    cfg = parse_config({"manager": {"vim": "lab"}})
+    vim = build_vim(cfg, paths)
+    assert isinstance(vim, LabVim)
+    assert vim.settings.subnet == ipaddress.ip_network("203.0.113.128/25")
+    assert isinstance(build_vim(EscConfig(), paths), FakeVim)
+    default = build_vim(cfg, NodePaths(tmp_path / "no-settings"))
     assert isinstance(default, LabVim)
     assert str(default.settings.subnet) == "2001:db8:200::/64"
 
 
+def test_the_lab_registry_is_under_the_lab_root(tmp_path: Path) -> None:
+    assert lab_vim_settings(tmp_path).state_dir == str(tmp_path / "vim")
+
+
 @pytest.mark.parametrize(
-    ("lab_vim", "field_"),
+    ("data", "field_"),
     [
-        ({"subnet": "10.0.0.0/24"}, "manager.lab_vim.subnet"),
-        ({"subnet": "192.0.2.0/23"}, "manager.lab_vim.subnet"),
-        ({"subnet": "192.0.2.1/24"}, "manager.lab_vim.subnet"),
-        ({"subnet": "203.0.113.128/25", "first_host": 127}, "manager.lab_vim.first_host"),
-        ({"bridge": "br\nx"}, "manager.lab_vim.bridge"),
-        ({"bridge": "a-very-long-bridge"}, "manager.lab_vim.bridge"),
-        ({"switch_netns": "../etc"}, "manager.lab_vim.switch_netns"),
-        ({"state_dir": "relative"}, "manager.lab_vim.state_dir"),
-        ({"tcp_port": 0}, "manager.lab_vim.tcp_port"),
-        ({"create_delay_s": -1}, "manager.lab_vim.create_delay_s"),
-        ({"colour": "red"}, "manager.lab_vim.colour"),
+        ({"subnet": "10.0.0.0/24"}, "subnet"),
+        ({"subnet": "192.0.2.0/23"}, "subnet"),
+        ({"subnet": "192.0.2.1/24"}, "subnet"),
+        ({"subnet": "203.0.113.128/25", "first_host": 127}, "first_host"),
+        ({"bridge": "br\nx"}, "bridge"),
+        ({"bridge": "a-very-long-bridge"}, "bridge"),
+        ({"switch_netns": "../etc"}, "switch_netns"),
+        ({"state_dir": "relative"}, "state_dir"),
+        ({"tcp_port": 0}, "tcp_port"),
+        ({"create_delay_s": -1}, "create_delay_s"),
+        ({"colour": "red"}, "colour"),
     ],
 )
-def test_lab_vim_config_errors_name_the_field(lab_vim: dict[str, object], field_: str) -> None:
+def test_lab_vim_settings_errors_name_the_key_and_the_file(
+    data: dict[str, object], field_: str, tmp_path: Path
+) -> None:
+    paths = NodePaths(tmp_path)
+    settings_path(paths).parent.mkdir(parents=True)
+    settings_path(paths).write_text(tomli_w.dumps(data))
     with pytest.raises(ConfigError) as err:
-        parse_config({"manager": {"vim": "lab", "lab_vim": lab_vim}})
+        load_settings(paths)
     assert err.value.field == field_
+    assert str(settings_path(paths)) in err.value.message
+
+
+def test_the_product_schema_has_no_lab_settings() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"manager": {"vim": "lab", "lab_vim": {"state_dir": "/x"}}})
+    assert err.value.field == "manager.lab_vim"
+
+
+def test_without_the_lab_package_vim_lab_is_refused_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed product has no esclab: importing it fails as it does here."""
+    monkeypatch.setitem(sys.modules, "esclab.vim", None)
+    with pytest.raises(ConfigError) as err:
+        build_vim(parse_config({"manager": {"vim": "lab"}}), NodePaths(tmp_path))
+    assert err.value.field == "manager.vim"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from esc.cli.ha_set import BGP_FLAGS, HA_FLAGS
+from esc.cli.config_flags import BGP_FLAGS, HA_FLAGS
 from esc.errors import ConfigError
 
 # command words -> (its options, those taking several values)

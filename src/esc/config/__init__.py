@@ -1,4 +1,4 @@
-"""One typed config schema for the agent, the manager, escadm and the lab."""
+"""One typed config schema for the agent, the manager and escadm (``esc.config.schema``)."""
 
 from esc.config.schema import (
     AgentConfig,

@@ -60,11 +60,7 @@ def _bgp(cfg: EscConfig | BgpConfig) -> BgpConfig:
     bgp = cfg if isinstance(cfg, BgpConfig) else cfg.bgp
     if bgp is None:
         raise ConfigError("bgp", "not configured (run `escadm bgp set`)")
-    anycast = _addr("bgp.anycast_ip", bgp.anycast_ip)
-    if anycast.version != _addr("bgp.local_ip", bgp.local_ip).version:
-        # "next-hop self" would give an IPv6 route an IPv4 next hop, or the reverse.
-        raise ConfigError("bgp.anycast_ip", "must be of the family of local_ip and remote_ip")
-    return bgp
+    return bgp  # its rules (one family for all three addresses, ...) are the schema's
 
 
 def anycast_prefix(cfg: EscConfig | BgpConfig) -> str:

@@ -17,10 +17,11 @@ one to weigh the election by data:
 Transitions reach the agent through ``vrrp_notify_fifo`` (lines like
 ``INSTANCE "ESC" MASTER 101``); no notify script is spawned.
 
-Rules the renderer enforces beyond the schema (each learned from ``keepalived -t``):
+How the config is rendered (each rule learned from ``keepalived -t``; the schema refuses the
+values that cannot be rendered, ``esc.config.ha``):
 
 - ``vrrp_version 3`` is required for sub-second ``advert_int`` (under v2, 0.1 is "rounded"); v3
-  counts in units of 10 ms and caps at 40.95 s, so other values are refused here.
+  counts in units of 10 ms and caps at 40.95 s, the range the schema allows.
 - One VRRP instance carries one address family: keepalived refuses a mixed-family address in
   ``virtual_ipaddress``, and with v3 an instance whose only address is in
   ``virtual_ipaddress_excluded`` ("No VIP specified; at least one is required"). So an IPv6
@@ -28,7 +29,7 @@ Rules the renderer enforces beyond the schema (each learned from ``keepalived -t
   instance on the same sync link (``kad_vif``): adverts go to ff02::12 from the link's IPv6
   link-local address (``native_ipv6``, no unicast peers, which would have to be IPv6), while
   replication and the peer API stay on the IPv4 addresses. The reverse (an IPv4 VIP with IPv6
-  nodes) would need IPv4 on an IPv6-only link and is refused.
+  nodes) would need IPv4 on an IPv6-only link: the schema refuses it.
 - The VIP is rendered with its own prefix length when one was given (``[2001:db8::fc/48]``),
   otherwise as a host address (/32, /128). A VIP that should answer on its subnet is normally
   given the interface's prefix by the operator (``192.0.2.254/24:eth2``).
@@ -90,12 +91,9 @@ def _safe(field: str, value: object) -> str:
 
 
 def format_advert_int(seconds: float) -> str:
-    """``0.2`` -> ``"0.2"``, ``1.0`` -> ``"1"``; VRRPv3 counts centiseconds, up to 40.95 s."""
+    """``0.2`` -> ``"0.2"``, ``1.0`` -> ``"1"``: VRRPv3 counts centiseconds (the schema's
+    ``ha.advert_int`` is a whole number of them)."""
     centis = round(seconds * 100)
-    if abs(centis - seconds * 100) > 1e-6 or not 1 <= centis <= 4095:
-        raise ConfigError(
-            "ha.advert_int", "VRRPv3 needs a multiple of 0.01 s between 0.01 and 40.95"
-        )
     whole, frac = divmod(centis, 100)
     return f"{whole}.{frac:02d}".rstrip("0").rstrip(".")
 
@@ -132,12 +130,6 @@ def render_keepalived(
     peer, priority = peer_of(ha, self_addr)
     # An IPv6 VIP over IPv4 nodes: the instance is IPv6 on the sync link (module docstring).
     link_local_v6 = ha.kad_vip.address.version == 6 and self_addr.version == 4
-    if ha.kad_vip.address.version == 4 and self_addr.version == 6:
-        raise ConfigError(
-            "ha.kad_vip",
-            "an IPv4 VIP needs IPv4 ha_node_list: VRRP carries one family per instance and "
-            "an IPv4 instance cannot advertise from IPv6-only nodes",
-        )
     router_id = _safe("node_name", cfg.node_name)
     fifo = _safe("paths.run_dir", fifo_path(paths))
     gate = _safe("paths.run_dir", gate_path(paths))
@@ -150,9 +142,6 @@ def render_keepalived(
     src = _safe("ha.ha_node_list", self_addr)
     other = _safe("ha.ha_node_list", peer)
     advert = format_advert_int(ha.advert_int)
-    vrid = ha.vrid
-    if not 1 <= vrid <= 255:
-        raise ConfigError("ha.kad_vri", "must be 1-255")
     age = max_age_ms(cfg)
     if link_local_v6:
         peers = "    native_ipv6\n"  # to ff02::12 from the sync link's link-local address
@@ -195,7 +184,7 @@ vrrp_instance {INSTANCE} {{
     state BACKUP
     nopreempt
     interface {vif}
-    virtual_router_id {vrid}
+    virtual_router_id {ha.vrid}
     priority {priority}
     advert_int {advert}
 {peers}    virtual_ipaddress {{

@@ -181,7 +181,7 @@ async def _main(cfg: EscConfig, paths: NodePaths) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(cfg, paths, build_vim(cfg), stop)
+    await serve(cfg, paths, build_vim(cfg, paths), stop)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

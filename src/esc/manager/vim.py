@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from esc.config.schema import EscConfig
+from esc.config.schema import EscConfig, NodePaths
 from esc.errors import ConfigError, DriverError
 
 log = logging.getLogger("esc.manager.vim")
@@ -108,9 +108,10 @@ class FakeVim:
             return {name for _, name in self.vms}
 
 
-def build_vim(cfg: EscConfig) -> Vim:
+def build_vim(cfg: EscConfig, paths: NodePaths) -> Vim:
     """The VIM ``cfg.manager.vim`` names. The lab VIM lives in the lab package (``esclab``,
-    the checkout only), never in the product's: without it, ``vim = "lab"`` is refused."""
+    the checkout only), never in the product's, and so do its settings (read from the node's
+    ``paths``): without the package, ``vim = "lab"`` is refused, naming ``manager.vim``."""
     if cfg.manager.vim == "lab":
         try:
             from esclab.vim import build_lab_vim  # noqa: PLC0415 - optional, lab only
@@ -118,6 +119,6 @@ def build_vim(cfg: EscConfig) -> Vim:
             raise ConfigError(
                 "manager.vim", '"lab" needs the lab package (the checkout), not installed here'
             ) from exc
-        return build_lab_vim(cfg)
+        return build_lab_vim(paths)
     log.warning("VIM: in-memory fake (VMs are not real and vanish with the process)")
     return FakeVim()
