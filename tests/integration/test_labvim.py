@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from esc.config.schema import LabVimSettings
 from esc.manager.vim import VmSpec
 from esclab.vim import LabVim, list_vms, remove_all_blocking
+from esclab.vim_settings import LabVimSettings
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ FAMILIES = {
 
 MANAGER = """
 import asyncio, sys
-from esc.config.schema import LabVimSettings
+from esclab.vim_settings import LabVimSettings
 from esclab.vim import LabVim
 from esc.manager.vim import VmSpec
 vim = LabVim(LabVimSettings.model_validate_json(sys.argv[1]))
