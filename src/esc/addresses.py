@@ -58,6 +58,12 @@ class Use:
     unspecified: str | None = "it names no host"
 
 
+def url_host(addr: IPAddress | str) -> str:
+    """The address as the host part of a URL: IPv6 in brackets."""
+    text = str(addr)
+    return f"[{text}]" if ":" in text else text
+
+
 def parse_ip(text: str) -> IPAddress:
     """Parse an address (``[...]`` allowed around IPv6). Syntax only: :func:`check_address`
     decides whether it can work where it is used."""

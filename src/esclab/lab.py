@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from esc.addresses import url_host
 from esc.config.schema import (
     AgentConfig,
     BgpConfig,
@@ -583,7 +584,7 @@ class Lab:
         cfg = load_config(self.node_paths(NODES[0]).config_file)
         if cfg.ha is not None:
             vip = cfg.ha.kad_vip.address
-            host = _url_host(vip)
+            host = url_host(vip)
             result["vip"] = str(vip)
             result["pair_ready"] = self.pair_ready()
             api = dict(state.get("api", {}))
@@ -599,7 +600,7 @@ class Lab:
             topo = self.topology()
             net = topo.northbound_network
             api["node_urls"] = {
-                node: base.format(_url_host(topo.address(node, net, vip.version).ip))
+                node: base.format(url_host(topo.address(node, net, vip.version).ip))
                 for node in NODES
             }
             result["api"] = api
@@ -753,10 +754,6 @@ def lab_node_config(
             vim="lab" if lab_vim else "fake",
         ),
     )
-
-
-def _url_host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
 def lab_vim_settings(root: Path) -> LabVimSettings:

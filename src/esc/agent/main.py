@@ -17,7 +17,7 @@ import sys
 import threading
 from types import FrameType
 
-from esc.addresses import IPAddress
+from esc.addresses import IPAddress, url_host
 from esc.agent import setup_error
 from esc.agent.api import PeerPoller, serve_peer, serve_unix
 from esc.agent.execute import Threaded
@@ -53,8 +53,7 @@ def own_address(cfg: EscConfig, host: HostFacts) -> tuple[int, IPAddress, IPAddr
 
 def peer_api_url(cfg: EscConfig, peer_addr: IPAddress) -> str:
     """The northbound URL of the peer's own address, for this node's 503 answers."""
-    host = f"[{peer_addr}]" if peer_addr.version == 6 else str(peer_addr)
-    return f"https://{host}:{cfg.manager.https_port}/v0"
+    return f"https://{url_host(peer_addr)}:{cfg.manager.https_port}/v0"
 
 
 def setup_logging(paths: NodePaths) -> None:

@@ -29,7 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from esc.addresses import url_host
 from esc.drivers.proc import Child
 from esc.errors import ConfigError, QuorumError
 
@@ -50,16 +52,12 @@ class Member:
             raise ConfigError("name", f"{self.name!r}: letters, digits, - and _ only")
 
     @property
-    def _host(self) -> str:
-        return f"[{self.address}]" if ":" in self.address else self.address
-
-    @property
     def peer_url(self) -> str:
-        return f"https://{self._host}:{self.peer_port}"
+        return f"https://{url_host(self.address)}:{self.peer_port}"
 
     @property
     def client_url(self) -> str:
-        return f"https://{self._host}:{self.client_port}"
+        return f"https://{url_host(self.address)}:{self.client_port}"
 
 
 @dataclass(frozen=True)
@@ -172,6 +170,11 @@ def _unb64(text: str) -> str:
     return base64.b64decode(text).decode()
 
 
+def _unchanged(key: str, mod_revision: int) -> dict[str, str]:
+    """A txn compare: the key was last modified at ``mod_revision``."""
+    return {"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": str(mod_revision)}
+
+
 def _int(data: dict[str, Any], key: str) -> int:
     """etcd's JSON gateway spells int64 as strings and leaves out zero values."""
     try:
@@ -213,10 +216,9 @@ class EtcdClient:
             self._conn = None
 
     def _connect(self, endpoint: str) -> http.client.HTTPSConnection:
-        rest = endpoint.removeprefix("https://")
-        host, _, port = rest.rpartition(":")
+        parts = urlsplit(endpoint)
         return http.client.HTTPSConnection(
-            host.strip("[]"), int(port), timeout=self.timeout, context=self._ctx
+            parts.hostname or "", parts.port or 2379, timeout=self.timeout, context=self._ctx
         )
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -291,12 +293,7 @@ class EtcdClient:
         compare = (
             {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
             if mod_revision == 0
-            else {
-                "key": _b64(key),
-                "result": "EQUAL",
-                "target": "MOD",
-                "mod_revision": str(mod_revision),
-            }
+            else _unchanged(key, mod_revision)
         )
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
         if lease:
@@ -322,14 +319,7 @@ class EtcdClient:
         data = self.call(
             "kv/txn",
             {
-                "compare": [
-                    {
-                        "key": _b64(key),
-                        "result": "EQUAL",
-                        "target": "MOD",
-                        "mod_revision": str(mod_revision),
-                    }
-                ],
+                "compare": [_unchanged(key, mod_revision)],
                 "success": [{"request_delete_range": {"key": _b64(key)}}],
             },
         )
