@@ -228,8 +228,7 @@ def test_one_keeper_holds_the_key_and_a_planned_stop_hands_it_over(quorum: Quoru
     try:
         a.want_leader(True)
         wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
-        b.want_leader(True)
-        time.sleep(0.1)  # b campaigns at once (its wish wakes it), and must lose
+        b.want_leader(True)  # b campaigns at once (its wish wakes it), and must lose
         wait_for("esc-ha-1 seeing the holder", lambda: b.view().leader == "esc-ha-0")
         assert not b.view().holder
         a.stop()  # revokes: the key goes now, not after the TTL
@@ -256,8 +255,9 @@ def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Qu
         quorum.procs["witness"].stop()
         last = a.view().serve_until
         wait_for("esc-ha-0 giving up the key", lambda: not a.view().holder, timeout=10)
-        assert time.monotonic() <= last + 0.2  # at serve_until, not after
-        assert not a.view().reachable or a.view().serve_until <= last
+        # given up because serve_until passed with no renewal answered (the instant itself is
+        # checked on a clock of the test's in test_quorum_keeper.py, not here)
+        assert not a.view().reachable and a.view().serve_until == last
         # the quorum back without esc-ha-0 (its member down, so it reaches nothing): esc-ha-1
         # takes over only once etcd has expired esc-ha-0's lease
         quorum.procs["esc-ha-0"].stop()
@@ -281,7 +281,9 @@ def test_only_the_holder_records_the_synchronous_standby(quorum: Quorum) -> None
         rev = b.view().sync_revision
         b.record_sync("esc-ha-0", rev)  # not the holder: not carried out
         a.record_sync("", rev + 100)  # a stale revision: refused by etcd
-        time.sleep(2)  # two rounds of each keeper (ttl 3: renewals every second)
+        for k in (a, b, a, b):  # two whole rounds of each keeper after the requests
+            t = time.monotonic()
+            wait_for("a round of the keeper", lambda k=k, t=t: k.view().looked_at > t, 10)
         assert (a.view().sync, a.view().sync_revision) == ("esc-ha-1", rev)
         a.record_sync("", rev)  # dropped, from what was read
         wait_for("nobody recorded", lambda: b.view().sync == "")
