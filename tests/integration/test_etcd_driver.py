@@ -247,8 +247,9 @@ def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Qu
     watch = NeverTwo(a, b)
     try:
         a.want_leader(True)
-        b.want_leader(True)
         wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
+        b.want_leader(True)  # campaigns from now on, and loses while esc-ha-0 renews
+        wait_for("esc-ha-1 seeing the holder", lambda: b.view().leader == "esc-ha-0", 10, b.view)
         assert 0 < a.view().serve_until - time.monotonic() <= 3 - 0.5
         # esc-ha-0 keeps only its own member: no quorum, no renewal
         quorum.procs["esc-ha-1"].stop()
