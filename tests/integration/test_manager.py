@@ -521,6 +521,52 @@ def test_a_replay_waits_for_the_synchronous_standby_like_a_write(active: Instanc
     assert again.json() == first.json()
 
 
+def test_the_health_check_answers_while_every_connection_waits_for_the_standby(
+    active: Instance, pg: Pg
+) -> None:
+    """The synchronous standby lost: every northbound commit waits (until the agent's grace
+    runs out) holding a connection of the pool. The health check has its own connection: it
+    says healthy, so the agent does not close the gate before its grace can run out (found by
+    test_heal.py: the pool full, the check timed out three times, the old primary went FAULT
+    and stayed synchronous with a standby cut off)."""
+    admin = pg.conninfo("postgres")
+
+    def sync_names(value: str | None) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if value is None:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            else:
+                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def waiting_in_syncrep() -> int:
+        rows = sql(admin, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+        return int(rows[0][0])
+
+    writers = 24  # more than the pool's 20 connections
+
+    def post(i: int) -> int:
+        with active.client() as c:
+            c.timeout = httpx.Timeout(60.0)
+            return c.post("/v0/tenants", json={"name": f"w{i}"}).status_code
+
+    sync_names("ghost")
+    try:
+        with ThreadPoolExecutor(writers) as pool:
+            answers = [pool.submit(post, i) for i in range(writers)]
+            eventually(lambda: waiting_in_syncrep() >= 20, 30, "the pool's connections waiting")
+            for _ in range(3):  # the agent's three failures in a row would close the gate
+                st = active.control.status()
+                assert st.healthy and st.active, st
+            assert waiting_in_syncrep() >= 20  # still waiting when the checks answered
+            sync_names(None)
+            codes = [a.result(timeout=60) for a in answers]
+    finally:
+        sync_names(None)
+    assert all(c in (202, 503) for c in codes), codes  # 503: no connection within 3 s
+    assert codes.count(202) >= 20, codes
+
+
 @pytest.mark.parametrize(
     ("path", "body", "headers", "field"),
     [

@@ -129,7 +129,9 @@ def conninfo(cfg: EscConfig, paths: NodePaths) -> str:
 AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
-def make_pool(info: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
+def make_pool(
+    info: str, *, min_size: int = 2, max_size: int = 20, name: str = "escmanager"
+) -> AsyncConnectionPool:
     """A pool that is opened without waiting: it keeps retrying while the database is down
     and replaces connections a restart or promotion broke (checked on checkout)."""
     return AsyncConnectionPool(
@@ -137,7 +139,7 @@ def make_pool(info: str, *, min_size: int = 2, max_size: int = 20) -> AsyncConne
         min_size=min_size,
         max_size=max_size,
         open=False,
-        name="escmanager",
+        name=name,
         timeout=3.0,  # a request waits at most this for a connection, then 503
         check=AsyncConnectionPool.check_connection,
         kwargs={"autocommit": False},

@@ -48,6 +48,11 @@ class Manager:
         # inactive node has no database to reach and that is not a fault.
         self.shared_storage = shared_storage
         self.pool = make_pool(conninfo)
+        # The health check's own connection: with the synchronous standby lost, every
+        # northbound commit waits (up to the standby-loss grace) holding a connection of the
+        # pool, and a check that queued behind them would report a working database as
+        # unreachable; the agent would then close the gate before the grace could run out.
+        self.health_pool = make_pool(conninfo, min_size=1, max_size=1, name="escmanager-health")
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
         self.active = False
@@ -59,10 +64,12 @@ class Manager:
     async def start(self) -> None:
         """Open the pool without waiting for the database: it keeps retrying in the back."""
         await self.pool.open(wait=False)
+        await self.health_pool.open(wait=False)
 
     async def close(self) -> None:
         await self._stop_worker()
         await self.pool.close()
+        await self.health_pool.close()
 
     async def activate(self, primary: str) -> None:
         async with self._switch:
@@ -120,7 +127,7 @@ class Manager:
         """healthy: the process works and its database answers (active: and is writable)."""
         active = self.active
         try:
-            async with asyncio.timeout(HEALTH_TIMEOUT_S), self.pool.connection() as conn:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S), self.health_pool.connection() as conn:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")
                 row = await cur.fetchone()
                 await conn.rollback()
