@@ -103,6 +103,22 @@ def agent_status(lab: Lab, host: str, timeout: float = 2.0) -> dict[str, Any] | 
     return body if code == 200 else None
 
 
+def brief(host: str, st: Mapping[str, Any] | None) -> str:
+    """One line of a node's agent status for a test's failure message."""
+    if st is None:
+        return f"{host}: no answer"
+    db = st.get("db") or {}
+    return (
+        f"{host}: {st.get('state')} [{st.get('rule')}] {st.get('reason')!r}; db {db.get('role')} "
+        f"tl {db.get('timeline')} sync {db.get('sync_standby')!r} names {db.get('sync_names')!r}; "
+        f"peer_outdated_from {st.get('peer_outdated_from')}"
+    )
+
+
+def pair_brief(lab: Lab) -> str:
+    return " | ".join(brief(h, agent_status(lab, h)) for h in NODES)
+
+
 def pair_health(lab: Lab) -> PairHealth:
     return pair_verdict({h: agent_status(lab, h) for h in NODES})
 

@@ -21,13 +21,23 @@ T = TypeVar("T")
 LAB_NAMESPACES = {*HOSTS, SWITCH_NS}
 
 
-def eventually(fn: Callable[[], T], timeout: float = 30.0, step: float = 0.1, what: str = "") -> T:
-    """Call ``fn`` until it returns a truthy value; fail with its last value after ``timeout``."""
+def eventually(
+    fn: Callable[[], T],
+    timeout: float = 30.0,
+    step: float = 0.1,
+    what: str = "",
+    explain: Callable[[], object] | None = None,
+) -> T:
+    """Call ``fn`` until it returns a truthy value; fail with its last value after ``timeout``
+    (and with what ``explain`` says then, e.g. the nodes' states and reasons)."""
     deadline = time.monotonic() + timeout
     last: T = fn()
     while not last:
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: {last!r}")
+            why = f"; {explain()}" if explain is not None else ""
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or fn}: {last!r}{why}"
+            )
         time.sleep(step)
         last = fn()
     return last

@@ -39,13 +39,18 @@ def partition_and_heal(lab: Lab, w: WriterRun, i: int) -> None:
     old, new = health.master, health.backup
     assert old is not None and new is not None
     faults.partition(lab, lab.topology().sync_network, "all")
-    eventually(lambda: lab.node_state(new) == "MASTER", 60, 0.05, f"{new} promoted")
+
+    def why() -> str:
+        return f"round {i}: {scenarios.pair_brief(lab)}"
+
+    eventually(lambda: lab.node_state(new) == "MASTER", 60, 0.05, f"{new} promoted", why)
     # the old primary's grace runs out too: it would acknowledge alone if it had traffic
     eventually(
         lambda: (scenarios.agent_status(lab, old) or {}).get("peer_outdated_from") is not None,
         60,
         0.1,
         f"{old} asynchronous",
+        why,
     )
     w.wait_acks(len(w.acks) + 10, timeout=60)  # served by the new primary
     faults.heal(lab)
