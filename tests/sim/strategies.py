@@ -13,7 +13,7 @@ NODES = (-1, 0, 1)  # -1: whichever node is MASTER when the fault starts
 settings.register_profile(
     "sim-ci",
     deadline=None,
-    database=None,  # no example database: a run depends on its seed only
+    database=None,  # no example database: a run depends on its seed (and the code's constants)
     derandomize=False,  # the seed is explicit (@seed in test_search.py), and printed
     print_blob=False,
     suppress_health_check=list(HealthCheck),

@@ -1,5 +1,7 @@
 """The random search: Hypothesis generates fault schedules; every one must keep the invariants
-(invariants.py). Reproducible: a fixed seed (``SIM_SEED``, printed), no example database.
+(invariants.py). Reproducible: a fixed seed (``SIM_SEED``, printed), no example database; for
+one revision of the code only, since Hypothesis also draws from the literal constants of the
+imported local modules (docs/architecture.md, "Running and replaying").
 
     SIM_EXAMPLES=10000  schedules in all (default)
     SIM_WORKERS=2       processes (default: up to 2, the CPUs this process may use)
