@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 
 def fmt_lsn(lsn: int) -> str:
@@ -131,6 +132,10 @@ class Observation:
 
 @dataclass(frozen=True)
 class Action:
+    # A role change is under way after this action: the agent runs its next cycle at once
+    # (agent/loop.py, up to MAX_BACK_TO_BACK in a row), so the failover path has no polling step.
+    hurries: ClassVar[bool] = False
+
     @property
     def kind(self) -> str:
         return type(self).__name__
@@ -150,10 +155,14 @@ class CloseGate(Action):
 class InitPrimary(Action):
     """First boot of the pair: create the database on this node."""
 
+    hurries = True
+
 
 @dataclass(frozen=True)
 class StartDb(Action):
     """Start the local database in whatever role its data directory holds."""
+
+    hurries = True
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,8 @@ class Promote(Action):
     newest the peer reported): a standby that never streamed the peer's newer timeline does
     not know its id, and PostgreSQL would open the same id again over another history."""
 
+    hurries = True
+
     above_timeline: int = 0
 
 
@@ -169,32 +180,38 @@ class Promote(Action):
 class Follow(Action):
     """Make the local database a streaming standby of ``primary`` (rewind or re-clone)."""
 
+    hurries = True
+
     primary: str
 
 
 @dataclass(frozen=True)
 class ActivateService(Action):
-    pass
+    hurries = True
 
 
 @dataclass(frozen=True)
 class DeactivateService(Action):
-    pass
+    hurries = True
 
 
 @dataclass(frozen=True)
 class RemoveVip(Action):
     """A killed keepalived leaves the VIP on the interface; remove it ourselves."""
 
+    hurries = True
+
 
 @dataclass(frozen=True)
 class RestartVrrp(Action):
-    pass
+    hurries = True
 
 
 @dataclass(frozen=True)
 class DropSync(Action):
     """Policy ``available``: stop waiting for the lost standby; record it as outdated."""
+
+    hurries = True
 
     from_lsn: int
 
@@ -202,6 +219,8 @@ class DropSync(Action):
 @dataclass(frozen=True)
 class RestoreSync(Action):
     """The standby caught up: name it synchronous again and clear its outdated mark."""
+
+    hurries = True
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,9 @@
 ``Agent`` is constructed as build_agent constructs it, minus the threads and servers that
 build_agent starts: its cycle (observe, operator requests, the real ``decide()``, the state
 file and persisted memory on a tmpfs directory, the executor, naming the primary, the anycast
-route) is the product's code. Only two things are not: ``_status`` (escadm's status JSON,
-which nothing in the pair reads) returns an empty dict, because building it costs more than
-the rest of the cycle; and the peer poller's transport (``PeerPoller.fetch``), which here
-reads the peer agent's published view through the simulated network. Its ``poll_once`` and
-``current`` are the real ones.
+route, the status escadm reads) is the product's code. Only one thing is not: the peer
+poller's transport (``PeerPoller.fetch``), which here reads the peer agent's published view
+through the simulated network. Its ``poll_once`` and ``current`` are the real ones.
 """
 
 from __future__ import annotations
@@ -16,19 +14,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from esc.agent.api import PeerPoller
-from esc.agent.loop import Agent
 from esc.errors import DriverError
-from esc.model import Decision, Observation, PeerView
+from esc.model import PeerView
 from esc.wire import parse_view, same_view
 
 from .clock import Sim
 
 LATENCY = 0.0005  # one HTTP round trip on the sync network
-
-
-class SimAgent(Agent):
-    def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:
-        return {}
 
 
 class SimHistory:

@@ -17,14 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esc.agent.loop import _PROGRESS, MAX_BACK_TO_BACK, Request
+from esc.agent.loop import MAX_BACK_TO_BACK, Agent, Request, hurried
 from esc.config.schema import EscConfig, NodePaths, write_atomic
 from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeBgp
 from esc.errors import EscError, IllegalTransition
 from esc.model import Decision, NodeState, VrrpState
 
-from .agent import SimAgent, SimHistory, SimPeerPoller, SimVip
+from .agent import SimHistory, SimPeerPoller, SimVip
 from .clock import Timer
 from .db import Postgres
 from .manager import Manager, SimService
@@ -85,7 +85,7 @@ class Node:
         self.pg = Postgres(world.cluster, self, sync)
         self.keepalived: Keepalived | None = None
         self.manager: Manager | None = None
-        self.agent: SimAgent | None = None
+        self.agent: Agent | None = None
         self.inc = 0
         self._vrrp: SimVrrp | None = None
         self.service: SimService | None = None
@@ -224,7 +224,7 @@ class Node:
             peer_name=self.peer_name,
         )
         self.bgp = FakeBgp()
-        self.agent = SimAgent(
+        self.agent = Agent(
             cfg=self.cfg,
             paths=self.paths,
             dcfg=self.dcfg,
@@ -410,11 +410,7 @@ class Node:
         self.cycles += 1
         self._after(agent, d)
         self.world.after_cycle(self, t0)
-        busy = (
-            d is not None
-            and not agent.action_failed
-            and any(isinstance(a, _PROGRESS) for a in d.actions)
-        )
+        busy = hurried(d, agent.action_failed)
         if busy and self.b2b < MAX_BACK_TO_BACK:
             self.b2b += 1
             self.cycle.set(self.sim.now + CYCLE_COST)
@@ -427,7 +423,7 @@ class Node:
         self.waiting = True
         self.cycle.set(max(t0 + self.cfg.agent.cycle_s, self.sim.now + CYCLE_COST))
 
-    def _after(self, agent: SimAgent, d: Decision | None) -> None:
+    def _after(self, agent: Agent, d: Decision | None) -> None:
         if d is not None and (d.reason != self.last_reason or d.next_state != self.last_state):
             was = self.last_state
             head = f"{was.value} -> {d.next_state.value}" if was != d.next_state else was.value

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from esc.agent.history import KEEP, History
 from esc.agent.loop import live_change_refusal
-from esc.cli.agent_cmd import progress_line
 from esc.config.schema import parse_config
 from esc.core.facts import DecideConfig
 from esc.core.requests import switchover_refusal
@@ -101,12 +100,3 @@ def test_history_keeps_the_last_thousand_and_survives_a_torn_line(tmp_path: Path
     items = again.last()
     assert len(items) == KEEP
     assert items[-1]["reason"] == f"r{KEEP + KEEP // 10 + 4}"
-
-
-def test_progress_line() -> None:
-    assert progress_line(None) is None
-    line = progress_line(
-        {"operation": "cloning from esc-ha-0", "done": 50_000_000, "total": 200_000_000}
-    )
-    assert line == "cloning from esc-ha-0: 25% (50.0 of 200.0 MB)"
-    assert progress_line({"operation": "x", "done": 1_000_000, "total": 0}) == "x: (1.0 MB)"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from statuses import status_dict
 
 from esc.agent import main as agent_main
 from esc.agent import setup_error
@@ -135,7 +136,8 @@ class FakeUnit:
 def _fake_agent(paths: NodePaths, servers: list[socketserver.BaseServer]) -> Any:
     def handle(method: str, path: str, _body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if (method, path) == ("GET", "/status"):
-            return 200, {"state": "SWITCHING", "reason": "cold boot: waiting for peer esc-ha-1"}
+            reason = "cold boot: waiting for peer esc-ha-1"
+            return 200, status_dict(state="SWITCHING", role="standby", reason=reason)
         if (method, path) == ("POST", "/reload"):
             return 200, {"ok": True, "message": "reloaded: no generated file changed"}
         return 404, {}

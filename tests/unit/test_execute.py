@@ -10,6 +10,7 @@ import pytest
 
 from esc import model
 from esc.agent.execute import Executor, Threaded
+from esc.agent.loop import hurried
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig
 from esc.drivers.base import FollowResult, Progress
@@ -24,7 +25,9 @@ from esc.model import (
     Memory,
     NodeState,
     Observation,
+    OpenGate,
     PeerView,
+    Promote,
     ServiceView,
     VrrpState,
 )
@@ -95,7 +98,7 @@ def test_a_long_follow_runs_on_its_thread_and_is_collected_when_done() -> None:
     assert ex.run(_follow(Follow("esc-ha-1")))  # returns at once: the clone goes on
     assert db.started.wait(5)
     assert ex.busy == "following esc-ha-1"
-    assert ex.progress is not None and ex.progress["done"] == 40
+    assert ex.progress is not None and ex.progress.done == 40
     assert ex.collect()  # nothing finished yet
     db.release.set()
     assert woken.wait(5)
@@ -159,3 +162,15 @@ def test_every_action_type_has_a_handler() -> None:
     }
     ex = _executor(FakeDatabase(), None, [])
     assert kinds == set(ex.table), kinds ^ set(ex.table)
+
+
+def test_the_actions_that_change_the_role_hurry_the_next_cycle() -> None:
+    assert {c.__name__ for c in Action.__subclasses__() if c.hurries} == {
+        "Promote", "ActivateService", "DeactivateService", "Follow", "InitPrimary", "StartDb",
+        "RestartVrrp", "DropSync", "RestoreSync", "RemoveVip",
+    }  # fmt: skip
+    promote = Decision(NodeState.SWITCHING, (OpenGate(), Promote()), "promoting")
+    assert hurried(promote, action_failed=False)
+    assert not hurried(promote, action_failed=True)  # retried next cycle, not back to back
+    assert not hurried(Decision(NodeState.MASTER, (OpenGate(),), "serving"), False)
+    assert not hurried(None, False)

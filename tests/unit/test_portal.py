@@ -16,15 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from starlette.types import ASGIApp
+from statuses import T0, UNREACHABLE, status
 
 from esc.agent.api import serve_unix
 from esc.config.schema import parse_config
 from esc.errors import ConfigError
 from esc.manager.db import make_pool
 from esc.manager.portal import (
-    CSP,
-    SCRIPT,
-    STYLE,
     LiveSource,
     Snapshot,
     anycast_line,
@@ -37,91 +35,16 @@ from esc.manager.portal import (
     fmt_time,
     node_rows,
     primary_line,
-    render_page,
     transaction_rows,
     transition_rows,
     vip_line,
 )
+from esc.manager.portal_page import CSP, SCRIPT, STYLE, render_page
+from esc.model import NodeState
+from esc.status_view import StatusView, Transition, status_json, transition_json
 
-T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+agent_status = status  # what the agent's GET /status answers, typed (tests/unit/statuses.py)
 
-
-def agent_status(
-    node: str = "esc-ha-0",
-    peer_name: str = "esc-ha-1",
-    *,
-    state: str = "MASTER",
-    role: str = "primary",
-    lsn: int = 0x3000100,
-    peer: dict[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """What the agent's GET /status answers (the shape of Agent._status)."""
-    primary = role == "primary"
-    st: dict[str, Any] = {
-        "node": node,
-        "peer_name": peer_name,
-        "state": state,
-        "since": T0 - 60,
-        "reason": "serving: peer BACKUP, sync standby esc-ha-1" if primary else "following",
-        "role": role,
-        "vrrp": state,
-        "vip": "192.0.2.100",
-        "vip_held": primary,
-        "db": {
-            "role": role,
-            "timeline": 2,
-            "lsn": lsn,
-            "receive_lsn": 0 if primary else lsn + 2048,
-            "streaming": not primary,
-            "sync_standby": peer_name if primary else None,
-            "sync_names": peer_name if primary else "",
-            "replay_lag_s": 0.0 if primary else 1.25,
-            "streaming_to": [peer_name] if primary else [],
-            "lsn_text": fmt_lsn(lsn),
-        },
-        "service": {"active": primary, "healthy": True, "failures": 0},
-        "peer": peer
-        if peer is not None
-        else {
-            "reachable": True,
-            "silent_for": 0.4,
-            "state": "BACKUP" if primary else "MASTER",
-            "db_role": "standby" if primary else "primary",
-            "timeline": 2,
-            "lsn": lsn - 512 if primary else lsn,
-            "serving": not primary,
-            "outdated_lsn": None,
-            "vip_held": not primary,
-            "streaming": primary,
-            "handing_over": False,
-        },
-        "degraded": False,
-        "forced": False,
-        "self_outdated_from": None,
-        "last_transition": {
-            "time": T0 - 60,
-            "from": "SWITCHING",
-            "to": state,
-            "reason": "promoted self: peer silent 1.1s, replay lag 0 B",
-        },
-    }
-    return st | extra
-
-
-UNREACHABLE = {
-    "reachable": False,
-    "silent_for": 4.2,
-    "state": None,
-    "db_role": None,
-    "timeline": 0,
-    "lsn": 0,
-    "serving": False,
-    "outdated_lsn": None,
-    "vip_held": False,
-    "streaming": False,
-    "handing_over": False,
-}
 
 DEPLOYMENT = {
     "id": "6f1c7a2e-0000-4000-8000-000000000001",
@@ -149,14 +72,14 @@ TRANSACTION = {
 }
 
 
-def snap(agent: dict[str, Any] | None = None, **kw: Any) -> Snapshot:
+def snap(agent: StatusView | None = None, **kw: Any) -> Snapshot:
     base = Snapshot(
         node_name="esc-ha-0",
         taken_at=T0,
         agent=agent_status() if agent is None else agent,
         history=[
-            {"time": T0 - 120, "from": "STOP", "to": "SWITCHING", "reason": "agent started"},
-            {"time": T0 - 60, "from": "SWITCHING", "to": "MASTER", "reason": "promoted self"},
+            Transition(T0 - 120, "STOP", "SWITCHING", "agent started"),
+            Transition(T0 - 60, "SWITCHING", "MASTER", "promoted self"),
         ],
         deployments=[DEPLOYMENT],
         transactions=[TRANSACTION],
@@ -217,11 +140,11 @@ def test_healthy_pair_seen_from_the_primary() -> None:
         "inactive",
     )
     assert b["replication"] == "standby, streaming, synchronous"
-    assert b["lag"] == "\u2248 512 B behind"
+    assert b["lag"] == "replay 0.2 s, \u2248 512 B behind"
     assert b["lsn"] == "0/2FFFF00"
     assert b["contact"] == "answered 0.4 s ago"
-    # the agent status carries only the peer's current view
-    assert b["last_transition"] == b["reason"] == "not reported"
+    # the agent status carries only the peer's current view: its reason, not its transitions
+    assert (b["last_transition"], b["reason"]) == ("not reported", "standby: streaming")
     view = build_view(snap())
     assert view["primary"] == "esc-ha-0"
     assert view["vip"] == "192.0.2.100 held by esc-ha-0"
@@ -230,9 +153,8 @@ def test_healthy_pair_seen_from_the_primary() -> None:
 
 
 def test_after_failover_the_dead_peer_is_unreachable_and_rows_keep_their_order() -> None:
-    st = agent_status("esc-ha-1", "esc-ha-0", peer=UNREACHABLE, degraded=True)
-    st["db"]["sync_standby"] = None
-    st["db"]["streaming_to"] = []
+    st = agent_status("esc-ha-1", "esc-ha-0", peer=UNREACHABLE, peer_outdated_from=0x3000000)
+    st = replace(st, db=replace(st.db, sync_standby=None, streaming_to=()))
     rows = node_rows(snap(st, node_name="esc-ha-1"))
     assert [r["node"] for r in rows] == ["esc-ha-0", "esc-ha-1"]
     old, new = rows
@@ -247,7 +169,7 @@ def test_after_failover_the_dead_peer_is_unreachable_and_rows_keep_their_order()
 
 
 def test_peer_never_seen() -> None:
-    peer = UNREACHABLE | {"silent_for": math.inf}
+    peer = replace(UNREACHABLE, silent_for=math.inf)
     (_, b) = node_rows(snap(agent_status(peer=peer)))
     assert b["contact"] == "never answered"
 
@@ -283,17 +205,18 @@ def test_agent_not_answering() -> None:
 
 def test_both_holding_the_vip_is_shown() -> None:
     st = agent_status()
-    st["peer"] = st["peer"] | {"vip_held": True, "state": "MASTER"}
+    st = replace(st, peer=replace(st.peer, vip_held=True, state=NodeState.MASTER))
     assert vip_line(snap(st)) == "192.0.2.100 held by esc-ha-0 and esc-ha-1 (BOTH)"
     assert primary_line(node_rows(snap(st))) == "esc-ha-0 and esc-ha-1 (BOTH MASTER)"
     assert vip_line(snap(agent_status(vip=None))) == "no VIP configured"
-    assert build_view(snap(anycast_ip="203.0.113.5"))["anycast"] == (
+    silent = replace(snap(anycast_ip="203.0.113.5"), agent=None)  # the agent does not answer
+    assert build_view(silent)["anycast"] == (
         "203.0.113.5: announcing node not reported by the agent"
     )
     # an agent that reports the announcement (this node's and, in its peer view, the peer's)
     st = agent_status(announced=True)
     assert anycast_line(snap(st, anycast_ip="203.0.113.5")) == "203.0.113.5 announced by esc-ha-0"
-    st["peer"] = st["peer"] | {"announced": True}
+    st = replace(st, peer=replace(st.peer, announced=True))
     assert anycast_line(snap(st, anycast_ip="203.0.113.5")) == (
         "203.0.113.5 announced by esc-ha-0 and esc-ha-1 (BOTH)"
     )
@@ -304,7 +227,7 @@ def test_both_holding_the_vip_is_shown() -> None:
 
 def test_peer_replay_lag_when_the_agent_publishes_it() -> None:
     st = agent_status()
-    st["peer"] = st["peer"] | {"replay_lag_s": 0.25, "receive_lsn": st["peer"]["lsn"] + 96}
+    st = replace(st, peer=replace(st.peer, replay_lag_s=0.25, receive_lsn=st.peer.lsn + 96))
     (_, b) = node_rows(snap(st))
     assert b["lag"] == "replay 0.2 s, \u2248 512 B behind"
 
@@ -588,8 +511,9 @@ def test_live_source_reads_the_agent_and_survives_a_database_that_is_down(tmp_pa
     def agent(method: str, path: str, _body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         calls.append(f"{method} {path}")
         if path == "/status":
-            return 200, agent_status() | {"peer": agent_status()["peer"] | {"silent_for": math.inf}}
-        return 200, {"history": snap().history}
+            st = agent_status()
+            return 200, status_json(replace(st, peer=replace(st.peer, silent_for=math.inf)))
+        return 200, {"history": [transition_json(t) for t in snap().history]}
 
     sock = tmp_path / "agent.sock"
     server = serve_unix(sock, agent)
@@ -616,8 +540,8 @@ def test_live_source_reads_the_agent_and_survives_a_database_that_is_down(tmp_pa
     assert again is first
     assert later is not first and later.taken_at == T0 + 1.5
     assert calls == ["GET /status", "GET /history"] * 2
-    assert first.agent is not None and first.agent["peer"]["silent_for"] == math.inf
-    assert [h["to"] for h in first.history] == ["SWITCHING", "MASTER"]
+    assert first.agent is not None and first.agent.peer.silent_for == math.inf
+    assert [h.to_state for h in first.history] == ["SWITCHING", "MASTER"]
     assert first.deployments is None and first.transactions is None
     assert len(first.errors) == 1 and first.errors[0].startswith("database unavailable")
     view = build_view(first)

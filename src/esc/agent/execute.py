@@ -29,6 +29,7 @@ from esc.model import (
     RestoreSync,
     StartDb,
 )
+from esc.status_view import Progress
 
 log = logging.getLogger("esc.agent")
 
@@ -92,7 +93,7 @@ class Executor:
         self.beat = beat
         self.primary: str | None = None  # the decision's serving node, named on deactivation
         self.told_primary: str | None = None  # what the inactive manager was last told
-        self.progress: dict[str, Any] | None = None  # a clone or rewind under way (for escadm)
+        self.progress: Progress | None = None  # a clone or rewind under way (for escadm)
         self.runner = runner  # None: long actions run inline, in the cycle (the simulation)
         self.busy: str | None = None  # the long action under way ("following esc-ha-0")
         self._done: list[tuple[Follow, Any, BaseException | None, float]] = []
@@ -170,12 +171,7 @@ class Executor:
 
         def on_progress(operation: str, done: int, total: int) -> None:
             self.beat()
-            self.progress = {
-                "operation": f"{operation} from {a.primary}",
-                "done": done,
-                "total": total,
-                "time": time.time(),
-            }
+            self.progress = Progress(f"{operation} from {a.primary}", done, total, time.time())
 
         def finished(result: Any, exc: BaseException | None) -> None:
             with self._lock:

@@ -7,60 +7,47 @@ the peer's view changes, or an operator asks for something. While a role change 
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from esc.agent.execute import Executor, Runner
 from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
+from esc.agent.publish import announced, status_of, view_of
 from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
-from esc.core.decide import alone_transactions, decide
-from esc.core.facts import DecideConfig, fmt_lsn
+from esc.core.decide import decide
+from esc.core.facts import DecideConfig
 from esc.core.requests import force_primary, request_switchover
 from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
 from esc.errors import DriverError, EscError
 from esc.model import (
-    ActivateService,
     DbRole,
     DbStatus,
-    DeactivateService,
     Decision,
-    DropSync,
-    Follow,
-    InitPrimary,
     Memory,
     NodeState,
     Observation,
-    Promote,
-    RemoveVip,
-    RestartVrrp,
-    RestoreSync,
-    StartDb,
 )
-from esc.wire import peer_view
+from esc.status_view import StatusView, status_json
 
 log = logging.getLogger("esc.agent")
-# Actions after which the next cycle runs at once: a role change is under way.
-_PROGRESS = (
-    Promote,
-    ActivateService,
-    DeactivateService,
-    Follow,
-    InitPrimary,
-    StartDb,
-    RestartVrrp,
-    DropSync,
-    RestoreSync,
-    RemoveVip,
-)
 MAX_BACK_TO_BACK = 8
+
+
+def hurried(d: Decision | None, action_failed: bool) -> bool:
+    """The next cycle runs at once: this one's actions changed the role (``Action.hurries``)
+    and none failed (a failed action is retried next cycle: no busy loop, no log flood)."""
+    return d is not None and not action_failed and any(a.hurries for a in d.actions)
+
+
 # A standby stopping on purpose waits at most this for its primary to stop waiting for it.
 LEAVE_NOTICE_S = 1.5
 
@@ -104,7 +91,7 @@ class Published:
     """What the APIs serve: written by the loop, read by handler threads (replaced whole)."""
 
     view: dict[str, Any] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
+    status: Callable[[], StatusView] | None = None  # Agent._status
 
 
 class Agent:
@@ -362,84 +349,38 @@ class Agent:
     # --- what the APIs serve -----------------------------------------------------------------
 
     def _view(self, obs: Observation, d: Decision) -> dict[str, Any]:
-        mem = d.memory
-        return peer_view(
-            node=self.dcfg.node_name,
-            state=d.next_state,
-            db=obs.db,
-            serving=obs.service.active and d.next_state is NodeState.MASTER,
-            vip_held=obs.vip_held,
-            announced=self._announced(),
-            outdated_lsn=mem.peer_outdated_from,
-            outdated=mem.self_outdated_from is not None and not mem.forced,
-            handing_over=mem.switchover_since is not None,
-            reason=d.reason,
-            cycle=self.cycles,
-            served_timeline=mem.served_timeline,
-        )
+        return view_of(self.dcfg, obs, d, self._announced(), self.cycles)
 
-    def _status(self, obs: Observation, d: Decision) -> dict[str, Any]:
-        mem = d.memory
-        return {
-            "node": self.dcfg.node_name,
-            "peer_name": self.dcfg.peer_name,
-            "state": d.next_state.value,
-            "since": self.since,
-            "reason": d.reason,
-            "rule": d.rule_id,
-            "role": obs.db.role.value,
-            "vrrp": str(getattr(obs.vrrp, "value", obs.vrrp)),
-            "vip": str(self.cfg.ha.kad_vip) if self.cfg.ha else None,
-            "ha_mode": self.cfg.ha.ha_mode if self.cfg.ha else None,
-            "vip_held": obs.vip_held,
-            "anycast": str(self.cfg.bgp.anycast_ip) if self.cfg.bgp else None,
-            "announced": self._announced(),
-            "bgp": asdict(self.bgp.status()) if self.bgp is not None else None,
-            "db": {**asdict(obs.db), "lsn_text": fmt_lsn(obs.db.lsn)},
-            "service": asdict(obs.service),
-            "peer": asdict(obs.peer),
-            "gateway_ok": obs.gateway_ok,
-            "policy": self.dcfg.policy,
-            "forced": mem.forced,
-            "peer_outdated_from": mem.peer_outdated_from,
-            "self_outdated_from": mem.self_outdated_from,
-            "degraded": mem.peer_outdated_from is not None,
-            "degraded_since": mem.alone_since if mem.peer_outdated_from is not None else None,
-            # at most this many write transactions acknowledged alone (core.decide)
-            "alone_transactions": alone_transactions(obs.db, mem),
-            # WAL this node wrote since the peer became outdated: what only this node holds
-            "alone_wal_bytes": (
-                max(0, obs.db.lsn - mem.peer_outdated_from)
-                if mem.peer_outdated_from is not None and obs.db.role is DbRole.PRIMARY
-                else None
-            ),
-            "switchover": mem.switchover_since is not None,
-            "last_transition": (self.history.last(1) or [None])[0],
-        }
+    def _status(self, obs: Observation, d: Decision) -> Callable[[], StatusView]:
+        """The status, built when it is asked for (escadm, the portal: about once a second)
+        rather than every cycle, from what this cycle saw (all of it immutable)."""
+        last = (self.history.last(1) or [None])[0]
+        bgp = self.bgp.status() if self.bgp is not None else None
+        return functools.partial(status_of, self.cfg, self.dcfg, self.since, obs, d, bgp, last)
 
     def _announced(self) -> bool:
-        """The anycast route is announced and ExaBGP acknowledged it."""
-        if self.bgp is None:
-            return False
-        st = self.bgp.status()
-        return st.running and st.announced and st.acked
+        return announced(self.bgp.status() if self.bgp is not None else None)
 
-    def _diverged_dumps(self) -> list[str]:
+    def _diverged_dumps(self) -> tuple[str, ...]:
         """Transactions this node had that its peer lacked, kept before a rewind (never lost)."""
         kept = (self.paths.data_dir / "diverged").glob("*")
-        return sorted(str(p) for p in kept if p.name.startswith(("diverged-", "pgdata-")))
+        return tuple(sorted(str(p) for p in kept if p.name.startswith(("diverged-", "pgdata-"))))
 
     def handle_local(
         self, method: str, path: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
+            status = self.published.status
+            if status is None:
+                return 503, {"error": "the agent has not completed its first cycle yet"}
             # The dumps are listed per request (a directory listing), not every cycle.
-            extra = {
-                "progress": self.executor.progress,
-                "long_action": self.executor.busy,
-                "diverged_dumps": self._diverged_dumps(),
-            }
-            return 200, {**self.published.status, **extra}
+            st = replace(
+                status(),
+                progress=self.executor.progress,
+                long_action=self.executor.busy,
+                diverged_dumps=self._diverged_dumps(),
+            )
+            return 200, status_json(st)
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
         if method == "POST" and path in ("/switchover", "/force-primary", "/reload"):
@@ -480,12 +421,7 @@ class Agent:
                 # the agent: a node without its agent drops the VIP.
                 log.error("cycle failed: %s", exc)
                 d = None
-            # A failed action is retried next cycle, not back to back (no busy loop, no log flood).
-            busy = (
-                d is not None
-                and not self.action_failed
-                and any(isinstance(a, _PROGRESS) for a in d.actions)
-            )
+            busy = hurried(d, self.action_failed)
             if busy and back_to_back < MAX_BACK_TO_BACK:
                 back_to_back += 1
                 continue

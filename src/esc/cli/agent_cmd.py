@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +29,8 @@ from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
 from esc.drivers.proc import run
 from esc.errors import CommandError, DriverError
-from esc.model import fmt_lsn
+from esc.model import DbRole, NodeState, fmt_lsn
+from esc.status_view import Progress, StatusView, parse_status, status_json
 
 EXIT_OK, EXIT_NOT_SERVING, EXIT_NO_AGENT = 0, 1, 3
 AGENT_UNIT = "esc-haagent.service"
@@ -47,13 +49,20 @@ def agent_socket(paths: NodePaths) -> Path:
     return paths.run_dir / "agent.sock"
 
 
-def fetch_status(paths: NodePaths) -> dict[str, Any] | None:
-    """The agent's status, or None (silently: callers say what that means for them)."""
+def fetch_status(paths: NodePaths) -> StatusView | None:
+    """The agent's status, or None: silently when it does not answer (callers say what that
+    means for them), on stderr, naming the field, when its answer is not a status."""
     try:
         code, body = local_request(agent_socket(paths), "GET", "/status", timeout=5)
     except DriverError:
         return None
-    return body if code == 200 else None
+    if code != 200:
+        return None
+    try:
+        return parse_status(body)
+    except DriverError as exc:
+        print(f"escadm: the agent's answer is not a status: {exc}", file=sys.stderr)
+        return None
 
 
 def ask_agent(
@@ -71,73 +80,68 @@ def ask_agent(
         return None
 
 
-def serving_as_expected(st: dict[str, Any]) -> bool:
-    state = st.get("state")
-    if state == "MASTER":
-        return bool(st.get("service", {}).get("active")) and bool(st.get("vip_held"))
-    if state == "BACKUP":
-        if st.get("ha_mode") == "cinder":
+def serving_as_expected(st: StatusView) -> bool:
+    if st.state is NodeState.MASTER:
+        return st.service.active and st.vip_held
+    if st.state is NodeState.BACKUP:
+        if st.ha_mode == "cinder":
             # one database on the shared volume: a standby has nothing to stream, it must
             # just not hold the volume
-            return st.get("role") == "standby"
-        return bool(st.get("db", {}).get("streaming"))
+            return st.role is DbRole.STANDBY
+        return st.db.streaming
     return False
 
 
-def progress_line(progress: dict[str, Any] | None) -> str | None:
+def progress_line(progress: Progress | None) -> str | None:
     """'cloning from esc-ha-0: 45% (120.0 of 266.7 MB)' while a clone runs, else None."""
-    if not progress:
+    if progress is None:
         return None
-    done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
+    done, total = progress.done, progress.total
     mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
     pct = f"{100 * done // total}% " if total else ""
-    return f"{progress.get('operation', 'working')}: {pct}({mb})"
+    return f"{progress.operation}: {pct}({mb})"
 
 
-def degraded_line(st: dict[str, Any]) -> str:
+def degraded_line(st: StatusView) -> str:
     """What a primary that acknowledges alone risks, live: since when, and how much WAL only
     it holds (lost to a dump if the outdated peer turns out to have been promoted meanwhile)."""
     line = "DEGRADED: acknowledged alone (peer outdated, replication asynchronous)"
-    since = st.get("degraded_since")
-    if isinstance(since, int | float):
-        line += " since " + time.strftime("%H:%M:%S", time.localtime(since))
-    count, alone = st.get("alone_transactions"), st.get("alone_wal_bytes")
+    if st.degraded_since is not None:
+        line += " since " + time.strftime("%H:%M:%S", time.localtime(st.degraded_since))
+    count, alone = st.alone_transactions, st.alone_wal_bytes
     lacks = []
-    if isinstance(count, int):
+    if count is not None:
         lacks.append(f"at most {count} write transaction{'' if count == 1 else 's'}")
-    if isinstance(alone, int):
+    if alone is not None:
         lacks.append(f"{alone} B of WAL")
     if lacks:
         line += ", " + " and ".join(lacks) + " the peer lacks"
     return line
 
 
-def health_line(st: dict[str, Any]) -> str:
-    db = st.get("db", {})
-    parts = [f"db {db.get('role')} tl {db.get('timeline')} lsn {db.get('lsn_text')}"]
-    if st.get("state") == "MASTER":
-        parts.append(f"sync standby {db.get('sync_standby') or 'none'}")
-        parts.append(f"VIP {st.get('vip')} {'held' if st.get('vip_held') else 'NOT held'}")
+def health_line(st: StatusView) -> str:
+    db = st.db
+    parts = [f"db {db.role.value} tl {db.timeline} lsn {fmt_lsn(db.lsn)}"]
+    if st.state is NodeState.MASTER:
+        parts.append(f"sync standby {db.sync_standby or 'none'}")
+        parts.append(f"VIP {st.vip} {'held' if st.vip_held else 'NOT held'}")
     else:
-        parts.append("streaming" if db.get("streaming") else "not streaming")
-    svc = st.get("service", {})
+        parts.append("streaming" if db.streaming else "not streaming")
+    svc = st.service
     parts.append(
         "service "
-        + ("active" if svc.get("active") else "inactive")
-        + ("" if svc.get("healthy") else " UNHEALTHY")
+        + ("active" if svc.active else "inactive")
+        + ("" if svc.healthy else " UNHEALTHY")
     )
-    peer = st.get("peer", {})
-    parts.append(
-        f"peer {st.get('peer_name')} "
-        + (str(peer.get("state")) if peer.get("reachable") else "unreachable")
-    )
-    if st.get("degraded"):
+    peer = st.peer
+    parts.append(f"peer {st.peer_name} " + (str(peer.state) if peer.reachable else "unreachable"))
+    if st.degraded:
         parts.append(degraded_line(st))
-    if st.get("self_outdated_from") is not None:
+    if st.self_outdated_from is not None:
         parts.append("OUTDATED: may not become primary")
-    if st.get("forced"):
+    if st.forced:
         parts.append("FORCED primary")
-    dumps = st.get("diverged_dumps") or []
+    dumps = st.diverged_dumps
     if dumps:
         parts.append(f"DIVERGED WRITES PRESERVED: {len(dumps)} dump(s), latest {dumps[-1]}")
     return "; ".join(parts)
@@ -169,67 +173,60 @@ def run_status(paths: NodePaths, as_json: bool) -> int:
         return EXIT_NO_AGENT
     ok = serving_as_expected(st)
     if as_json:
-        out = dict(st)
-        out["peer"] = st.get("peer")
-        out["serving_as_expected"] = ok
-        print(json.dumps(out, indent=2, default=str))
+        print(json.dumps({**status_json(st), "serving_as_expected": ok}, indent=2))
     else:
-        rule = f"  [rule {st['rule']}]" if st.get("rule") else ""
-        print(f"{st['state']}  {st['reason']}{rule}")
+        rule = f"  [rule {st.rule}]" if st.rule else ""
+        print(f"{st.state.value}  {st.reason}{rule}")
         print(health_line(st))
-        if (line := progress_line(st.get("progress"))) is not None:
+        if (line := progress_line(st.progress)) is not None:
             print(line)
     return EXIT_OK if ok else EXIT_NOT_SERVING
 
 
-def _lsn(value: object) -> str:
-    return fmt_lsn(value if isinstance(value, int) and value >= 0 else 0)
-
-
-def _lag(db: dict[str, Any]) -> str:
+def _lag(role: DbRole | None, receive_lsn: int, lsn: int, replay_lag_s: float) -> str:
     """A standby's replay lag: bytes received but not replayed, and seconds behind."""
-    if db.get("db_role", db.get("role")) != "standby":
+    if role is not DbRole.STANDBY:
         return "-"
-    behind = max(0, int(db.get("receive_lsn") or 0) - int(db.get("lsn") or 0))
-    return f"{behind} B, {float(db.get('replay_lag_s') or 0.0):.1f} s"
+    return f"{max(0, receive_lsn - lsn)} B, {replay_lag_s:.1f} s"
 
 
-def _side_by_side(st: dict[str, Any]) -> str:
-    peer = st.get("peer", {})
-    db = st.get("db", {})
+def _side_by_side(st: StatusView) -> str:
+    peer, db = st.peer, st.db
     rows = [
-        ("node", st.get("node"), st.get("peer_name")),
-        ("state", st.get("state"), peer.get("state") if peer.get("reachable") else "unreachable"),
-        ("database", db.get("role"), peer.get("db_role")),
-        ("timeline", db.get("timeline"), peer.get("timeline")),
-        ("lsn", _lsn(db.get("lsn")), _lsn(peer.get("lsn"))),
-        ("replay lag", _lag(db), _lag(peer)),
-        ("streaming", db.get("streaming"), peer.get("streaming")),
-        ("serving", st.get("service", {}).get("active"), peer.get("serving")),
-        ("VIP held", st.get("vip_held"), peer.get("vip_held")),
+        ("node", st.node, st.peer_name),
+        ("state", st.state.value, peer.state if peer.reachable else "unreachable"),
+        ("database", db.role.value, peer.db_role),
+        ("timeline", db.timeline, peer.timeline),
+        ("lsn", fmt_lsn(db.lsn), fmt_lsn(peer.lsn)),
+        (
+            "replay lag",
+            _lag(db.role, db.receive_lsn, db.lsn, db.replay_lag_s),
+            _lag(peer.db_role, peer.receive_lsn, peer.lsn, peer.replay_lag_s),
+        ),
+        ("streaming", db.streaming, peer.streaming),
+        ("serving", st.service.active, peer.serving),
+        ("VIP held", st.vip_held, peer.vip_held),
     ]
-    if st.get("anycast"):
-        rows.append(("announces", st.get("announced"), peer.get("announced")))
+    if st.anycast:
+        rows.append(("announces", st.announced, peer.announced))
     width = max(len(str(r[1])) for r in rows) + 2
     lines = [f"{'':<11}{'this node':<{width}}peer"]
     lines += [f"{k:<11}{v!s:<{width}}{p}" for k, v, p in rows]
-    last = st.get("last_transition") or {}
     lines.append("")
     lines.append(
-        f"VIP {st.get('vip')}   "
-        + (f"anycast {st['anycast']}   " if st.get("anycast") else "")
-        + f"policy {st.get('policy')}   "
-        f"degraded {st.get('degraded')}   forced {st.get('forced')}"
+        f"VIP {st.vip}   "
+        + (f"anycast {st.anycast}   " if st.anycast else "")
+        + f"policy {st.policy}   "
+        f"degraded {st.degraded}   forced {st.forced}"
     )
-    if st.get("degraded"):
+    if st.degraded:
         lines.append(degraded_line(st))
-    if (line := progress_line(st.get("progress"))) is not None:
+    if (line := progress_line(st.progress)) is not None:
         lines.append(line)
-    if last:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("time", 0)))
-        lines.append(
-            f"last transition {when}: {last.get('from')} -> {last.get('to')}: {last.get('reason')}"
-        )
+    last = st.last_transition
+    if last is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))
+        lines.append(f"last transition {when}: {last.from_state} -> {last.to_state}: {last.reason}")
     return "\n".join(lines)
 
 
@@ -240,7 +237,7 @@ def run_ha_status(paths: NodePaths, as_json: bool, watch: bool) -> int:
             print("escadm: the agent is not running on this node", file=sys.stderr)
             return EXIT_NO_AGENT
         if as_json:
-            print(json.dumps(st, indent=2, default=str))
+            print(json.dumps(status_json(st), indent=2))
         else:
             if watch:
                 print("\033[H\033[J", end="")
@@ -276,8 +273,8 @@ def run_switchover(paths: NodePaths, wait_s: float) -> int:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         st = fetch_status(paths)
-        if st and st.get("state") == "BACKUP" and st.get("peer", {}).get("state") == "MASTER":
-            print(f"switchover done: {st.get('peer_name')} is MASTER, this node is BACKUP")
+        if st and st.state is NodeState.BACKUP and st.peer.state is NodeState.MASTER:
+            print(f"switchover done: {st.peer_name} is MASTER, this node is BACKUP")
             return EXIT_OK
         time.sleep(0.1)
     print("escadm: switchover did not complete in time; see `escadm ha history`", file=sys.stderr)
@@ -387,8 +384,8 @@ def start_agent(
     deadline = time.monotonic() + deadline_s
     while True:
         st = fetch_status(paths)
-        if st is not None and "state" in st:
-            print(f"agent started (enabled at boot): {st['state']}  {st.get('reason', '')}")
+        if st is not None:
+            print(f"agent started (enabled at boot): {st.state.value}  {st.reason}")
             return EXIT_OK
         error = setup_error.read(paths, since=since)
         if error is None and unit.failed():
@@ -442,16 +439,15 @@ def run_service_status(paths: NodePaths, as_json: bool) -> int:
     if st is None:
         print("escadm: the agent is not running on this node", file=sys.stderr)
         return EXIT_NO_AGENT
-    svc = dict(st.get("service", {}))
-    svc["state"] = st.get("state")
+    svc, state = st.service, st.state.value
     if as_json:
-        print(json.dumps(svc))
+        print(json.dumps({**asdict(svc), "state": state}))
     else:
         print(
-            f"escmanager {'active' if svc.get('active') else 'inactive'}, "
-            f"{'healthy' if svc.get('healthy') else 'UNHEALTHY'} (node {svc['state']})"
+            f"escmanager {'active' if svc.active else 'inactive'}, "
+            f"{'healthy' if svc.healthy else 'UNHEALTHY'} (node {state})"
         )
-    expected = svc.get("active") == (st.get("state") == "MASTER") and svc.get("healthy")
+    expected = svc.active == (st.state is NodeState.MASTER) and svc.healthy
     return EXIT_OK if expected else EXIT_NOT_SERVING
 
 

@@ -19,9 +19,6 @@ only in :class:`LiveSource`; tests give the app a fake source.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import html
 import logging
 import math
 import time
@@ -42,21 +39,28 @@ from esc.errors import DriverError
 from esc.manager import store
 from esc.manager.api import BasicAuth
 from esc.manager.auth import Authenticator, CredentialCheck
+from esc.manager.portal_page import (
+    JSON_HEADERS,
+    PAGE_HEADERS,
+    Row,
+    ServiceRole,
+    View,
+    inactive_page,
+    render_page,
+)
 from esc.manager.service import Manager
+from esc.model import DbRole
 from esc.model import fmt_lsn as model_fmt_lsn
+from esc.status_view import StatusView, Transition, parse_status, parse_transition
 from esc.unixhttp import UnixHTTPConnection, request
 
 log = logging.getLogger(__name__)
 
 AGENT_SOCKET = "agent.sock"  # the agent's local API (esc.agent.main), root only
-REFRESH_S = 2
 DEPLOYMENTS_SHOWN = 200
 TRANSACTIONS_SHOWN = 20
 TRANSITIONS_SHOWN = 10
 NOT_REPORTED = "not reported"
-
-Row = dict[str, str | list[str]]
-View = dict[str, Any]
 
 
 # --- the data ------------------------------------------------------------------------------
@@ -68,8 +72,8 @@ class Snapshot:
 
     node_name: str  # this node, known even when its agent does not answer
     taken_at: float  # epoch seconds
-    agent: Mapping[str, Any] | None  # the local agent's GET /status (its view of the peer too)
-    history: Sequence[Mapping[str, Any]]  # the local agent's transitions, oldest first
+    agent: StatusView | None  # the local agent's GET /status (its view of the peer too)
+    history: Sequence[Transition]  # the local agent's transitions, oldest first
     deployments: Sequence[Mapping[str, Any]] | None  # store.list_deployments rows
     transactions: Sequence[Mapping[str, Any]] | None  # store.list_transactions, newest first
     anycast_ip: str | None = None  # configured BGP anycast address, if any
@@ -80,25 +84,7 @@ class PortalSource(Protocol):
     async def snapshot(self) -> Snapshot: ...
 
 
-class ServiceRole(Protocol):
-    """Whether this node serves, and whom to name when it does not (the Manager has these)."""
-
-    @property
-    def node_name(self) -> str: ...
-    @property
-    def active(self) -> bool: ...
-    @property
-    def primary(self) -> str | None: ...
-    @property
-    def primary_url(self) -> str | None: ...
-
-
 # --- formatting (pure) ---------------------------------------------------------------------
-
-
-def esc(value: object) -> str:
-    """The one way a value enters the HTML: text and attribute values alike."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def fmt_time(epoch: object) -> str:
@@ -136,13 +122,10 @@ def fmt_bytes(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def fmt_transition(item: Mapping[str, Any] | None) -> str:
-    if not item:
+def fmt_transition(item: Transition | None) -> str:
+    if item is None:
         return "none recorded"
-    return (
-        f"{fmt_time(item.get('time'))} {item.get('from', '?')} \u2192 {item.get('to', '?')}: "
-        f"{item.get('reason', '')}"
-    )
+    return f"{fmt_time(item.time)} {item.from_state} \u2192 {item.to_state}: {item.reason}"
 
 
 def _text(value: object, missing: str = "?") -> str:
@@ -152,66 +135,59 @@ def _text(value: object, missing: str = "?") -> str:
 # --- the view (pure) -----------------------------------------------------------------------
 
 
-def _local_row(st: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> Row:
-    db: Mapping[str, Any] = st.get("db") or {}
-    svc: Mapping[str, Any] = st.get("service") or {}
-    role = _text(db.get("role") or st.get("role"))
-    if role == "primary":
-        sync = db.get("sync_standby")
-        to = [str(s) for s in db.get("streaming_to") or ()]
+def _local_row(st: StatusView, history: Sequence[Transition]) -> Row:
+    db, svc = st.db, st.service
+    role = db.role.value
+    if db.role is DbRole.PRIMARY:
+        sync, to = db.sync_standby, db.streaming_to
         replication = f"primary, {f'sync standby {sync}' if sync else 'asynchronous'}, " + (
             f"streaming to {', '.join(to)}" if to else "no standby streaming"
         )
         lag = "\u2014"
-    elif role == "standby":
-        replication = "standby, " + ("streaming" if db.get("streaming") else "NOT streaming")
-        behind = max(0, int(db.get("receive_lsn") or 0) - int(db.get("lsn") or 0))
-        lag = (
-            f"replay {float(db.get('replay_lag_s') or 0.0):.1f} s, "
-            f"{fmt_bytes(behind)} received not replayed"
-        )
+    elif db.role is DbRole.STANDBY:
+        replication = "standby, " + ("streaming" if db.streaming else "NOT streaming")
+        behind = max(0, db.receive_lsn - db.lsn)
+        lag = f"replay {db.replay_lag_s:.1f} s, {fmt_bytes(behind)} received not replayed"
     else:
         replication, lag = role, "\u2014"
-    if st.get("degraded"):
+    if st.degraded:
         replication += "; DEGRADED: peer outdated"
-    if st.get("self_outdated_from") is not None:
+    if st.self_outdated_from is not None:
         replication += "; OUTDATED: may not become primary"
-    service = "active" if svc.get("active") else "inactive"
-    if not svc.get("healthy", True):
+    service = "active" if svc.active else "inactive"
+    if not svc.healthy:
         service += ", UNHEALTHY"
-    last = st.get("last_transition") or (history[-1] if history else None)
+    last = st.last_transition or (history[-1] if history else None)
     return {
-        "node": _text(st.get("node")),
+        "node": _text(st.node),
         "seen_from": "this node",
-        "state": _text(st.get("state")),
+        "state": st.state.value,
         "db_role": role,
-        "timeline": _text(db.get("timeline")),
-        "lsn": _text(db.get("lsn_text")) if db.get("lsn_text") else fmt_lsn(db.get("lsn")),
+        "timeline": str(db.timeline),
+        "lsn": fmt_lsn(db.lsn),
         "replication": replication,
         "lag": lag,
-        "vip": "held" if st.get("vip_held") else "not held",
+        "vip": "held" if st.vip_held else "not held",
         "service": service,
         "last_transition": fmt_transition(last),
-        "reason": _text(st.get("reason")),
+        "reason": _text(st.reason),
         "contact": "its agent answered",
     }
 
 
-def _peer_row(st: Mapping[str, Any]) -> Row:
-    peer: Mapping[str, Any] = st.get("peer") or {}
-    db: Mapping[str, Any] = st.get("db") or {}
-    name = _text(st.get("peer_name"))
-    silent = peer.get("silent_for")
-    silent_s = float(silent) if isinstance(silent, int | float) else math.inf
+def _peer_row(st: StatusView) -> Row:
+    peer, db = st.peer, st.db
+    name = _text(st.peer_name)
     unknown = "?"
     row: Row = {
         "node": name,
-        "seen_from": f"peer of {_text(st.get('node'))}",
+        "seen_from": f"peer of {_text(st.node)}",
         "last_transition": NOT_REPORTED,
-        "reason": _text(peer.get("reason")) if peer.get("reason") else NOT_REPORTED,
+        "reason": _text(peer.reason) if peer.reason else NOT_REPORTED,
     }
-    if not peer.get("reachable"):
-        contact = "never answered" if not math.isfinite(silent_s) else f"silent {silent_s:.1f} s"
+    if not peer.reachable:
+        silent = peer.silent_for
+        contact = "never answered" if not math.isfinite(silent) else f"silent {silent:.1f} s"
         return row | {
             "state": "UNREACHABLE",
             "db_role": unknown,
@@ -223,32 +199,29 @@ def _peer_row(st: Mapping[str, Any]) -> Row:
             "service": unknown,
             "contact": contact,
         }
-    role = _text(peer.get("db_role"))
+    role = _text(peer.db_role)
     lag = "\u2014"
-    if role == "standby":
-        replication = "standby, " + ("streaming" if peer.get("streaming") else "NOT streaming")
-        if db.get("sync_standby") == name:
+    if peer.db_role is DbRole.STANDBY:
+        replication = "standby, " + ("streaming" if peer.streaming else "NOT streaming")
+        if db.sync_standby == name:
             replication += ", synchronous"
-        parts = []
-        if "replay_lag_s" in peer:  # published by newer agents only
-            parts.append(f"replay {float(peer.get('replay_lag_s') or 0.0):.1f} s")
-        if db.get("role") == "primary":
+        parts = [f"replay {peer.replay_lag_s:.1f} s"]
+        if db.role is DbRole.PRIMARY:
             # both LSNs as last published (the peer's is up to one poll old): an estimate
-            behind = max(0, int(db.get("lsn") or 0) - int(peer.get("lsn") or 0))
-            parts.append(f"\u2248 {fmt_bytes(behind)} behind")
-        lag = ", ".join(parts) or lag
+            parts.append(f"\u2248 {fmt_bytes(max(0, db.lsn - peer.lsn))} behind")
+        lag = ", ".join(parts)
     else:
         replication = role
     return row | {
-        "state": _text(peer.get("state")),
+        "state": _text(peer.state),
         "db_role": role,
-        "timeline": _text(peer.get("timeline")),
-        "lsn": fmt_lsn(peer.get("lsn")),
+        "timeline": str(peer.timeline),
+        "lsn": fmt_lsn(peer.lsn),
         "replication": replication,
         "lag": lag,
-        "vip": "held" if peer.get("vip_held") else "not held",
-        "service": "active" if peer.get("serving") else "inactive",
-        "contact": f"answered {silent_s:.1f} s ago",
+        "vip": "held" if peer.vip_held else "not held",
+        "service": "active" if peer.serving else "inactive",
+        "contact": f"answered {peer.silent_for:.1f} s ago",
     }
 
 
@@ -268,19 +241,18 @@ def node_rows(snap: Snapshot) -> list[Row]:
         }
         return [row]
     rows = [_local_row(st, snap.history)]
-    if st.get("peer_name"):
+    if st.peer_name:
         rows.append(_peer_row(st))
     return sorted(rows, key=lambda r: str(r["node"]))
 
 
-def _holders(st: Mapping[str, Any], flag: str) -> str:
+def _holders(st: StatusView, flag: str) -> str:
     """Who has ``flag`` (vip_held, announced) set: this node, the reachable peer, or both."""
-    peer: Mapping[str, Any] = st.get("peer") or {}
     held = []
-    if st.get(flag):
-        held.append(_text(st.get("node")))
-    if peer.get("reachable") and peer.get(flag):
-        held.append(_text(st.get("peer_name")))
+    if getattr(st, flag):
+        held.append(_text(st.node))
+    if st.peer.reachable and getattr(st.peer, flag):
+        held.append(_text(st.peer_name))
     if not held:
         return "nobody"
     return held[0] if len(held) == 1 else f"{' and '.join(sorted(held))} (BOTH)"
@@ -290,16 +262,16 @@ def vip_line(snap: Snapshot) -> str:
     st = snap.agent
     if st is None:
         return "unknown (agent not answering)"
-    if not st.get("vip"):
+    if not st.vip:
         return "no VIP configured"
-    return f"{st['vip']} held by {_holders(st, 'vip_held')}"
+    return f"{st.vip} held by {_holders(st, 'vip_held')}"
 
 
 def anycast_line(snap: Snapshot) -> str:
     st = snap.agent
     if not snap.anycast_ip:
         return "not configured"
-    if st is None or "announced" not in st:  # the agent's status does not say (yet)
+    if st is None:
         return f"{snap.anycast_ip}: announcing node {NOT_REPORTED} by the agent"
     return f"{snap.anycast_ip} announced by {_holders(st, 'announced')}"
 
@@ -312,15 +284,15 @@ def primary_line(rows: Sequence[Row]) -> str:
 
 
 def transition_rows(snap: Snapshot) -> list[Row]:
-    name = str((snap.agent or {}).get("node") or snap.node_name)
+    name = snap.agent.node if snap.agent is not None else snap.node_name
     recent = list(snap.history)[-TRANSITIONS_SHOWN:]
     return [
         {
-            "time": fmt_time(it.get("time")),
+            "time": fmt_time(it.time),
             "node": name,
-            "from": _text(it.get("from")),
-            "to": _text(it.get("to")),
-            "reason": _text(it.get("reason"), ""),
+            "from": _text(it.from_state),
+            "to": _text(it.to_state),
+            "reason": _text(it.reason, ""),
         }
         for it in reversed(recent)
     ]
@@ -375,262 +347,6 @@ def build_view(snap: Snapshot) -> View:
         "deployments": deployment_rows(snap.deployments),
         "transactions": transaction_rows(snap.transactions),
     }
-
-
-# --- the page (pure) -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Table:
-    rows: str  # the view's key, also the table's id
-    title: str
-    key: str | None  # the field naming a row: data-<key>="..." on the row and on each cell
-    columns: tuple[tuple[str, str], ...]  # (field, heading)
-
-
-TABLES = (
-    Table(
-        "nodes",
-        "Nodes",
-        "node",
-        (
-            ("node", "Node"),
-            ("seen_from", "Seen from"),
-            ("state", "State"),
-            ("db_role", "Database"),
-            ("timeline", "Timeline"),
-            ("lsn", "LSN"),
-            ("replication", "Replication"),
-            ("lag", "Lag"),
-            ("vip", "VIP"),
-            ("service", "Service"),
-            ("last_transition", "Last transition"),
-            ("reason", "Current reason"),
-            ("contact", "Agent"),
-        ),
-    ),
-    Table(
-        "transitions",
-        "Recent transitions",
-        None,
-        (("time", "Time"), ("node", "Node"), ("from", "From"), ("to", "To"), ("reason", "Reason")),
-    ),
-    Table(
-        "deployments",
-        "Deployments",
-        "deployment",
-        (
-            ("deployment", "Id"),
-            ("tenant", "Tenant"),
-            ("name", "Name"),
-            ("state", "State"),
-            ("vms", "VMs"),
-            ("updated_at", "Updated"),
-        ),
-    ),
-    Table(
-        "transactions",
-        "Recent transactions",
-        "transaction",
-        (
-            ("transaction", "Id"),
-            ("operation", "Operation"),
-            ("resource", "Resource"),
-            ("state", "State"),
-            ("code", "Code"),
-            ("message", "Message"),
-            ("updated_at", "Updated"),
-        ),
-    ),
-)
-
-# The script rebuilds exactly the markup render_table() produces, from status.json, with
-# textContent only (never innerHTML). It builds the URL from location.host: a page opened as
-# https://user:pass@host/ has credentials in its base URL, and fetch() refuses such URLs.
-SCRIPT = """
-(() => {
-  "use strict";
-  const url = location.protocol + "//" + location.host + "/portal/status.json";
-  const mark = document.getElementById("refresh");
-  let count = 0;
-  function cell(td, value) {
-    if (Array.isArray(value)) {
-      const ul = document.createElement("ul");
-      for (const item of value) {
-        const li = document.createElement("li");
-        li.textContent = String(item);
-        ul.appendChild(li);
-      }
-      td.appendChild(ul);
-    } else {
-      td.textContent = value == null ? "" : String(value);
-      td.dataset.value = td.textContent;
-    }
-  }
-  function fill(table, rows) {
-    const key = table.dataset.key;
-    const cols = Array.from(table.tHead.rows[0].cells, (th) => th.dataset.col);
-    const body = document.createElement("tbody");
-    for (const row of rows) {
-      const tr = body.insertRow();
-      if (key) tr.setAttribute("data-" + key, row[key]);
-      for (const col of cols) {
-        const td = tr.insertCell();
-        if (key) td.setAttribute("data-" + key, row[key]);
-        td.dataset.field = col;
-        cell(td, row[col]);
-      }
-    }
-    if (!rows.length) {
-      const td = body.insertRow().insertCell();
-      td.colSpan = cols.length;
-      td.className = "empty";
-      td.textContent = "none";
-    }
-    table.replaceChild(body, table.tBodies[0]);
-  }
-  function render(view) {
-    for (const el of document.querySelectorAll("[data-scalar]")) {
-      el.textContent = view[el.dataset.scalar] ?? "";
-    }
-    for (const table of document.querySelectorAll("table[data-rows]")) {
-      fill(table, view[table.dataset.rows] || []);
-    }
-    const errors = document.getElementById("errors");
-    errors.replaceChildren(...(view.errors || []).map((text) => {
-      const li = document.createElement("li");
-      li.textContent = text;
-      return li;
-    }));
-  }
-  async function refresh() {
-    try {
-      const resp = await fetch(url, {
-        cache: "no-store", credentials: "same-origin", headers: {Accept: "application/json"},
-      });
-      if (!resp.ok) throw new Error("HTTP " + resp.status);
-      render(await resp.json());
-      count += 1;
-      document.body.dataset.refreshes = String(count);
-      mark.textContent = "live: refreshed every @REFRESH_S@ s";
-      mark.dataset.value = "live";
-    } catch (err) {
-      mark.textContent = "refresh failed (" + err.message + "); retrying";
-      mark.dataset.value = "stale";
-    }
-  }
-  setInterval(refresh, @REFRESH_S@ * 1000);
-})();
-""".replace("@REFRESH_S@", str(REFRESH_S))
-
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1d1d1f; }
-h1 { font-size: 1.4em; margin: 0 0 .3em; }
-h2 { font-size: 1.1em; margin: 1.4em 0 .4em; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .1em 1em; margin: 0; }
-dt { color: #666; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-td ul { margin: 0; padding-left: 1.1em; }
-td[data-field="node"], td[data-field="state"], td[data-field="lsn"] { white-space: nowrap; }
-td.empty { color: #888; font-style: italic; }
-td[data-field="state"][data-value="MASTER"] { background: #d8f5d8; font-weight: bold; }
-td[data-field="state"][data-value="BACKUP"] { background: #dde8fb; font-weight: bold; }
-td[data-field="state"][data-value="UNREACHABLE"],
-td[data-field="state"][data-value="FAULT"],
-td[data-field="state"][data-value="FAILED"] { background: #fbdada; font-weight: bold; }
-#errors li { color: #a00; }
-#refresh[data-value="stale"] { color: #a00; }
-"""
-
-
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-# Only this page's own script and style run; it may fetch from its own origin, nothing else.
-CSP = (
-    f"default-src 'none'; script-src {_csp_hash(SCRIPT)}; style-src {_csp_hash(STYLE)}; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-}
-JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-
-def _cell(value: str | list[str]) -> str:
-    if isinstance(value, list):
-        return "<ul>" + "".join(f"<li>{esc(v)}</li>" for v in value) + "</ul>"
-    return esc(value)
-
-
-def render_table(table: Table, rows: Sequence[Row]) -> str:
-    head = "".join(f'<th data-col="{esc(f)}">{esc(title)}</th>' for f, title in table.columns)
-    body = []
-    for row in rows:
-        key = f' data-{table.key}="{esc(row.get(table.key, ""))}"' if table.key else ""
-        cells = []
-        for field, _ in table.columns:
-            value = row.get(field, "")
-            data_value = "" if isinstance(value, list) else f' data-value="{esc(value)}"'
-            cells.append(f'<td{key} data-field="{esc(field)}"{data_value}>{_cell(value)}</td>')
-        body.append(f"<tr{key}>{''.join(cells)}</tr>")
-    if not rows:
-        body.append(f'<tr><td colspan="{len(table.columns)}" class="empty">none</td></tr>')
-    key_attr = f' data-key="{esc(table.key)}"' if table.key else ""
-    return (
-        f'<h2>{esc(table.title)}</h2><table id="{esc(table.rows)}" data-rows="{esc(table.rows)}"'
-        f"{key_attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _scalar(view: View, name: str) -> str:
-    return f'<span data-scalar="{esc(name)}">{esc(view.get(name, ""))}</span>'
-
-
-def render_page(view: View) -> str:
-    summary = "".join(
-        f"<dt>{esc(label)}</dt><dd>{_scalar(view, name)}</dd>"
-        for name, label in (
-            ("primary", "Primary"),
-            ("vip", "VIP"),
-            ("anycast", "Anycast"),
-            ("served_by", "Served by"),
-            ("generated_at", "Generated"),
-        )
-    )
-    errors = "".join(f"<li>{esc(e)}</li>" for e in view.get("errors", []))
-    tables = "".join(render_table(t, view.get(t.rows, [])) for t in TABLES)
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>ESC-HA portal</title>"
-        # without JavaScript the page still refreshes itself, only less smoothly
-        f'<noscript><meta http-equiv="refresh" content="{REFRESH_S * 2}"></noscript>'
-        f"<style>{STYLE}</style></head>"
-        '<body data-refreshes="0"><h1>ESC-HA controller pair</h1>'
-        f"<dl>{summary}<dt>Refresh</dt><dd>"
-        '<span id="refresh" data-value="server">as rendered by the server</span></dd></dl>'
-        f'<ul id="errors">{errors}</ul>{tables}'
-        f"<script>{SCRIPT}</script></body></html>"
-    )
-
-
-def inactive_page(role: ServiceRole) -> str:
-    primary = role.primary or "unknown"
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="{REFRESH_S}">'
-        "<title>ESC-HA portal: not the primary</title></head><body>"
-        f'<p id="inactive">This node (<span data-scalar="served_by">{esc(role.node_name)}</span>)'
-        ' is not the primary. The primary is <span data-scalar="primary">'
-        f"{esc(primary)}</span>.</p></body></html>"
-    )
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -722,9 +438,7 @@ class LiveSource:
             )
             return self._last
 
-    def _read_agent(
-        self,
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+    def _read_agent(self) -> tuple[StatusView | None, list[Transition], str | None]:
         try:
             code, status = request(
                 UnixHTTPConnection(self.agent_sock, self.timeout), "GET", "/status"
@@ -737,9 +451,14 @@ class LiveSource:
         except DriverError as exc:
             log.debug("portal: agent: %s", exc)
             return None, [], f"agent of {self.node_name} not answering: {exc}"
-        items = body.get("history") if code == 200 else None
-        history = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-        return status, history, None
+        try:
+            view = parse_status(status)
+            items = body.get("history") if code == 200 else None
+            history = [parse_transition(i) for i in items] if isinstance(items, list) else []
+        except DriverError as exc:
+            log.warning("portal: agent: %s", exc)
+            return None, [], f"agent of {self.node_name}: its answer is not readable: {exc}"
+        return view, history, None
 
     async def _read_db(
         self,
