@@ -28,6 +28,11 @@ that dies at any point leaves a VM the next call finds and rebuilds with the sam
 Every side effect goes through :class:`Runner`; unit tests use a fake one. Nothing here
 blocks the event loop: commands run as asyncio subprocesses, files are read and written in
 threads, locks are polled.
+
+The code is in four modules: :mod:`esclab.vim_registry` (ids, addresses, the files and locks
+under ``state_dir``), :mod:`esclab.vim_runner` (the command seam), :mod:`esclab.vim_teardown`
+(stopping VMs, :func:`remove_all`) and this one, the driver :class:`LabVim`. The names of the
+others are re-exported here, so ``esclab.vim`` keeps working as before.
 """
 
 from __future__ import annotations
@@ -35,426 +40,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
-import hashlib
-import ipaddress
-import json
 import logging
-import os
-import secrets
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
 
-from esc.addresses import IPAddress, IPInterface
 from esc.config.schema import NodePaths
 from esc.errors import CommandError
 from esc.manager.vim import Vim, VimError, VmInfo, VmSpec
+from esclab.vim_registry import (
+    MAX_NAME,
+    RESPONDER_MODULE,
+    VM_PREFIX,
+    LabVm,
+    LockTimeout,
+    Registry,
+    VmState,
+    _flock,
+    allocate,
+    check_name,
+    is_responder,
+    list_vms,
+    peer_name,
+    vm_id,
+)
+from esclab.vim_runner import Completed, Runner, SubprocessRunner
 from esclab.vim_settings import LabVimSettings, load_settings
+from esclab.vim_teardown import _teardown, remove_all, remove_all_blocking
+
+__all__ = [
+    "MAX_NAME",
+    "RESPONDER_MODULE",
+    "VM_IFACE",
+    "VM_PREFIX",
+    "Completed",
+    "LabVim",
+    "LabVm",
+    "LockTimeout",
+    "Registry",
+    "Runner",
+    "SubprocessRunner",
+    "VmState",
+    "allocate",
+    "build_lab_vim",
+    "check_name",
+    "is_responder",
+    "list_vms",
+    "peer_name",
+    "remove_all",
+    "remove_all_blocking",
+    "vm_id",
+]
 
 log = logging.getLogger(__name__)
 
-VM_PREFIX = "esc-vm-"
-RESPONDER_MODULE = "esclab.vm_responder"
 VM_IFACE = "eth0"  # the VM's interface, inside its namespace
-MAX_NAME = 255
-VmState = Literal["creating", "active"]
-
-
-# --- names ------------------------------------------------------------------------------------
-
-
-def check_name(field: str, value: object) -> str:
-    """A deployment id or VM name: it is answered by the responder and passed on its command
-    line, so no control characters (a newline would make one answer two)."""
-    if not isinstance(value, str) or not value:
-        raise VimError(f"{field}: must be a non-empty string")
-    if len(value) > MAX_NAME:
-        raise VimError(f"{field}: longer than {MAX_NAME} characters")
-    if not value.isprintable():
-        raise VimError(f"{field}: must not contain control characters (newline, tab, ...)")
-    return value
-
-
-def vm_id(deployment_id: str, vm_name: str) -> str:
-    """The VM's deterministic id, ``esc-vm-`` + 10 hex digits (names are validated)."""
-    check_name("deployment_id", deployment_id)
-    check_name("vm_name", vm_name)
-    digest = hashlib.sha256(f"{deployment_id}\0{vm_name}".encode()).hexdigest()
-    return VM_PREFIX + digest[:10]
-
-
-def peer_name(vid: str) -> str:
-    """The VM's veth end on the bridge (``vm-`` + 10 hex digits: 13 of the 15 allowed)."""
-    return "vm-" + vid.removeprefix(VM_PREFIX)
-
-
-def is_responder(cmdline: Sequence[str] | None, vid: str) -> bool:
-    """True when ``cmdline`` is the responder of VM ``vid``: a pid is only ever signalled after
-    this check, so a recycled pid is never killed."""
-    return cmdline is not None and RESPONDER_MODULE in cmdline and f"--vm={vid}" in cmdline
-
-
-def allocate(
-    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, first_host: int, used: set[IPAddress]
-) -> IPInterface:
-    """The lowest free address of ``subnet`` from host number ``first_host`` up."""
-    last = subnet.num_addresses - 2  # IPv4: not the broadcast address (IPv6: kept alike)
-    index = first_host
-    while index <= last:
-        addr = subnet[index]
-        if addr not in used:
-            return ipaddress.ip_interface(f"{addr}/{subnet.prefixlen}")
-        index += 1
-    raise VimError(f"lab VIM: no free address left in {subnet} (from host {first_host})")
-
-
-# --- the command seam -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class Runner(Protocol):
-    """Every side effect of the lab VIM outside its state directory."""
-
-    async def run(self, argv: Sequence[str], *, check: bool = True) -> Completed:
-        """Run ``argv`` (no shell); CommandError on a non-zero exit when ``check``."""
-        ...
-
-    def cmdline(self, pid: int) -> list[str] | None:
-        """The command line of ``pid``; None when it is gone (or a zombie)."""
-        ...
-
-    def kill(self, pid: int, sig: int) -> None:
-        """Send ``sig`` to ``pid``; no error if it is gone."""
-        ...
-
-
-class SubprocessRunner:
-    """The real runner: asyncio subprocesses, /proc, os.kill."""
-
-    def __init__(self, timeout_s: float = 30.0) -> None:
-        self.timeout_s = timeout_s
-
-    async def run(self, argv: Sequence[str], *, check: bool = True) -> Completed:
-        args = list(argv)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except OSError as exc:
-            raise CommandError(args, 127, str(exc)) from exc
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            await _reap(proc)
-            raise CommandError(args, -1, f"timed out after {self.timeout_s}s") from None
-        except BaseException:
-            # cancelled: do not leave the command running behind the caller's back
-            await _reap(proc)
-            raise
-        result = Completed(proc.returncode or 0, out.decode(errors="replace"), err.decode())
-        if check and result.returncode != 0:
-            raise CommandError(args, result.returncode, result.stderr)
-        return result
-
-    def cmdline(self, pid: int) -> list[str] | None:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        if not raw:
-            return None  # a zombie (or a kernel thread): not a live responder
-        return raw.decode(errors="replace").rstrip("\0").split("\0")
-
-    def kill(self, pid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Kill ``proc`` and wait for it (briefly; also when the caller is being cancelled)."""
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(proc.wait(), 5.0)
-
-
-# --- the registry -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabVm:
-    """One VM as recorded in the registry."""
-
-    deployment_id: str
-    name: str
-    vm_id: str
-    address: IPInterface
-    switch_netns: str
-    peer: str
-    port: int
-    spec: VmSpec
-    state: VmState = "creating"
-    pid: int | None = None
-    created_at: float = 0.0
-
-    def info(self) -> VmInfo:
-        return VmInfo(self.deployment_id, self.name, self.spec)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "deployment_id": self.deployment_id,
-            "name": self.name,
-            "vm_id": self.vm_id,
-            "address": str(self.address),
-            "switch_netns": self.switch_netns,
-            "peer": self.peer,
-            "port": self.port,
-            "spec": dataclasses.asdict(self.spec),
-            "state": self.state,
-            "pid": self.pid,
-            "created_at": self.created_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LabVm:
-        spec = data["spec"]
-        state = data["state"]
-        if state not in ("creating", "active"):
-            raise ValueError(f"unknown state {state!r}")
-        pid = data.get("pid")
-        return cls(
-            deployment_id=str(data["deployment_id"]),
-            name=str(data["name"]),
-            vm_id=str(data["vm_id"]),
-            address=ipaddress.ip_interface(data["address"]),
-            switch_netns=str(data["switch_netns"]),
-            peer=str(data["peer"]),
-            port=int(data["port"]),
-            spec=VmSpec(
-                str(spec["vm_group"]),
-                str(spec["image"]),
-                str(spec["flavor"]),
-                tuple(str(n) for n in spec.get("networks", ())),
-            ),
-            state=state,
-            pid=int(pid) if pid is not None else None,
-            created_at=float(data.get("created_at", 0.0)),
-        )
-
-
-class Registry:
-    """The files under ``state_dir``. Blocking: the driver calls it in threads."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.root = state_dir
-
-    @property
-    def alloc_lock(self) -> Path:
-        return self.root / "alloc.lock"
-
-    def record(self, vid: str) -> Path:
-        return self.root / "vms" / f"{vid}.json"
-
-    def lock(self, vid: str) -> Path:
-        return self.root / "locks" / f"{vid}.lock"
-
-    def pidfile(self, vid: str) -> Path:
-        return self.root / "run" / f"{vid}.pid"
-
-    def logfile(self, vid: str) -> Path:
-        return self.root / "logs" / f"{vid}.log"
-
-    def ensure(self) -> None:
-        for sub in ("vms", "locks", "run", "logs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-
-    def read(self, vid: str) -> LabVm | None:
-        path = self.record(vid)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            return LabVm.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VimError(f"lab VIM: unreadable record {path}: {exc}") from exc
-
-    def write(self, vm: LabVm) -> None:
-        path = self.record(vm.vm_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # unique per writer: two threads of one process may write at once
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, json.dumps(vm.to_json(), indent=2, sort_keys=True).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-
-    def remove(self, vid: str) -> None:
-        self.record(vid).unlink(missing_ok=True)
-        self.pidfile(vid).unlink(missing_ok=True)
-
-    def all(self) -> list[LabVm]:
-        """Every readable record (an unreadable one is logged and left alone)."""
-        out: list[LabVm] = []
-        folder = self.root / "vms"
-        if not folder.is_dir():
-            return out
-        for path in sorted(folder.glob(f"{VM_PREFIX}*.json")):
-            try:
-                vm = self.read(path.stem)
-            except VimError as exc:
-                log.warning("%s", exc)
-                continue
-            if vm is not None:
-                out.append(vm)
-        return out
-
-    def read_pid(self, vid: str) -> int | None:
-        try:
-            text = self.pidfile(vid).read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
-
-    def orphan_pids(self) -> dict[str, int]:
-        """VM id -> pid of pid files without a record (a record is always written first, so
-        only a hand-edited directory has these)."""
-        folder = self.root / "run"
-        if not folder.is_dir():
-            return {}
-        out: dict[str, int] = {}
-        for path in folder.glob(f"{VM_PREFIX}*.pid"):
-            vid = path.stem
-            pid = self.read_pid(vid)
-            if pid is not None and not self.record(vid).exists():
-                out[vid] = pid
-        return out
-
-
-def list_vms(state_dir: Path | str) -> list[LabVm]:
-    """Every VM recorded in ``state_dir``, in (deployment, name) order."""
-    vms = Registry(Path(state_dir)).all()
-    return sorted(vms, key=lambda v: (v.deployment_id, v.name))
-
-
-class LockTimeout(VimError):
-    """A lock in the state directory stayed held (by another manager) for too long."""
-
-
-@contextlib.asynccontextmanager
-async def _flock(path: Path, timeout_s: float) -> AsyncIterator[None]:
-    """An exclusive ``flock`` on ``path``, polled so that waiting never blocks the loop and a
-    cancelled waiter never ends up holding it. Released by closing the file (also on crash)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if loop.time() >= deadline:
-                    raise LockTimeout(
-                        f"lab VIM: {path} still locked after {timeout_s:.0f}s"
-                    ) from None
-                await asyncio.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
-
-
-# --- stopping a VM ----------------------------------------------------------------------------
-
-
-async def _stop_responder(runner: Runner, pid: int, vid: str, wait_s: float = 2.0) -> bool:
-    """SIGTERM, then SIGKILL, the responder ``pid`` of ``vid``; False if it was not ours."""
-    if not is_responder(runner.cmdline(pid), vid):
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        runner.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not is_responder(runner.cmdline(pid), vid):
-                return True
-            await asyncio.sleep(0.02)
-    raise VimError(f"lab VIM: responder {pid} of {vid} survived SIGKILL")
-
-
-async def _teardown(
-    runner: Runner, registry: Registry, vid: str, pids: set[int], switch_netns: str, peer: str
-) -> None:
-    """Take VM ``vid`` apart: its veth (the bridge end is deleted explicitly, because a dying
-    namespace releases its devices only later and a rebuild would find the name taken), then
-    its responder, which takes the namespace with it."""
-    await runner.run(["ip", "-n", switch_netns, "link", "del", peer], check=False)
-    pid = await asyncio.to_thread(registry.read_pid, vid)
-    for p in sorted(pids | ({pid} if pid is not None else set())):
-        await _stop_responder(runner, p, vid)
-    await asyncio.to_thread(registry.pidfile(vid).unlink, True)
-
-
-async def remove_all(
-    state_dir: Path | str, runner: Runner | None = None, *, lock_timeout_s: float = 5.0
-) -> list[str]:
-    """Remove every VM recorded in ``state_dir`` (for the lab's ``down``); returns what went.
-
-    Call it after the managers are stopped: a VM being created is waited for a few seconds,
-    then removed anyway."""
-    runner = runner or SubprocessRunner()
-    registry = Registry(Path(state_dir))
-    removed: list[str] = []
-    for vm in await asyncio.to_thread(list_vms, state_dir):
-        what = f"VM {vm.vm_id} ({vm.deployment_id}/{vm.name}, {vm.address.ip})"
-        try:
-            try:
-                async with _flock(registry.lock(vm.vm_id), lock_timeout_s):
-                    await _remove_one(runner, registry, vm)
-            except LockTimeout as exc:
-                log.warning("%s; removing %s without its lock", exc, vm.vm_id)
-                await _remove_one(runner, registry, vm)
-        except (VimError, CommandError, OSError) as exc:
-            # the lab goes down anyway: report it and carry on with the others
-            removed.append(f"{what} NOT removed: {exc}")
-            continue
-        removed.append(what)
-    for vid, pid in (await asyncio.to_thread(registry.orphan_pids)).items():
-        if await _stop_responder(runner, pid, vid):
-            removed.append(f"VM {vid} (unrecorded, pid {pid})")
-        await asyncio.to_thread(registry.pidfile(vid).unlink, True)
-    return removed
-
-
-async def _remove_one(runner: Runner, registry: Registry, vm: LabVm) -> None:
-    pids = {vm.pid} if vm.pid is not None else set()
-    await _teardown(runner, registry, vm.vm_id, pids, vm.switch_netns, vm.peer)
-    await asyncio.to_thread(registry.remove, vm.vm_id)
-
-
-def remove_all_blocking(state_dir: Path | str) -> list[str]:
-    """:func:`remove_all` for synchronous callers (the lab); not from inside an event loop."""
-    return asyncio.run(remove_all(state_dir))
 
 
 # --- the driver -------------------------------------------------------------------------------
