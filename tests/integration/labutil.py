@@ -149,6 +149,10 @@ def save_artifacts(lab: Lab, name: str) -> None:
             src = lab.node_paths(host).log_dir
             if src.exists():
                 shutil.copytree(src, dest / host, dirs_exist_ok=True)
+            kept = lab.node_paths(host).data_dir / "diverged"  # the dumps (text files only)
+            for dump in kept.glob("diverged-*.txt") if kept.is_dir() else ():
+                (dest / host / "diverged").mkdir(parents=True, exist_ok=True)
+                shutil.copy(dump, dest / host / "diverged" / dump.name)
         except OSError:
             continue
     if lab.state_file.exists():

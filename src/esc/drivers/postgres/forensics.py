@@ -127,11 +127,12 @@ class Forensics:
             sections.append(f"# --- pg_waldump -s {format_lsn(lsn)} -t {t}: {note}\n{dump}")
         path = self.write_preserved(preserved_name(now, lsn), "\n".join(sections))
         log.warning(
-            "%s: diverged at %s; %d committed transaction(s) kept in %s",
+            "%s: diverged at %s; %d committed transaction(s) kept in %s (pg_waldump: %s)",
             self.node.node_name,
             format_lsn(lsn),
             len(xids),
             path,
+            "; ".join(f"timeline {t}: {note}" for t, _dump, note in dumps),
         )
         return path
 
