@@ -10,6 +10,7 @@ standby promoted: those writes end up in the old primary's diverged dump when it
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def dumps(lab: Lab, host: str) -> set[Path]:
     """Diverged transactions (files) and former data directories a node's agent kept."""
     d = lab.node_paths(host).data_dir / "diverged"
     with contextlib.suppress(OSError):
-        return {p for p in d.iterdir() if p.name.startswith(("diverged-", "pgdata-"))}
+        return {p for p in d.iterdir() if p.name.startswith(("diverged-", "pgdata-", "wal-"))}
     return set()
 
 
@@ -70,10 +71,24 @@ def read_dump(path: Path) -> str:
     return ""
 
 
+def wal_tenants(path: Path, prefix: str) -> set[int]:
+    """This writer's tenants in WAL segments kept undecoded (forensics.keep_segments): an
+    inserted row's text is in its WAL record as written."""
+    pat = re.compile(re.escape(prefix.encode()) + rb"-(\d+)(?!\d)")
+    out: set[int] = set()
+    with contextlib.suppress(OSError):
+        for seg in path.iterdir():
+            out |= {int(m) for m in pat.findall(seg.read_bytes())}
+    return out
+
+
 def kept_tenants(lab: Lab, prefix: str) -> set[int]:
     """This writer's tenants found in any diverged dump on either node."""
     out: set[int] = set()
     for host in NODES:
         for path in dumps(lab, host):
-            out |= dump_tenants(read_dump(path), prefix)
+            if path.is_dir() and path.name.startswith("wal-"):
+                out |= wal_tenants(path, prefix)
+            else:
+                out |= dump_tenants(read_dump(path), prefix)
     return out

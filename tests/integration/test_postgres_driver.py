@@ -275,6 +275,18 @@ def test_promote_diverge_rewind_preserves(pair: Pair) -> None:
     # the isolated old primary keeps writing: the split brain to preserve
     old.set_synchronous(None)
     query(old, "INSERT INTO diverge_me VALUES ('lost-on-old-primary')")
+    # segments PostgreSQL preallocated ahead (all zeros) must not be where pg_waldump looks
+    # for the segment size: it then read nothing and kept nothing (found by test_heal.py)
+    wal = old.pgdata / "pg_wal"
+    last = max(p.name for p in wal.iterdir() if len(p.name) == 24 and p.name.startswith("0"))
+    for k in (1, 2, 3):
+        ahead = f"{last[:16]}{int(last[16:], 16) + k:08X}"
+        (wal / ahead).write_bytes(b"\0" * 16 * 1024 * 1024)
+    # what is kept when pg_waldump reads nothing: the segments themselves, the row's text in
+    kept = old._follower.forensics.keep_segments(0x1000000, 1, 16 * 1024 * 1024)
+    assert kept.parent == old.diverged_dir and kept.name.startswith("wal-")
+    assert any(b"lost-on-old-primary" in seg.read_bytes() for seg in kept.iterdir())
+    assert not any(seg.name < "000000010000000000000001" for seg in kept.iterdir())
 
     t0 = time.monotonic()
     result = old.follow("127.0.0.1")

@@ -40,6 +40,7 @@ from esc.drivers.postgres import (
     sync_names_value,
     touched_heap_blocks,
 )
+from esc.drivers.postgres.forensics import segment_name, wal_start
 from esc.drivers.postgres.status import probe_from_row
 from esc.drivers.postgres.tools import read_progress
 from esc.errors import ConfigError, DbError
@@ -380,3 +381,24 @@ def test_a_standbys_status_row_names_its_sender() -> None:
     stopped_receiver = probe_from_row(_status_row(in_recovery=True, walfile=None, wr_tli=None))
     assert stopped_receiver.status.timeline == 2  # no walreceiver: the checkpoint's timeline
     assert not stopped_receiver.streams_from("192.0.2.10", 5432)
+
+
+def test_the_waldump_starts_at_the_segment_holding_the_divergence_point() -> None:
+    mb16 = 16 * 1024 * 1024
+    assert segment_name(10, 4, mb16) == "0000000A0000000000000004"
+    assert segment_name(1, 0x100 + 3, mb16) == "000000010000000100000003"  # 256 per log id
+    names = [
+        "00000009.history",
+        "0000000A.history",
+        "000000090000000000000003",
+        "0000000A0000000000000003",
+        "0000000A0000000000000004",
+        "0000000A0000000000000005",  # preallocated, all zeros: never where reading starts
+        "archive_status",
+    ]
+    assert wal_start(names, 10, 0x41E1878, mb16) == ("0000000A0000000000000004", 0x41E1878)
+    # a timeline that began after the divergence point is read from its first segment
+    later = ["0000000B0000000000000006", "0000000B0000000000000007"]
+    assert wal_start(later, 11, 0x41E1878, mb16) == ("0000000B0000000000000006", 0x6000000)
+    assert wal_start(names, 12, 0x41E1878, mb16) is None
+    assert wal_start(["000000010000000000000002"], 1, 0x3000000, mb16) is None  # all before

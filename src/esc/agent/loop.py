@@ -364,7 +364,8 @@ class Agent:
     def _diverged_dumps(self) -> tuple[str, ...]:
         """Transactions this node had that its peer lacked, kept before a rewind (never lost)."""
         kept = (self.paths.data_dir / "diverged").glob("*")
-        return tuple(sorted(str(p) for p in kept if p.name.startswith(("diverged-", "pgdata-"))))
+        kinds = ("diverged-", "pgdata-", "wal-")
+        return tuple(sorted(str(p) for p in kept if p.name.startswith(kinds)))
 
     def handle_local(
         self, method: str, path: str, body: dict[str, Any]

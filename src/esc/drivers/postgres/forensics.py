@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,36 @@ def preserved_name(now: datetime, lsn: int) -> str:
     """``diverged-20261127T153000Z-0-3000060.txt``: when, and the divergence LSN."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"diverged-{stamp}-{format_lsn(lsn).replace('/', '-')}.txt"
+
+
+_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+
+
+def segment_name(tli: int, segno: int, seg_size: int) -> str:
+    """PostgreSQL's name of WAL segment ``segno`` on timeline ``tli``."""
+    per_id = 0x100000000 // seg_size
+    return f"{tli:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+def wal_start(names: Sequence[str], tli: int, lsn: int, seg_size: int) -> tuple[str, int] | None:
+    """Where pg_waldump starts reading timeline ``tli`` from ``lsn``: (the segment file, the
+    LSN), or None when the timeline has no segment at or after it. Named explicitly: without
+    a start file pg_waldump takes its segment size from whichever file of the directory it
+    meets first, and a preallocated segment (all zeros) makes it fail with "WAL segment size
+    must be a power of two", keeping nothing (found by test_heal.py). A timeline that began
+    after ``lsn`` (this node promoted itself later) is read from its first segment."""
+    per_id = 0x100000000 // seg_size
+    want = lsn // seg_size
+    segnos = sorted(
+        int(m[2], 16) * per_id + int(m[3], 16)
+        for m in (_SEGMENT.match(n) for n in names)
+        if m is not None and int(m[1], 16) == tli
+    )
+    later = [n for n in segnos if n >= want]
+    if not later:
+        return None
+    first = later[0]
+    return segment_name(tli, first, seg_size), lsn if first == want else first * seg_size
 
 
 def count_waldump_records(text: str) -> int:
@@ -103,10 +134,24 @@ class Forensics:
         it: the pg_waldump text and, decoded in single-user mode, the rows those transactions
         wrote, in ``data_root/diverged/``. None when the WAL there holds no commit (a crash
         leaves only checkpoints): nothing acknowledged is lost then."""
-        local_tli = int(self.tools.controldata().get("Latest checkpoint's TimeLineID", tli))
-        dumps = [(t, *self.waldump(lsn, t)) for t in sorted({tli, local_tli})]
+        control = self.tools.controldata()
+        local_tli = int(control.get("Latest checkpoint's TimeLineID", tli))
+        seg_size = int(control.get("Bytes per WAL segment", 16 * 1024 * 1024))
+        dumps = [(t, *self.waldump(lsn, t, seg_size)) for t in sorted({tli, local_tli})]
         text = "".join(d[1] for d in dumps)
         xids = committed_xids(text)
+        if count_waldump_records(text) == 0:
+            # pg_rewind says this node's WAL goes past the divergence point, and pg_waldump
+            # read none of it: keep the segments themselves, whatever they hold.
+            kept = self.keep_segments(lsn, tli, seg_size)
+            log.error(
+                "%s: pg_waldump read no record after %s (%s); the WAL segments are kept "
+                "undecoded in %s",
+                self.node.node_name,
+                format_lsn(lsn),
+                "; ".join(note for _t, _d, note in dumps),
+                kept,
+            )
         if not xids and count_waldump_records(text) > 0:
             log.info(
                 "%s: no commit after %s; nothing to keep", self.node.node_name, format_lsn(lsn)
@@ -124,7 +169,8 @@ class Forensics:
         ]
         sections = ["\n".join(header), "# --- rows they wrote (inserts, new row versions):", rows]
         for t, dump, note in dumps:
-            sections.append(f"# --- pg_waldump -s {format_lsn(lsn)} -t {t}: {note}\n{dump}")
+            head = f"# --- pg_waldump, timeline {t} from {format_lsn(lsn)}: {note}"
+            sections.append(f"{head}\n{dump}")
         path = self.write_preserved(preserved_name(now, lsn), "\n".join(sections))
         log.warning(
             "%s: diverged at %s; %d committed transaction(s) kept in %s (pg_waldump: %s)",
@@ -136,6 +182,22 @@ class Forensics:
         )
         return path
 
+    def keep_segments(self, lsn: int, tli: int, seg_size: int) -> Path:
+        """Copy the WAL segments of timeline ``tli`` and later from the one holding ``lsn``
+        on into ``data_root/diverged/wal-<stamp>-<lsn>/`` (pg_waldump can read them there)."""
+        wal = self.node.pgdata / "pg_wal"
+        name = preserved_name(datetime.now(UTC), lsn).replace("diverged-", "wal-")[: -len(".txt")]
+        dest = self.node.diverged_dir / name
+        dest.mkdir(parents=True, mode=0o700)
+        os.chmod(self.node.diverged_dir, 0o700)
+        want = lsn // seg_size
+        per_id = 0x100000000 // seg_size
+        for p in sorted(wal.iterdir()):
+            m = _SEGMENT.match(p.name)
+            if m and int(m[1], 16) >= tli and int(m[2], 16) * per_id + int(m[3], 16) >= want:
+                shutil.copy2(p, dest / p.name)
+        return dest
+
     def write_preserved(self, name: str, text: str) -> Path:
         self.node.diverged_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.node.diverged_dir, 0o700)  # it holds application data
@@ -143,11 +205,16 @@ class Forensics:
         write_atomic(path, text, 0o600, replace=False)  # never over an earlier dump
         return path
 
-    def waldump(self, lsn: int, tli: int) -> tuple[str, str]:
-        """pg_waldump from ``lsn`` to the end of local WAL. It always ends with an error at the
-        end of WAL ("invalid record length"), so exit 1 is normal; its message is kept."""
-        argv = [self.node.bin("pg_waldump"), "-p", str(self.node.pgdata / "pg_wal")]
-        argv += ["-s", format_lsn(lsn), "-t", str(tli)]
+    def waldump(self, lsn: int, tli: int, seg_size: int) -> tuple[str, str]:
+        """pg_waldump of timeline ``tli`` from ``lsn`` to the end of local WAL. It always ends
+        with an error at the end of WAL ("invalid record length"), so exit 1 is normal; its
+        message is kept."""
+        wal = self.node.pgdata / "pg_wal"
+        start = wal_start(sorted(p.name for p in wal.iterdir()), tli, lsn, seg_size)
+        if start is None:
+            return "", f"no segment of timeline {tli} at or after {format_lsn(lsn)}"
+        name, from_lsn = start
+        argv = [self.node.bin("pg_waldump"), "-s", format_lsn(from_lsn), str(wal / name)]
         try:
             proc = self.tools.run(argv, timeout=600, ok_codes=(0, 1))
         except CommandError as exc:
