@@ -567,6 +567,36 @@ def test_the_health_check_answers_while_every_connection_waits_for_the_standby(
     assert codes.count(202) >= 20, codes
 
 
+def test_activation_answers_in_time_after_the_database_broke_every_connection(
+    active: Instance, pg: Pg
+) -> None:
+    """A standby rewound or restarted just before it is promoted: every connection its pool
+    holds is broken. psycopg_pool sleeps (1 s, with its backoff) after each broken connection
+    a checkout meets, so activation took one second per pooled connection (2 to 15 s in
+    test_heal.py, the agent's call timing out every 2 s meanwhile). Activation first checks
+    the whole pool at once; the agent's own 2 s timeout is what it must answer within."""
+    admin = pg.conninfo("postgres")
+
+    def post(i: int) -> int:
+        with active.client() as c:
+            return c.post("/v0/tenants", json={"name": f"grow{i}"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:  # grow the pool to many connections
+        assert set(pool.map(post, range(64))) == {202}
+    control = ManagerControl(control_socket(active.paths), timeout=2.0)  # as the agent's
+    control.deactivate("esc-ha-1", None)
+    killed = sql(
+        admin,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = 'esc' AND pid <> pg_backend_pid()",
+    )[0][0]
+    assert killed >= 5, killed  # what a restart does to every pooled connection
+    control.activate("esc-ha-0")  # raises ServiceError (timed out) when too slow
+    assert control.status().active
+    with active.client() as c:
+        assert c.post("/v0/tenants", json={"name": "after"}).status_code == 202
+
+
 @pytest.mark.parametrize(
     ("path", "body", "headers", "field"),
     [

@@ -83,6 +83,10 @@ class Manager:
             start = time.monotonic()
             try:
                 async with asyncio.timeout(ACTIVATE_TIMEOUT_S):
+                    # A database restarted since (a rewind, a restart as standby) broke every
+                    # pooled connection, and a checkout sleeps a second after each broken one
+                    # it meets: test them all at once, and replace the broken ones, first.
+                    await self.pool.check()
                     async with self.pool.connection() as conn:
                         cur = await conn.execute("SELECT pg_is_in_recovery()")
                         row = await cur.fetchone()
