@@ -1,9 +1,9 @@
 """The real agent (agent/loop.py's ``Agent``) with simulated drivers around it.
 
-``Agent`` is constructed as build_agent constructs it, minus the threads and servers that
-build_agent starts: its cycle (observe, operator requests, the real ``decide()``, the state
-file and persisted memory on a tmpfs directory, the executor, naming the primary, the anycast
-route, the status escadm reads) is the product's code. Only one thing is not: the peer
+``Agent`` is constructed as build_agent constructs it, and run without the threads and servers
+its ``start()`` would start: its cycle (observe, operator requests, the real ``decide()``, the
+state file and persisted memory on a tmpfs directory, the executor, naming the primary, the
+anycast route, the status escadm reads) is the product's code. Only one thing is not: the peer
 poller's transport (``PeerPoller.fetch``), which here reads the peer agent's published view
 through the simulated network. Its ``poll_once`` and ``current`` are the real ones.
 """

@@ -244,7 +244,8 @@ class Node:
             self.service.warm(self.manager is not None and self.manager.active)
         self.last_state, self.last_reason = self.agent.mem.state, ""
         self.trace(f"agent started (memory: {self.agent.mem})")
-        # build_agent starts the poller and the health checks; run() writes the state file
+        # Agent.start() starts the poller and the health checks (build_agent's starters; the
+        # APIs are the simulated network's); run() writes the state file
         # and starts keepalived (ha.routes: none configured) before its first cycle.
         self.poller.start()
         self.service.start_checks()

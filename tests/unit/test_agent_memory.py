@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,18 @@ def test_the_agent_does_not_start_and_status_names_the_file(
     out = capsys.readouterr().out
     assert out.startswith(f"STOP  (agent not running: {memory}: not valid JSON")
     assert not (paths.run_dir / "agent.sock").exists()  # nothing was served
+
+
+def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:
+    """Construction has no side effects: no thread, no socket, no listener; ``start()``
+    starts the local and peer APIs, the peer poller and the health checks."""
+    cfg = parse_config(
+        {"ha": {"ha_node_list": ["192.0.2.10", "192.0.2.11"], "kad_vip": "192.0.2.100",
+                "kad_vif": "eth0"}}
+    )  # fmt: skip
+    host = FakeHostFacts({"eth0": [ipaddress.ip_interface("192.0.2.11/24")]})
+    threads = set(threading.enumerate())
+    agent = agent_main.build_agent(cfg, paths, host)
+    assert set(threading.enumerate()) == threads
+    assert not (paths.run_dir / "agent.sock").exists()
+    assert len(agent.starters) == 4  # local API, peer API, poller, health checks (no gateway)

@@ -140,6 +140,9 @@ class Agent:
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
         self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
+        # What start() starts (the APIs, the peer poller, the checks; build_agent fills it):
+        # constructing an agent starts no thread and binds nothing.
+        self.starters: list[Callable[[], object]] = []
         self.executor = Executor(
             node_name=dcfg.node_name,
             peer_name=dcfg.peer_name,
@@ -401,6 +404,11 @@ class Agent:
         return 404, {"error": f"no {method} {path}"}
 
     # --- running ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the servers and threads that feed the cycle; then ``run()``."""
+        for start in self.starters:
+            start()
 
     def run(self) -> None:
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)

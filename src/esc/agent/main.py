@@ -160,19 +160,21 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         long_runner=Threaded(wake.set),  # a clone may take hours: the cycle goes on
     )
     agent.wake = wake
-    serve_unix(paths.run_dir / "agent.sock", agent.handle_local)
-    serve_peer(
-        str(self_addr),
-        cfg.agent.peer_port,
-        cfg.agent.peer_secret,
-        agent.handle_peer,
-        self_name=name,
-        peer_name=peer_name,
-    )
-    peer.start()
-    service.start_checks()
-    if gateway is not None:
-        gateway.start()
+    # Started by Agent.start(), not here: constructing the agent starts nothing.
+    agent.starters = [
+        lambda: serve_unix(paths.run_dir / "agent.sock", agent.handle_local),
+        lambda: serve_peer(
+            str(self_addr),
+            cfg.agent.peer_port,
+            cfg.agent.peer_secret,
+            agent.handle_peer,
+            self_name=name,
+            peer_name=peer_name,
+        ),
+        peer.start,
+        service.start_checks,
+        *([gateway.start] if gateway is not None else []),
+    ]
     return agent
 
 
@@ -219,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     logging.getLogger("esc.agent").info("esc-haagent starting as %s", agent.dcfg.node_name)
+    try:
+        agent.start()
+    except (EscError, OSError) as exc:  # an address or socket it cannot bind
+        return setup_failed(paths, str(exc), notifier)
     agent.run()
     return 0
 
