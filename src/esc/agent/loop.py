@@ -40,16 +40,14 @@ from esc.status_view import StatusView, status_json
 
 log = logging.getLogger("esc.agent")
 MAX_BACK_TO_BACK = 8
+# A standby stopping on purpose waits at most this for its primary to stop waiting for it.
+LEAVE_NOTICE_S = 1.5
 
 
 def hurried(d: Decision | None, action_failed: bool) -> bool:
     """The next cycle runs at once: this one's actions changed the role (``Action.hurries``)
     and none failed (a failed action is retried next cycle: no busy loop, no log flood)."""
     return d is not None and not action_failed and any(a.hurries for a in d.actions)
-
-
-# A standby stopping on purpose waits at most this for its primary to stop waiting for it.
-LEAVE_NOTICE_S = 1.5
 
 
 @dataclass
