@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -210,7 +210,3 @@ def parse_status(data: object) -> StatusView:
 def parse_transition(data: object) -> Transition:
     return read(Transition, data, "history")
 
-
-def as_dict(view: StatusView) -> dict[str, Any]:
-    """The view as plain data (for tests and for a copy with a change)."""
-    return asdict(view)
