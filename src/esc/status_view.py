@@ -209,4 +209,3 @@ def parse_status(data: object) -> StatusView:
 
 def parse_transition(data: object) -> Transition:
     return read(Transition, data, "history")
-
