@@ -55,32 +55,36 @@ class Progress:
 
 @dataclass(frozen=True)
 class StatusView:
+    """Required: what every agent's status has carried. The rest has a default, for the
+    status of an agent older than the field (a package upgraded before the agent restarted:
+    its escadm reads the running older agent)."""
+
     node: str
     peer_name: str
     state: NodeState
-    since: float  # epoch seconds of the last transition (or of the agent's start)
     reason: str
-    rule: str  # the rule that decided (core/rules.py)
-    vrrp: str  # keepalived's own state
-    vip: str | None
-    ha_mode: str | None
-    vip_held: bool
-    anycast: str | None
-    announced: bool  # the anycast route is announced and ExaBGP acknowledged it
-    bgp: BgpStatus | None
     db: DbStatus
     service: ServiceView
     peer: PeerView
-    gateway_ok: bool | None
-    policy: str
-    forced: bool
-    peer_outdated_from: int | None  # as primary: the peer is outdated from this LSN
-    self_outdated_from: int | None  # as standby: the primary said this node is outdated
-    degraded_since: float | None  # epoch seconds: acknowledged alone since
-    alone_transactions: int | None  # at most this many write transactions acknowledged alone
-    alone_wal_bytes: int | None  # WAL written since the peer became outdated
-    switchover: bool  # a switchover is under way
-    last_transition: Transition | None
+    since: float = 0.0  # epoch seconds of the last transition (or of the agent's start)
+    rule: str = ""  # the rule that decided (core/rules.py)
+    vrrp: str = ""  # keepalived's own state
+    vip: str | None = None
+    ha_mode: str | None = None
+    vip_held: bool = False
+    anycast: str | None = None
+    announced: bool = False  # the anycast route is announced and ExaBGP acknowledged it
+    bgp: BgpStatus | None = None
+    gateway_ok: bool | None = None
+    policy: str = ""  # "" from an agent that does not say
+    forced: bool = False
+    peer_outdated_from: int | None = None  # as primary: the peer is outdated from this LSN
+    self_outdated_from: int | None = None  # as standby: the primary said this node is outdated
+    degraded_since: float | None = None  # epoch seconds: acknowledged alone since
+    alone_transactions: int | None = None  # at most this many write transactions alone
+    alone_wal_bytes: int | None = None  # WAL written since the peer became outdated
+    switchover: bool = False  # a switchover is under way
+    last_transition: Transition | None = None
     progress: Progress | None = None
     long_action: str | None = None  # "following esc-ha-0"
     diverged_dumps: tuple[str, ...] = ()  # transactions kept before a rewind (never lost)

@@ -149,3 +149,19 @@ def test_progress_line() -> None:
     line = progress_line(Progress("cloning from esc-ha-0", 50_000_000, 200_000_000))
     assert line == "cloning from esc-ha-0: 25% (50.0 of 200.0 MB)"
     assert progress_line(Progress("x", 1_000_000, 0)) == "x: (1.0 MB)"
+
+
+def test_an_older_agents_status_is_read_without_the_fields_added_since() -> None:
+    """A package upgraded before its agent restarted: the new escadm reads the running older
+    agent (found by a benchmark that ran this escadm against the agents of 2026-12-01)."""
+    data = status_dict()
+    for key in ("version", "rule", "degraded_since", "alone_transactions", "alone_wal_bytes"):
+        del data[key]
+    for key in ("xid_xmax", "xid_xmin", "sync_names", "streaming_to"):
+        del data["db"][key]
+    for key in ("served_timeline", "top_timeline", "agent_silent_for", "tells_outdated"):
+        del data["peer"][key]
+    view = parse_status(data)
+    assert (view.rule, view.alone_transactions, view.degraded_since) == ("", None, None)
+    assert view.db.xid_xmax == 0 and view.peer.served_timeline is None
+    assert serving_as_expected(view)
