@@ -60,6 +60,8 @@ class Manager:
         self.primary_url: str | None = None
         self.worker: Worker | None = None
         self._switch = asyncio.Lock()
+        # (server start, health backend) when the pool was last checked (_check_pool_after_restart)
+        self._pool_checked_for: tuple[object, ...] | None = None
 
     async def start(self) -> None:
         """Open the pool without waiting for the database: it keeps retrying in the back."""
@@ -83,10 +85,7 @@ class Manager:
             start = time.monotonic()
             try:
                 async with asyncio.timeout(ACTIVATE_TIMEOUT_S):
-                    # A database restarted since (a rewind, a restart as standby) broke every
-                    # pooled connection, and a checkout sleeps a second after each broken one
-                    # it meets: test them all at once, and replace the broken ones, first.
-                    await self.pool.check()
+                    await self._check_pool_after_restart()
                     async with self.pool.connection() as conn:
                         cur = await conn.execute("SELECT pg_is_in_recovery()")
                         row = await cur.fetchone()
@@ -108,6 +107,22 @@ class Manager:
                 (time.monotonic() - start) * 1000,
                 f", schema migrations {applied}" if applied else "",
             )
+
+    async def _check_pool_after_restart(self) -> None:
+        """A database restarted since the pool was last checked (a rewind, a restart as a
+        standby, a crash of a backend) broke every pooled connection, and a checkout sleeps a
+        second after each broken one it meets: then test them all at once, replacing the
+        broken ones. Whether that happened is asked of the health check's own connection:
+        another server start, or another backend behind it (it was broken too). A switchover
+        (same server, same connections) pays that one query, not a check of every one."""
+        async with self.health_pool.connection() as conn:
+            cur = await conn.execute("SELECT pg_postmaster_start_time(), pg_backend_pid()")
+            row = await cur.fetchone()
+            await conn.rollback()
+        seen = tuple(row) if row else None
+        if seen is None or seen != self._pool_checked_for:
+            await self.pool.check()
+            self._pool_checked_for = seen
 
     async def deactivate(self, primary: str | None, primary_url: str | None) -> None:
         async with self._switch:
