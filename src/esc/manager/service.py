@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 ACTIVATE_TIMEOUT_S = 3.0
 HEALTH_TIMEOUT_S = 1.0
+# The health check's query: the role, and what tells a restart of the server (its start time)
+# or broken connections (another backend behind the health check's own connection).
+_HEALTH_SQL = "SELECT pg_is_in_recovery(), pg_postmaster_start_time(), pg_backend_pid()"
 _DB_ERRORS = (psycopg.Error, PoolTimeout, OSError, TimeoutError)
 
 
@@ -60,8 +63,10 @@ class Manager:
         self.primary_url: str | None = None
         self.worker: Worker | None = None
         self._switch = asyncio.Lock()
-        # (server start, health backend) when the pool was last checked (_check_pool_after_restart)
+        # (server start, health backend) when the pool was last checked, and the check under
+        # way (_refresh_pool_if_restarted)
         self._pool_checked_for: tuple[object, ...] | None = None
+        self._pool_refresh: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the pool without waiting for the database: it keeps retrying in the back."""
@@ -108,21 +113,35 @@ class Manager:
                 f", schema migrations {applied}" if applied else "",
             )
 
+    def _refresh_pool_if_restarted(self, seen: tuple[object, ...]) -> None:
+        """The database restarted or broke its connections since the pool was last checked
+        (a rewind, a restart as a standby, a crash of a backend): every pooled connection is
+        broken, and a checkout sleeps a second after each broken one it meets. Test them all
+        now, in the background, so the pool is whole again before this node is activated (and
+        serves as fast as one whose database never restarted). Told by the health check's own
+        connection: another server start, or another backend behind it (broken too)."""
+        if seen == self._pool_checked_for or self._pool_refresh is not None:
+            return
+
+        async def refresh() -> None:
+            try:
+                await self.pool.check()
+                self._pool_checked_for = seen
+            finally:
+                self._pool_refresh = None
+
+        self._pool_refresh = asyncio.get_running_loop().create_task(refresh())
+
     async def _check_pool_after_restart(self) -> None:
-        """A database restarted since the pool was last checked (a rewind, a restart as a
-        standby, a crash of a backend) broke every pooled connection, and a checkout sleeps a
-        second after each broken one it meets: then test them all at once, replacing the
-        broken ones. Whether that happened is asked of the health check's own connection:
-        another server start, or another backend behind it (it was broken too). A switchover
-        (same server, same connections) pays that one query, not a check of every one."""
+        """Before activating: what the health check saw, or would see now (one query)."""
         async with self.health_pool.connection() as conn:
-            cur = await conn.execute("SELECT pg_postmaster_start_time(), pg_backend_pid()")
+            cur = await conn.execute(_HEALTH_SQL)
             row = await cur.fetchone()
             await conn.rollback()
-        seen = tuple(row) if row else None
-        if seen is None or seen != self._pool_checked_for:
-            await self.pool.check()
-            self._pool_checked_for = seen
+        if row is not None:
+            self._refresh_pool_if_restarted(tuple(row[1:]))
+        if self._pool_refresh is not None:
+            await asyncio.shield(self._pool_refresh)
 
     async def deactivate(self, primary: str | None, primary_url: str | None) -> None:
         async with self._switch:
@@ -147,7 +166,7 @@ class Manager:
         active = self.active
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_S), self.health_pool.connection() as conn:
-                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                cur = await conn.execute(_HEALTH_SQL)
                 row = await cur.fetchone()
                 await conn.rollback()
         except _DB_ERRORS as exc:
@@ -161,6 +180,8 @@ class Manager:
                 )
             return ControlStatus(active, False, f"database unreachable: {why}")
         in_recovery = bool(row and row[0])
+        if row is not None:
+            self._refresh_pool_if_restarted(tuple(row[1:]))
         if active and in_recovery:
             return ControlStatus(True, False, "active but the database is read-only (standby)")
         if active:
