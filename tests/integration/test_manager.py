@@ -161,6 +161,21 @@ def sql(info: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
+def sync_names(pg: Pg, value: str | None) -> None:
+    """Name a synchronous standby that never connects (every commit then waits), or none."""
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+        if value is None:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        else:
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def waiting_in_syncrep(pg: Pg) -> int:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+    return int(sql(pg.conninfo("postgres"), query)[0][0])
+
+
 # --- the service in a thread ----------------------------------------------------------------
 
 
@@ -487,35 +502,22 @@ def test_a_replay_waits_for_the_synchronous_standby_like_a_write(active: Instanc
     and PostgreSQL restarted, or the client gave up): a replay must not acknowledge it before
     the standby has it. With a synchronous standby configured that never connects, a replay
     waits in SyncRep like a write, and answers once the wait is lifted."""
-    admin = pg.conninfo("postgres")
     headers = {"ESC-Transaction-Id": "sync-1"}
     with active.client() as c:
         first = c.post("/v0/tenants", json={"name": "s1"}, headers=headers)
         assert first.status_code == 202
 
-    def sync_names(value: str | None) -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if value is None:
-                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            else:
-                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
-            conn.execute("SELECT pg_reload_conf()")
-
-    def waiting_in_syncrep() -> int:
-        rows = sql(admin, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-        return int(rows[0][0])
-
-    sync_names("ghost")
+    sync_names(pg, "ghost")
     try:
         with ThreadPoolExecutor(1) as pool, active.client() as c:
             c.timeout = httpx.Timeout(60.0)
             answer = pool.submit(c.post, "/v0/tenants", json={"name": "s1"}, headers=headers)
             eventually(waiting_in_syncrep, 20, "the replay's commit waiting for the standby")
             assert not answer.done()
-            sync_names(None)
+            sync_names(pg, None)
             again = answer.result(timeout=30)
     finally:
-        sync_names(None)
+        sync_names(pg, None)
     assert again.status_code == 202
     assert again.headers["ESC-Transaction-Replayed"] == "true"
     assert again.json() == first.json()
@@ -529,19 +531,6 @@ def test_the_health_check_answers_while_every_connection_waits_for_the_standby(
     says healthy, so the agent does not close the gate before its grace can run out (found by
     test_heal.py: the pool full, the check timed out three times, the old primary went FAULT
     and stayed synchronous with a standby cut off)."""
-    admin = pg.conninfo("postgres")
-
-    def sync_names(value: str | None) -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if value is None:
-                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            else:
-                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{value}'")
-            conn.execute("SELECT pg_reload_conf()")
-
-    def waiting_in_syncrep() -> int:
-        rows = sql(admin, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
-        return int(rows[0][0])
 
     writers = 24  # more than the pool's 20 connections
 
@@ -550,19 +539,19 @@ def test_the_health_check_answers_while_every_connection_waits_for_the_standby(
             c.timeout = httpx.Timeout(60.0)
             return c.post("/v0/tenants", json={"name": f"w{i}"}).status_code
 
-    sync_names("ghost")
+    sync_names(pg, "ghost")
     try:
         with ThreadPoolExecutor(writers) as pool:
             answers = [pool.submit(post, i) for i in range(writers)]
-            eventually(lambda: waiting_in_syncrep() >= 20, 30, "the pool's connections waiting")
+            eventually(lambda: waiting_in_syncrep(pg) >= 20, 30, "the pool's connections waiting")
             for _ in range(3):  # the agent's three failures in a row would close the gate
                 st = active.control.status()
                 assert st.healthy and st.active, st
-            assert waiting_in_syncrep() >= 20  # still waiting when the checks answered
-            sync_names(None)
+            assert waiting_in_syncrep(pg) >= 20  # still waiting when the checks answered
+            sync_names(pg, None)
             codes = [a.result(timeout=60) for a in answers]
     finally:
-        sync_names(None)
+        sync_names(pg, None)
     assert all(c in (202, 503) for c in codes), codes  # 503: no connection within 3 s
     assert codes.count(202) >= 20, codes
 
