@@ -512,7 +512,8 @@ def test_a_replay_waits_for_the_synchronous_standby_like_a_write(active: Instanc
         with ThreadPoolExecutor(1) as pool, active.client() as c:
             c.timeout = httpx.Timeout(60.0)
             answer = pool.submit(c.post, "/v0/tenants", json={"name": "s1"}, headers=headers)
-            eventually(waiting_in_syncrep, 20, "the replay's commit waiting for the standby")
+            waiting = "the replay's commit waiting for the standby"
+            eventually(lambda: waiting_in_syncrep(pg), 20, waiting)
             assert not answer.done()
             sync_names(pg, None)
             again = answer.result(timeout=30)
