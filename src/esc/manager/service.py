@@ -127,6 +127,8 @@ class Manager:
             try:
                 await self.pool.check()
                 self._pool_checked_for = seen
+            except Exception as exc:  # the next health check tries again
+                log.warning("pool check after a database restart failed: %s", exc)
             finally:
                 self._pool_refresh = None
 
