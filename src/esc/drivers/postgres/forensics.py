@@ -33,6 +33,14 @@ def preserved_name(now: datetime, lsn: int) -> str:
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 
 
+def parse_segment(name: str, seg_size: int) -> tuple[int, int] | None:
+    """A WAL segment file's (timeline, segment number), or None for any other file."""
+    m = _SEGMENT.match(name)
+    if m is None:
+        return None
+    return int(m[1], 16), int(m[2], 16) * (0x100000000 // seg_size) + int(m[3], 16)
+
+
 def segment_name(tli: int, segno: int, seg_size: int) -> str:
     """PostgreSQL's name of WAL segment ``segno`` on timeline ``tli``."""
     per_id = 0x100000000 // seg_size
@@ -46,12 +54,9 @@ def wal_start(names: Sequence[str], tli: int, lsn: int, seg_size: int) -> tuple[
     meets first, and a preallocated segment (all zeros) makes it fail with "WAL segment size
     must be a power of two", keeping nothing (found by test_heal.py). A timeline that began
     after ``lsn`` (this node promoted itself later) is read from its first segment."""
-    per_id = 0x100000000 // seg_size
     want = lsn // seg_size
     segnos = sorted(
-        int(m[2], 16) * per_id + int(m[3], 16)
-        for m in (_SEGMENT.match(n) for n in names)
-        if m is not None and int(m[1], 16) == tli
+        seg[1] for seg in (parse_segment(n, seg_size) for n in names) if seg and seg[0] == tli
     )
     later = [n for n in segnos if n >= want]
     if not later:
@@ -190,11 +195,9 @@ class Forensics:
         dest = self.node.diverged_dir / name
         dest.mkdir(parents=True, mode=0o700)
         os.chmod(self.node.diverged_dir, 0o700)
-        want = lsn // seg_size
-        per_id = 0x100000000 // seg_size
         for p in sorted(wal.iterdir()):
-            m = _SEGMENT.match(p.name)
-            if m and int(m[1], 16) >= tli and int(m[2], 16) * per_id + int(m[3], 16) >= want:
+            seg = parse_segment(p.name, seg_size)
+            if seg is not None and seg[0] >= tli and seg[1] >= lsn // seg_size:
                 shutil.copy2(p, dest / p.name)
         return dest
 
