@@ -130,10 +130,6 @@ def status_json(view: StatusView) -> dict[str, Any]:
     return out
 
 
-def transition_json(t: Transition) -> dict[str, Any]:
-    return _object(t)
-
-
 # --- reading ------------------------------------------------------------------------------
 
 

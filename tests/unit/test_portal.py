@@ -41,7 +41,7 @@ from esc.manager.portal import (
 )
 from esc.manager.portal_page import CSP, SCRIPT, STYLE, render_page
 from esc.model import NodeState
-from esc.status_view import StatusView, Transition, status_json, transition_json
+from esc.status_view import StatusView, Transition, status_json
 
 agent_status = status  # what the agent's GET /status answers, typed (tests/unit/statuses.py)
 
@@ -513,7 +513,11 @@ def test_live_source_reads_the_agent_and_survives_a_database_that_is_down(tmp_pa
         if path == "/status":
             st = agent_status()
             return 200, status_json(replace(st, peer=replace(st.peer, silent_for=math.inf)))
-        return 200, {"history": [transition_json(t) for t in snap().history]}
+        history = [
+            {"time": t.time, "from": t.from_state, "to": t.to_state, "reason": t.reason}
+            for t in snap().history
+        ]  # as agent/history.py writes them
+        return 200, {"history": history}
 
     sock = tmp_path / "agent.sock"
     server = serve_unix(sock, agent)
