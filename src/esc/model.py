@@ -112,6 +112,34 @@ class ServiceView:
 
 
 @dataclass(frozen=True)
+class SyncRecord:
+    """Quorum mode: etcd's record of the pair (its sync key, Patroni's design). ``primary`` is
+    the node that serves or last served; ``sync`` the standby that has every write it
+    acknowledged ("" for none: it acknowledges alone). Only these two may take the leader key;
+    the primary changes the record, with a compare-and-swap as the leader-key holder, before it
+    drops its standby from synchronous replication."""
+
+    primary: str
+    sync: str = ""
+
+    def names(self, node: str) -> bool:
+        return bool(node) and node in (self.primary, self.sync)
+
+
+@dataclass(frozen=True)
+class QuorumObs:
+    """Quorum mode: the quorum keeper's last look (``esc.drivers.quorum``)."""
+
+    reachable: bool  # the last etcd call answered
+    holder: bool  # this node holds the leader key under a lease it can still count on
+    leader: str | None = None  # who holds the leader key (None: nobody, or not known)
+    sync: SyncRecord | None = None  # the recorded pair (None: never written)
+    sync_revision: int = 0  # the record's revision in etcd, for the compare-and-swap
+    serve_left: float = 0.0  # holder: seconds before it must have stopped serving
+    error: str = ""  # why the last etcd call failed
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything one agent cycle decides on, read once at the start of the cycle."""
 
@@ -125,6 +153,7 @@ class Observation:
     gate_open: bool = False  # what the track file said when this observation was taken
     busy: str | None = None  # a long action under way ("following esc-ha-0"): no database look
     wall: float = 0.0  # the wall clock (epoch seconds), for what is shown to operators only
+    quorum: QuorumObs | None = None  # quorum mode only
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------
@@ -224,6 +253,17 @@ class RestoreSync(Action):
 
 
 @dataclass(frozen=True)
+class RecordSync(Action):
+    """Quorum mode: swap etcd's record of the pair to ``record``, from the revision the cycle
+    read (so a record changed meanwhile is not overwritten). Carried out by the quorum keeper
+    only while this node holds the leader key; the next views show the outcome. It does not
+    hurry the next cycle: the keeper wakes the cycle when its view changes."""
+
+    record: SyncRecord
+    from_revision: int
+
+
+@dataclass(frozen=True)
 class Memory:
     """What the agent carries from one cycle to the next. ``decide`` returns the new one.
 
@@ -257,6 +297,10 @@ class Memory:
     # first missed, so every write transaction acknowledged alone has an id at or above it.
     alone_since: float | None = None
     alone_from_xid: int | None = None
+    # Quorum mode, as primary: our LSN when the peer was first seen as the synchronous standby.
+    # Writes acknowledged before then may not have reached it: it is recorded as the sync member
+    # in etcd only once it has replayed up to here.
+    sync_from_lsn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +316,7 @@ class Decision:
     rule_id: str = ""  # the rule that fired (core/rules.py), "rule/sub-rule" where one applied
     announce: bool = False  # the anycast route is announced (only by a MASTER)
     primary: str | None = None  # the node that serves as far as this one knows
+    campaign: bool = False  # quorum mode: take (or keep) the leader key
 
     @property
     def action_kinds(self) -> tuple[str, ...]:

@@ -20,8 +20,9 @@ import pytest
 
 from esc import pki
 from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
-from esc.drivers.quorum import QuorumKeeper
+from esc.drivers.quorum import QuorumKeeper, decode_record, encode_record
 from esc.errors import QuorumError
+from esc.model import SyncRecord
 
 pytestmark = [
     pytest.mark.integration,
@@ -274,20 +275,34 @@ def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Qu
 
 def test_only_the_holder_records_the_synchronous_standby(quorum: Quorum) -> None:
     a, b = keeper(quorum, "esc-ha-0"), keeper(quorum, "esc-ha-1")
+    in_sync, alone = SyncRecord("esc-ha-0", "esc-ha-1"), SyncRecord("esc-ha-0")
     try:
         a.want_leader(True)
         wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
-        a.record_sync("esc-ha-1", 0)
-        wait_for("esc-ha-1 recorded", lambda: b.view().sync == "esc-ha-1")
+        a.record_sync(in_sync, 0)
+        wait_for("esc-ha-1 recorded", lambda: b.view().sync == in_sync)
         rev = b.view().sync_revision
-        b.record_sync("esc-ha-0", rev)  # not the holder: not carried out
-        a.record_sync("", rev + 100)  # a stale revision: refused by etcd
+        b.record_sync(SyncRecord("esc-ha-1"), rev)  # not the holder: not carried out
+        a.record_sync(alone, rev + 100)  # a stale revision: refused by etcd
         for k in (a, b, a, b):  # two whole rounds of each keeper after the requests
             t = time.monotonic()
             wait_for("a round of the keeper", lambda k=k, t=t: k.view().looked_at > t, 10)
-        assert (a.view().sync, a.view().sync_revision) == ("esc-ha-1", rev)
-        a.record_sync("", rev)  # dropped, from what was read
-        wait_for("nobody recorded", lambda: b.view().sync == "")
+        assert (a.view().sync, a.view().sync_revision) == (in_sync, rev)
+        a.record_sync(alone, rev)  # dropped, from what was read
+        wait_for("nobody recorded", lambda: b.view().sync == alone)
+        # etcd itself refuses a swap by a lease that no longer holds the leader key, even
+        # from the record's current revision (the compare on the key's lease, in one txn).
+        c = quorum.client("esc-ha-0")
+        held = c.get(LEADER)
+        assert held is not None and held.lease
+        rev = b.view().sync_revision
+        a.want_leader(False)  # resigns: the lease is revoked, esc-ha-1 takes the key
+        b.want_leader(True)
+        wait_for("esc-ha-1 holding the key", lambda: b.view().holder, 30, b.view)
+        ok, now = c.swap(SYNC, encode_record(in_sync), rev, while_held=(LEADER, held.lease))
+        assert not ok and now is not None and decode_record(now.value) == alone
+        ok, _ = c.swap(SYNC, encode_record(in_sync), rev, while_held=(LEADER, b._lease))
+        assert ok  # the same swap, by the holder's lease
     finally:
         a.stop()
         b.stop()

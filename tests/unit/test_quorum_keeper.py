@@ -3,13 +3,15 @@ serve_until even when its thread is stuck, and at once when it resigns."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import pytest
 
 from esc.drivers.etcd import EtcdClient, Kv, Renewal
-from esc.drivers.quorum import QuorumKeeper
+from esc.drivers.quorum import QuorumKeeper, decode_record, encode_record
 from esc.errors import QuorumError
+from esc.model import SyncRecord
 
 
 class Clock:
@@ -49,11 +51,22 @@ class OneMember:
         self._up()
         return self.keys.get(key)
 
-    def swap(self, key: str, value: str, mod: int, lease: int = 0) -> tuple[bool, Kv | None]:
+    def swap(
+        self,
+        key: str,
+        value: str,
+        mod: int,
+        lease: int = 0,
+        while_held: tuple[str, int] | None = None,
+    ) -> tuple[bool, Kv | None]:
         self._up()
         now = self.keys.get(key)
         if (now.mod_revision if now else 0) != mod:
             return False, now
+        if while_held is not None:
+            held = self.keys.get(while_held[0])
+            if held is None or held.lease != while_held[1]:
+                return False, now
         self.revision += 1
         self.keys[key] = Kv(key, value, self.revision, self.revision, lease)
         return True, None
@@ -92,20 +105,59 @@ def test_resigning_stops_holding_before_the_lease_is_revoked() -> None:
     assert not etcd.leases and etcd.get("/esc/leader") is None
 
 
-def test_the_sync_key_is_changed_only_by_the_holder_from_the_revision_read() -> None:
-    k, _, _ = keeper()
-    k.record_sync("esc-ha-1", 0)
+def test_the_record_is_changed_only_by_the_holder_from_the_revision_read() -> None:
+    k, etcd, _ = keeper()
+    to_1 = SyncRecord("esc-ha-0", "esc-ha-1")
+    k.record_sync(to_1, 0)
     k.step()  # not a holder: dropped
     assert k.view().sync is None
     k.want_leader(True)
     k.step()
-    k.record_sync("esc-ha-1", 0)
+    k.record_sync(to_1, 0)
     k.step()
     v = k.view()
-    assert (v.sync, v.sync_revision) == ("esc-ha-1", 2)
-    k.record_sync("", 1)  # stale
+    assert (v.sync, v.sync_revision) == (to_1, 2)
+    assert json.loads(etcd.keys["/esc/sync"].value) == {"primary": "esc-ha-0", "sync": "esc-ha-1"}
+    k.record_sync(SyncRecord("esc-ha-0"), 1)  # stale
     k.step()
-    assert k.view().sync == "esc-ha-1"
+    assert k.view().sync == to_1
+
+
+def test_a_holder_whose_key_was_taken_over_cannot_change_the_record() -> None:
+    """The swap compares the leader key's lease in the same transaction: a keeper that still
+    thinks it holds the key (its lease ended in etcd, another node took the key) changes
+    nothing, even from the record's current revision."""
+    k, etcd, _ = keeper()
+    k.want_leader(True)
+    k.step()
+    k.record_sync(SyncRecord("esc-ha-0", "esc-ha-1"), 0)
+    k.step()
+    rev = k.view().sync_revision
+    etcd.leases.clear()  # the lease ran out in etcd; esc-ha-1 took the key
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 9, 9, 77)
+    k.record_sync(SyncRecord("esc-ha-0"), rev)
+    k.step()
+    assert decode_record(etcd.keys["/esc/sync"].value) == SyncRecord("esc-ha-0", "esc-ha-1")
+    assert not k.view().holder and k.view().leader == "esc-ha-1"
+
+
+def test_a_key_that_is_not_a_record_names_nobody() -> None:
+    for bad in ("", "esc-ha-1", "[1]", '{"primary": 3}', '{"sync": "esc-ha-1"}'):
+        assert decode_record(bad) == SyncRecord("", ""), bad
+        assert not decode_record(bad).names("esc-ha-1")
+    assert decode_record(encode_record(SyncRecord("a", "b"))) == SyncRecord("a", "b")
+
+
+def test_a_standby_campaigns_only_once_the_key_is_free() -> None:
+    """No lease is granted while another node holds the key (a campaign round costs a read)."""
+    k, etcd, _ = keeper()
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    k.want_leader(True)
+    k.step()
+    assert not etcd.leases and not k.view().holder and k.view().leader == "esc-ha-1"
+    del etcd.keys["/esc/leader"]
+    k.step()
+    assert k.view().holder and k.view().leader == "esc-ha-0"
 
 
 def test_a_keeper_needs_a_lease_longer_than_twice_its_margin() -> None:

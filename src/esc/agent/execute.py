@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from esc.core.facts import fmt_lsn
-from esc.drivers.base import Database, FollowResult, Service, Vip, Vrrp
+from esc.drivers.base import Database, FollowResult, Quorum, Service, Vip, Vrrp
 from esc.errors import EscError
 from esc.model import (
     Action,
@@ -24,6 +24,7 @@ from esc.model import (
     InitPrimary,
     OpenGate,
     Promote,
+    RecordSync,
     RemoveVip,
     RestartVrrp,
     RestoreSync,
@@ -76,6 +77,7 @@ class Executor:
         state: Callable[[], str],
         beat: Callable[[], object],
         runner: Runner | None = None,
+        quorum: Quorum | None = None,
     ) -> None:
         """``peer_host``: the peer's address (the only node a Follow may name); ``state``: the
         node's state for history entries; ``beat``: called before each action and on progress
@@ -88,6 +90,7 @@ class Executor:
         self.vip = vip
         self.db = db
         self.service = service
+        self.quorum = quorum  # quorum mode only
         self.history = history
         self.state = state
         self.beat = beat
@@ -111,6 +114,7 @@ class Executor:
             DeactivateService: self._deactivate,
             DropSync: lambda _a: self.db.set_synchronous(None),
             RestoreSync: lambda _a: self.db.set_synchronous(self.peer_name),
+            RecordSync: self._record_sync,
         }
 
     def collect(self) -> bool:
@@ -157,6 +161,16 @@ class Executor:
                 self.told_primary = primary
             except EscError as exc:
                 log.debug("could not tell the manager the primary: %s", exc)
+
+    def _record_sync(self, a: RecordSync) -> None:
+        if self.quorum is None:
+            raise EscError("RecordSync: not in quorum mode")
+        log.info(
+            "recording in etcd: primary %s, sync standby %s",
+            a.record.primary,
+            a.record.sync or "none",
+        )
+        self.quorum.record_sync(a.record, a.from_revision)
 
     def _deactivate(self, _a: DeactivateService) -> None:
         self.told_primary = self.primary

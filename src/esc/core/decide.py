@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from esc.core.facts import Ctx, DecideConfig, served_current
 from esc.core.learn import learn
+from esc.core.quorum import may_lead, sync_mark_after
 from esc.core.rule import Rule
 from esc.core.rules import INDEX
 from esc.core.table import check_transition
@@ -70,7 +71,7 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
     served = served_after(obs, t.actions, mem.served_timeline)
     if mem.state is not nxt or mem.gate_opened_at != opened or mem.served_timeline != served:
         mem = replace(mem, state=nxt, gate_opened_at=opened, served_timeline=served)
-    mem = exposure_after(obs, mem)
+    mem = sync_mark_after(obs, exposure_after(obs, mem))
     return Decision(
         nxt,
         tuple(t.actions),
@@ -80,6 +81,7 @@ def decide(obs: Observation, prev: Memory, cfg: DecideConfig) -> Decision:
         rule_id=f"{rule.id}/{t.sub}" if t.sub else rule.id,
         announce=nxt is NodeState.MASTER,
         primary=serving_node(obs, nxt, cfg),
+        campaign=may_lead(c),
     )
 
 

@@ -43,6 +43,9 @@ class DecideConfig:
     # attached here", "follow" means "release the volume", no replication policy applies.
     # Each mode has its own rule set (rules.RULES).
     mode: Mode = "replicated"
+    # ha.quorum = "etcd": a node serves only while it holds etcd's leader key, and promotes or
+    # drops its standby from sync only as etcd's record of the pair allows (core/quorum.py).
+    quorum: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,21 @@ def both_primary(obs: Observation) -> bool:
 def peer_serving(obs: Observation) -> bool:
     p = obs.peer
     return p.reachable and p.state is NodeState.MASTER and p.serving
+
+
+def sync_member(c: Ctx) -> bool:
+    """Quorum mode: etcd records this node as the pair's synchronous standby."""
+    q = c.obs.quorum
+    return q is not None and q.sync is not None and q.sync.sync == c.cfg.node_name
+
+
+def recorded_here(c: Ctx) -> bool:
+    """Quorum mode: etcd's record says this database has every acknowledged write: it is
+    recorded as the primary and is one, or as the synchronous standby. (A standby recorded
+    as the primary is not: it was demoted and may lag.)"""
+    q, me = c.obs.quorum, c.cfg.node_name
+    if q is None or q.sync is None:
+        return False
+    if c.obs.db.role is DbRole.PRIMARY:
+        return me in (q.sync.primary, q.sync.sync)
+    return c.obs.db.role is DbRole.STANDBY and q.sync.sync == me

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from esc.core.facts import Ctx, fmt_lsn, peer_desc, peer_outranks, winning_data
+from esc.core.quorum import lease_ok, record_peer, unsync, unsync_note
 from esc.core.rule import Rule, Then, to, via, where
 from esc.core.veto import Veto, render
 from esc.model import (
@@ -15,7 +16,6 @@ from esc.model import (
     ActivateService,
     CloseGate,
     DbRole,
-    DropSync,
     NodeState,
     OpenGate,
     Promote,
@@ -61,12 +61,12 @@ def _overdue(c: Ctx) -> bool:
 
 
 def _abort(c: Ctx) -> Then:
-    return Then(
-        [OpenGate(), ActivateService()],
-        f"switchover aborted: {c.cfg.peer_name} did not catch up in "
-        f"{c.cfg.switchover_timeout_s:.0f}s; serving again",
-        replace(c.mem, switchover_since=None),
-    )
+    late = f"switchover aborted: {c.cfg.peer_name} did not catch up in "
+    late += f"{c.cfg.switchover_timeout_s:.0f}s"
+    mem = replace(c.mem, switchover_since=None)
+    if not lease_ok(c):  # quorum mode: the leader key was given up for the peer to take
+        return Then([CloseGate(), *c.quiet], f"{late}; not serving without the leader key", mem)
+    return Then([OpenGate(), ActivateService()], f"{late}; serving again", mem)
 
 
 def _caught_up(c: Ctx) -> bool:
@@ -143,7 +143,7 @@ def _alone(c: Ctx) -> bool:
 def _promote_alone(c: Ctx) -> Then:
     lsn = c.obs.db.receive_lsn
     return Then(
-        [OpenGate(), Promote(_above(c)), DropSync(lsn)],
+        [OpenGate(), Promote(_above(c)), *unsync(c, lsn)],
         f"{_promote_reason(c)}; {c.cfg.peer_name} outdated from LSN {fmt_lsn(lsn)}",
         replace(c.mem, peer_outdated_from=lsn, standby_lost_since=None),
     )
@@ -206,7 +206,7 @@ def _let_go(c: Ctx) -> tuple[list[Action], str, Ctx]:
     outdated = db.lsn if c.mem.peer_outdated_from is None else c.mem.peer_outdated_from
     mem = replace(c.mem, peer_outdated_from=outdated, standby_lost_since=c.obs.now)
     return (
-        [DropSync(db.lsn)] if db.sync_names else [],
+        unsync(c, db.lsn) if db.sync_names else [],
         f"standby {peer} stopping on purpose: asynchronous, {peer} outdated from LSN "
         f"{fmt_lsn(outdated)}",
         replace(c, mem=mem),
@@ -218,7 +218,9 @@ def _in_sync(c: Ctx) -> tuple[list[Action], str, Ctx]:
     if was_outdated or c.mem.standby_lost_since is not None:
         mem = replace(c.mem, standby_lost_since=None, peer_outdated_from=None)
         c = replace(c, mem=mem)
-    return [], f"{c.cfg.peer_name} back in sync" if was_outdated else "", c
+    acts, note, c = record_peer(c)
+    back = f"{c.cfg.peer_name} back in sync" if was_outdated else ""
+    return acts, "; ".join(n for n in (back, note) if n), c
 
 
 def _grace_over(c: Ctx) -> bool:
@@ -235,7 +237,7 @@ def _drop(c: Ctx) -> tuple[list[Action], str, Ctx]:
     outdated = db.lsn if c.mem.peer_outdated_from is None else c.mem.peer_outdated_from
     c = replace(c, mem=replace(c.mem, peer_outdated_from=outdated))
     return (
-        [DropSync(db.lsn)],
+        unsync(c, db.lsn),
         f"standby {peer} lost for {lost_for:.1f}s: asynchronous, {peer} outdated from LSN "
         f"{fmt_lsn(outdated)}",
         c,
@@ -245,10 +247,12 @@ def _drop(c: Ctx) -> tuple[list[Action], str, Ctx]:
 def _must_tell(c: Ctx) -> bool:
     """Grace over, and the standby's agent answers and cycles but has not shown it knows it is
     outdated: it could otherwise promote later over writes acknowledged alone (its agent
-    stuck in a slow call when the mark was published, and this node dead after)."""
+    stuck in a slow call when the mark was published, and this node dead after). Not in
+    quorum mode: etcd's record, changed before the drop, is what keeps it from promoting."""
     p = c.obs.peer
     return (
-        _grace_over(c)
+        not c.cfg.quorum
+        and _grace_over(c)
         and p.reachable
         and p.db_role in (DbRole.STANDBY, DbRole.STOPPED)
         and p.tells_outdated  # an agent older than the field never would (rolling upgrade)
@@ -268,6 +272,17 @@ def _tell(c: Ctx) -> tuple[list[Action], str, Ctx]:
         "writes wait until it has seen the mark",
         c,
     )
+
+
+def _unsyncing(c: Ctx) -> bool:
+    """Quorum mode: the standby is outdated but still named synchronous (the drop waits for
+    etcd's record: a promotion without its standby, a grace that ran out)."""
+    return c.cfg.quorum and c.mem.peer_outdated_from is not None and bool(c.obs.db.sync_names)
+
+
+def _unsync(c: Ctx) -> tuple[list[Action], str, Ctx]:
+    peer = c.cfg.peer_name
+    return unsync(c, c.obs.db.lsn), f"{peer} outdated: {unsync_note(c)}", c
 
 
 def _streaming_again(c: Ctx) -> bool:
@@ -294,6 +309,9 @@ POLICY: tuple[PolicyRule, ...] = (
                _leaving, _let_go),
     PolicyRule("in-sync", "a synchronous standby: clear its outdated mark",
                lambda c: c.obs.db.sync_standby is not None, _in_sync),
+    PolicyRule("quorum-unsync", "quorum: the standby outdated, still named synchronous: "
+               "record in etcd that we acknowledge alone, then drop it from sync",
+               _unsyncing, _unsync),
     PolicyRule("grace-over-tell", "available, no synchronous standby for the grace, its agent "
                "answering: mark it outdated, wait until it shows it has seen the mark",
                _must_tell, _tell),
@@ -338,8 +356,9 @@ AS_MASTER = frozenset({VrrpState.MASTER})
 SPLIT_BRAIN = (
     Rule("split-brain-yield", "both primaries, the peer's data newer: give up the role",
          lambda c: c.both_primary and peer_outranks(c), to(S.FAULT), _yield, db=PRIMARY),
-    Rule("split-brain-keep", "both primaries, our data newer: keep the role",
-         lambda c: c.both_primary, via(S.MASTER), _keep, db=PRIMARY),
+    Rule("split-brain-keep", "both primaries, our data newer (and the leader key, in quorum "
+         "mode): keep the role", lambda c: c.both_primary and lease_ok(c), via(S.MASTER),
+         _keep, db=PRIMARY),
 )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from esc.core.facts import Ctx, fmt_lsn, peer_outranks, winning_data
+from esc.core.facts import Ctx, fmt_lsn, peer_outranks, recorded_here, sync_member, winning_data
 from esc.model import DbRole, NodeState
 
 
@@ -24,10 +24,20 @@ class Veto(StrEnum):
     HOLDING_DOWN = "holding-down"  # elected while the peer still served (VRRP partition)
     PEER_NEWER_PRIMARY = "peer-newer-primary"  # both primaries, the peer's data wins
     PEER_NEWER_DATA = "peer-newer-data"  # both booting, the peer's data wins
+    NOT_SYNC_MEMBER = "not-sync-member"  # quorum: a standby etcd does not record as in sync
+    NO_LEASE = "no-lease"  # quorum: this node does not hold etcd's leader key
 
 
 # The vetoes of a standby that waits for its data to be good enough: it stays BACKUP.
-STANDBY_WAITS = frozenset({Veto.OUTDATED, Veto.PEER_NEWER_PRIMARY, Veto.PEER_NEWER_DATA})
+STANDBY_WAITS = frozenset(
+    {
+        Veto.OUTDATED,
+        Veto.PEER_NEWER_PRIMARY,
+        Veto.PEER_NEWER_DATA,
+        Veto.NOT_SYNC_MEMBER,
+        Veto.NO_LEASE,
+    }
+)
 
 
 def veto(c: Ctx) -> Veto | None:
@@ -39,7 +49,8 @@ def veto(c: Ctx) -> Veto | None:
         return Veto.OUTDATED
     if c.obs.service.failures >= c.cfg.health_failures:
         return Veto.UNHEALTHY
-    if not mem.peer_seen and not mem.forced:
+    if not mem.peer_seen and not mem.forced and not (c.cfg.quorum and recorded_here(c)):
+        # (Quorum mode: etcd's record says this node's data has every acknowledged write.)
         return Veto.COLD_BOOT
     if mem.switchover_since is not None:
         return Veto.HANDING_OVER
@@ -59,6 +70,19 @@ def veto(c: Ctx) -> Veto | None:
         and peer_outranks(c)
     ):
         return Veto.PEER_NEWER_DATA
+    if c.cfg.quorum:
+        return quorum_veto(c)
+    return None
+
+
+def quorum_veto(c: Ctx) -> Veto | None:
+    """Quorum mode: a standby that etcd does not record as the synchronous member lacks writes
+    the primary may have acknowledged alone; a node without the leader key must not serve."""
+    q = c.obs.quorum
+    if c.obs.db.role is DbRole.STANDBY and not sync_member(c) and not c.mem.forced:
+        return Veto.NOT_SYNC_MEMBER
+    if q is None or not q.holder:
+        return Veto.NO_LEASE
     return None
 
 
@@ -82,3 +106,21 @@ def render(v: Veto, c: Ctx) -> str:
             return f"peer {peer} is primary with {winning_data(c)}; this database must follow it"
         case Veto.PEER_NEWER_DATA:
             return f"peer {peer} has newer data (timeline {p.timeline}, LSN {fmt_lsn(p.lsn)})"
+        case Veto.NOT_SYNC_MEMBER:
+            rec = c.obs.quorum.sync if c.obs.quorum else None
+            named = f"records {rec.sync or 'no standby'} in sync" if rec else "has no record"
+            return f"not the synchronous member: etcd {named}"
+        case Veto.NO_LEASE:
+            return no_lease_reason(c)
+
+
+def no_lease_reason(c: Ctx) -> str:
+    q = c.obs.quorum
+    if q is None or not q.reachable:
+        return "no leader lease: etcd unreachable"  # the error is in status (quorum.error)
+    rec = q.sync
+    if c.obs.db.role is DbRole.PRIMARY and rec is not None and not rec.names(c.cfg.node_name):
+        return f"no leader lease: etcd records {rec.primary} as the primary, not this database"
+    if q.leader and q.leader != c.cfg.node_name:
+        return f"no leader lease: {q.leader} holds the leader key"
+    return "no leader lease: the leader key is free"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from esc.config.schema import EscConfig
-from esc.model import DbStatus, PeerView, ServiceView, VrrpState
+from esc.model import DbStatus, PeerView, QuorumObs, ServiceView, SyncRecord, VrrpState
 
 # (operation, done_bytes, total_bytes): "cloning" or "rewinding"; total 0 when unknown
 Progress = Callable[[str, int, int], None]
@@ -144,3 +144,17 @@ class GatewaySource(Protocol):
 
     def retarget(self, gateway: str) -> None:
         """Probe ``gateway`` from now on (a reloaded config)."""
+
+
+class Quorum(Protocol):
+    """Quorum mode: etcd's leader key and record of the pair, kept off the cycle's thread
+    (``esc.drivers.quorum.QuorumKeeper``). Calls never block on etcd."""
+
+    def observe(self) -> QuorumObs: ...
+
+    def want_leader(self, want: bool) -> None:
+        """Campaign for the leader key and keep it, or resign it."""
+
+    def record_sync(self, record: SyncRecord, from_revision: int) -> None:
+        """Swap the record from ``from_revision``, only as the key's holder (asynchronous:
+        later observations show the outcome)."""

@@ -12,9 +12,8 @@ Two parts, both small:
   the client gives up after ``timeout`` and tries the next endpoint. No member answering in
   time is a :class:`QuorumError`, never a stale answer.
 
-The leases and keys are kept by ``esc.drivers.quorum``. The rules that use them (serve only
-while holding the leader key, drop the standby from sync only after recording it) are not wired
-in yet, and ``ha.quorum`` is not a config field until they are.
+The leases and keys are kept by ``esc.drivers.quorum``; the rules that use them are
+``esc.core.quorum``'s.
 """
 
 from __future__ import annotations
@@ -286,22 +285,35 @@ class EtcdClient:
         return _kv(kvs[0]) if kvs else None
 
     def swap(
-        self, key: str, value: str, mod_revision: int, lease: int = 0
+        self,
+        key: str,
+        value: str,
+        mod_revision: int,
+        lease: int = 0,
+        while_held: tuple[str, int] | None = None,
     ) -> tuple[bool, Kv | None]:
         """Write ``value`` only if the key is unchanged since ``mod_revision`` (0: only if it
-        does not exist). (True, None) when written; (False, what is there now) otherwise."""
-        compare = (
+        does not exist) and, with ``while_held = (key2, lease2)``, only while ``key2`` is
+        attached to ``lease2`` (its holder still holds it). (True, None) when written; (False,
+        what is there now) otherwise."""
+        compare = [
             {"key": _b64(key), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
             if mod_revision == 0
             else _unchanged(key, mod_revision)
-        )
+        ]
+        if while_held is not None:
+            held_key, held_lease = while_held
+            compare.append(
+                {"key": _b64(held_key), "result": "EQUAL", "target": "LEASE",
+                 "lease": str(held_lease)}
+            )  # fmt: skip
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
         if lease:
             put["lease"] = str(lease)
         data = self.call(
             "kv/txn",
             {
-                "compare": [compare],
+                "compare": compare,
                 "success": [{"request_put": put}],
                 "failure": [{"request_range": {"key": _b64(key)}}],
             },

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from esc.drivers.base import Bgp, BgpStatus, Database, FollowResult, Progress
 from esc.errors import DbError
-from esc.model import DbRole, DbStatus
+from esc.model import DbRole, DbStatus, QuorumObs, SyncRecord
 
 
 class FakeDatabase:
@@ -229,3 +229,50 @@ class FakeBgp:
 def _conforms_bgp(fake: FakeBgp) -> Bgp:
     """mypy checks here that the fake implements the Bgp protocol."""
     return fake
+
+
+class FakeQuorum:
+    """etcd as one dict: whoever wants the free key gets it; a record swap succeeds from the
+    current revision, by the holder only. ``reachable = False`` cuts this node off (it is then
+    no longer a holder, and its requests are not carried out)."""
+
+    def __init__(self, node: str, shared: dict[str, object] | None = None) -> None:
+        self.node = node
+        self.shared: dict[str, object] = shared if shared is not None else {}
+        self.reachable = True
+        self.wanted = False
+
+    def _rec(self) -> tuple[SyncRecord | None, int]:
+        rec = self.shared.get("sync")
+        rev = self.shared.get("sync_rev", 0)
+        return (rec if isinstance(rec, SyncRecord) else None), (rev if isinstance(rev, int) else 0)
+
+    def observe(self) -> QuorumObs:
+        if not self.reachable:
+            return QuorumObs(reachable=False, holder=False, error="cut off")
+        leader = self.shared.get("leader")
+        rec, rev = self._rec()
+        holder = leader == self.node
+        return QuorumObs(
+            reachable=True,
+            holder=holder,
+            leader=leader if isinstance(leader, str) else None,
+            sync=rec,
+            sync_revision=rev,
+            serve_left=5.0 if holder else 0.0,
+        )
+
+    def want_leader(self, want: bool) -> None:
+        self.wanted = want
+        if not self.reachable:
+            return
+        if want and self.shared.get("leader") is None:
+            self.shared["leader"] = self.node
+        elif not want and self.shared.get("leader") == self.node:
+            del self.shared["leader"]
+
+    def record_sync(self, record: SyncRecord, from_revision: int) -> None:
+        _, rev = self._rec()
+        if self.reachable and self.shared.get("leader") == self.node and rev == from_revision:
+            self.shared["sync"] = record
+            self.shared["sync_rev"] = rev + 1
