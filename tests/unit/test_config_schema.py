@@ -149,3 +149,48 @@ def test_a_rule_over_several_fields_names_its_field_as_data() -> None:
 def test_kad_vri_from_text_or_number(value: object, vrid: int) -> None:
     ha = parse_config(_ha(kad_vri=value)).ha
     assert ha is not None and ha.vrid == vrid
+
+
+QUORUM = {"quorum": "etcd", "witness": "192.0.2.30"}
+
+
+@pytest.mark.parametrize(
+    ("ha", "quorum", "field"),
+    [
+        ({"quorum": "etcd"}, None, "ha.witness"),  # no witness
+        ({"witness": "192.0.2.30"}, None, "ha.witness"),  # a witness without quorum mode
+        ({**QUORUM, "witness": "192.0.2.10"}, None, "ha.witness"),  # a node's address
+        ({**QUORUM, "witness": "2001:db8::30"}, None, "ha.witness"),  # another family
+        ({**QUORUM, "witness": "127.0.0.1"}, None, "ha.witness"),
+        ({**QUORUM, "quorum": "zookeeper"}, None, "ha.quorum"),
+        ({**QUORUM, "node_names": ["witness", "b"]}, None, "ha.node_names"),
+        ({**QUORUM, "ha_mode": "cinder", "db_volume_id": "v"}, None, "ha.quorum"),
+        ({}, {"lease_ttl_s": 3}, "quorum"),  # [quorum] without quorum mode: refused
+        (QUORUM, {"lease_ttl_s": 1}, "quorum.lease_ttl_s"),
+        (QUORUM, {"lease_ttl_s": 2, "election_ms": 1500}, "quorum.lease_ttl_s"),
+        (QUORUM, {"election_ms": 400}, "quorum.election_ms"),  # < 5 heartbeats
+        (QUORUM, {"margin_s": 1.5}, "quorum.margin_s"),  # half the 3 s lease
+        (QUORUM, {"margin_s": 0.3}, "quorum.margin_s"),  # under two 0.2 s agent cycles
+        (QUORUM, {"peer_port": 2379}, "quorum.peer_port"),
+        (QUORUM, {"client_port": 5432}, "quorum.client_port"),  # the database's
+        (QUORUM, {"lease": 3}, "quorum.lease"),
+    ],
+)
+def test_quorum_errors_name_the_field(
+    ha: dict[str, object], quorum: dict[str, object] | None, field: str
+) -> None:
+    data = _ha(**ha)
+    if quorum is not None:
+        data["quorum"] = quorum
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert exc.value.field == field
+
+
+def test_quorum_mode_round_trips_with_its_defaults() -> None:
+    cfg = parse_config(_ha(**QUORUM))
+    assert cfg.ha is not None and cfg.ha.quorum == "etcd" and str(cfg.ha.witness) == "192.0.2.30"
+    assert (cfg.quorum_cfg.lease_ttl_s, cfg.quorum_cfg.margin_s) == (3, 0.75)
+    assert parse_config(tomllib.loads(dump_config(cfg))) == cfg
+    tuned = parse_config({**_ha(**QUORUM), "quorum": {"lease_ttl_s": 2, "election_ms": 1000}})
+    assert tuned.quorum_cfg.lease_ttl_s == 2

@@ -205,7 +205,8 @@ def test_postinst_with_systemd_retires_debians_units_and_starts_or_restarts_the_
     tmp_path: Path, debian_root: Path
 ) -> None:
     calls, _ = run_script(tmp_path, "postinst", "configure", "", systemd=True)
-    for unit in ("keepalived.service", "exabgp.service", "postgresql@15-main.service"):
+    units = ("keepalived.service", "exabgp.service", "etcd.service", "postgresql@15-main.service")
+    for unit in units:
         assert f"systemctl stop {unit}" in calls
     assert not [c for c in calls if "mask" in c and "unmask" not in c]  # never masked
     assert "systemctl --system daemon-reload" in calls

@@ -26,7 +26,16 @@ from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig
 from esc.core.requests import force_primary, request_switchover
-from esc.drivers.base import Bgp, Database, GatewaySource, PeerSource, Service, Vip, Vrrp
+from esc.drivers.base import (
+    Bgp,
+    Database,
+    GatewaySource,
+    PeerSource,
+    Quorum,
+    Service,
+    Vip,
+    Vrrp,
+)
 from esc.errors import DriverError, EscError
 from esc.model import (
     DbRole,
@@ -68,13 +77,15 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
     if old.ha is not None and new.ha is not None:
         # Changing these on one node at a time would split the pair (another VRRP group, other
         # names or addresses): they need both agents restarted together.
-        for field_name in ("ha_node_list", "node_names", "kad_vif", "ha_mode"):
+        for field_name in ("ha_node_list", "node_names", "kad_vif", "ha_mode", "quorum", "witness"):
             if getattr(old.ha, field_name) != getattr(new.ha, field_name):
                 return f"ha.{field_name}"
         if old.ha.vrid != new.ha.vrid:  # the effective one: kad_vri or the VIP's last byte
             return "ha.kad_vri"
         if (old.ha.gateway_ip is None) != (new.ha.gateway_ip is None):
             return "ha.gateway_ip (added or removed: the gateway probe starts with the agent)"
+    if old.quorum_cfg != new.quorum_cfg:
+        return "quorum (etcd's timing and ports: restart the three hosts' members)"
     if old.database != new.database:
         return "database"
     if old.agent.peer_port != new.agent.peer_port:
@@ -111,6 +122,7 @@ class Agent:
         make_bgp: Callable[[EscConfig], Bgp | None] | None = None,
         clock: Any = time.monotonic,
         long_runner: Runner | None = None,
+        quorum: Quorum | None = None,
     ) -> None:
         self.cfg = cfg
         self.paths = paths
@@ -141,6 +153,9 @@ class Agent:
         # What start() starts (the APIs, the peer poller, the checks; build_agent fills it):
         # constructing an agent starts no thread and binds nothing.
         self.starters: list[Callable[[], object]] = []
+        self.supervised: list[Callable[[], None]] = []  # run each cycle (restart a dead child)
+        self.stoppers: list[Callable[[], None]] = []  # run by stop(), after the VIP is gone
+        self.quorum = quorum  # quorum mode: etcd's leader key and record (QuorumKeeper)
         self.executor = Executor(
             node_name=dcfg.node_name,
             peer_name=dcfg.peer_name,
@@ -153,6 +168,7 @@ class Agent:
             state=lambda: self.mem.state.value,
             beat=lambda: self.notifier.watchdog(),  # noqa: PLW0108 (main sets the notifier later)
             runner=long_runner,
+            quorum=quorum,
         )
 
     # --- memory -----------------------------------------------------------------------------
@@ -191,11 +207,14 @@ class Agent:
             gateway_ok=None if self.gateway is None else self.gateway.ok(),
             gate_open=self.vrrp.gate_open,
             busy=busy,
+            quorum=self.quorum.observe() if self.quorum is not None else None,
         )
 
     def cycle(self) -> Decision:
         self.vrrp.beat()
         self.service.ensure_running()
+        for check in self.supervised:
+            check()
         long_ok = self.executor.collect()  # a long action that finished since the last cycle
         obs = self.observe()
         mem = self._take_requests(obs, self.mem)
@@ -203,6 +222,8 @@ class Agent:
         # The state file says SWITCHING before the promote runs, not after.
         self._record(obs, d)
         self._execute(d, long_ok)
+        if self.quorum is not None:  # after the actions: a node stops serving, then resigns
+            self.quorum.want_leader(d.campaign)
         self._name_primary(obs, d)
         if self.bgp is not None:
             self._steer_bgp(d.announce)
@@ -434,6 +455,9 @@ class Agent:
                 continue
             back_to_back = 0
             wait = max(0.0, self.cfg.agent.cycle_s - (self.clock() - t0))
+            q = self.last_obs.quorum if self.last_obs is not None else None
+            if q is not None and q.holder:  # no later than the instant the lease stops counting
+                wait = min(wait, q.serve_left)
             self.wake.wait(wait)
             self.wake.clear()
 
@@ -451,6 +475,11 @@ class Agent:
         if self.bgp is not None:
             self.bgp.stop()  # the session drops: the router withdraws the route
         self.vrrp.stop()
+        for stop in self.stoppers:
+            try:
+                stop()
+            except (EscError, OSError) as exc:
+                log.warning("stop: %s", exc)
         try:
             # Nothing runs without its agent (systemd's cgroup stop would also get it, where
             # the host's cgroups let it: not in every container).

@@ -24,6 +24,7 @@ from esc.agent.execute import Threaded
 from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.loop import Agent
+from esc.agent.quorum_setup import build_keeper, build_member
 from esc.agent.service import ManagedService
 from esc.agent.systemd import Notifier
 from esc.config.schema import EscConfig, NodePaths, load_config
@@ -121,8 +122,13 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         peer_agent_timeout_s=cfg.agent.heartbeat_timeout_s,
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
         mode="shared" if ha.ha_mode == "cinder" else "replicated",
+        quorum=ha.quorum == "etcd",
     )
     wake = threading.Event()
+    member = keeper = None
+    if dcfg.quorum:  # (before anything starts: a missing certificate refuses the start)
+        member = build_member(cfg, paths, name)
+        keeper = build_keeper(cfg, paths, name, on_change=wake.set)
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
     db = build_database(cfg, paths, str(self_addr))
     # A peer view must go stale before keepalived's master-down timer (~3 adverts) expires:
@@ -158,6 +164,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         bgp=bgp,
         make_bgp=lambda new: make_bgp(new, paths),
         long_runner=Threaded(wake.set),  # a clone may take hours: the cycle goes on
+        quorum=keeper,
     )
     agent.wake = wake
     # Started by Agent.start(), not here: constructing the agent starts nothing.
@@ -175,6 +182,11 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         service.start_checks,
         *([gateway.start] if gateway is not None else []),
     ]
+    if member is not None and keeper is not None:
+        agent.starters += [member.start, keeper.start]
+        agent.supervised.append(member.ensure_running)
+        # On a planned stop, after the service and the VIP: the key is handed over at once.
+        agent.stoppers += [keeper.stop, member.stop]
     return agent
 
 

@@ -25,6 +25,8 @@ HA_FIELDS: Mapping[str, str] = {
     "route": "ha.routes",
     "advert_int": "ha.advert_int",
     "gateway_ip": "ha.gateway_ip",
+    "quorum": "ha.quorum",
+    "witness": "ha.witness",
 }
 BGP_FIELDS: Mapping[str, str] = {
     "local_ip": "bgp.local_ip",
@@ -77,4 +79,6 @@ def section_values(given: Mapping[str, Any]) -> dict[str, Any]:
         other = _EXCLUSIVE.get(flag)
         if other is not None and other not in given:
             values[other] = None
+        if flag == "quorum" and value == "none" and "witness" not in given:
+            values["witness"] = None  # leaving quorum mode forgets the witness
     return values

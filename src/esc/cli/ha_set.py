@@ -99,6 +99,10 @@ def add_ha_set_parser(
     )
     p.add_argument("--advert_int", metavar="SECONDS", help="VRRP advert interval (0.01-40.95)")
     p.add_argument("--gateway_ip", metavar="IP", help="gateway the agent tracks")
+    p.add_argument(
+        "--quorum", metavar="none|etcd", help="etcd: quorum mode with a witness (--witness)"
+    )
+    p.add_argument("--witness", metavar="IP", help="the witness host's address (quorum etcd)")
     return p
 
 

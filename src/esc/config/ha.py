@@ -166,6 +166,7 @@ def _advert_int(value: object) -> float:
     )
 
 
+WITNESS_NAME = "witness"  # the witness host's etcd member (the nodes' are node_names)
 HaMode = Literal["drbd", "drbd_on_cinder", "cinder", "no_ha"]
 
 
@@ -184,6 +185,10 @@ class HaConfig(Model):
     routes: Annotated[tuple[Route, ...], BeforeValidator(_routes)] = ()
     # The nodes' names in ha_node_list order: replication application names, slots, logs.
     node_names: tuple[str, str] = ("esc-ha-0", "esc-ha-1")
+    # "etcd": quorum mode (esc.core.quorum), three etcd members: one per node (on its
+    # ha_node_list address) and one on the witness host; timing in [quorum].
+    quorum: Literal["none", "etcd"] = "none"
+    witness: NodeIp | None = None
 
     @field_validator("db_volume_id")
     @classmethod
@@ -232,6 +237,20 @@ class HaConfig(Model):
             raise RuleError(
                 "gateway_ip", "must be the router the nodes track, not the VIP or a node address"
             )
+        if self.quorum == "etcd":
+            w = self.witness
+            if w is None:
+                raise RuleError("witness", 'quorum = "etcd" needs the witness host\'s address')
+            if w in (a, b, vip):
+                raise RuleError("witness", "must be a third host: not a node address or the VIP")
+            if w.version != a.version:
+                raise RuleError("witness", "must be of the family of ha_node_list")
+            if self.ha_mode == "cinder":
+                raise RuleError("quorum", "etcd quorum mode needs replicated storage, not cinder")
+            if WITNESS_NAME in self.node_names:
+                raise RuleError("node_names", f"{WITNESS_NAME!r} is the witness's etcd member")
+        elif self.witness is not None:
+            raise RuleError("witness", 'only with quorum = "etcd"')
         if self.db_volume_id is not None and self.db_volume_path is not None:
             raise RuleError("db_volume_path", "not allowed with db_volume_id (one or the other)")
         if self.ha_mode in ("cinder", "drbd_on_cinder") and not (

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from esc.config.bgp import BgpConfig
 from esc.config.ha import HaConfig
 from esc.config.manager import ManagerConfig
-from esc.config.types import Model, absolute_path, no_control
+from esc.config.types import Model, RuleError, absolute_path, no_control
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
 
@@ -57,6 +57,38 @@ class AgentConfig(Model):
         return no_control(v)
 
 
+class QuorumConfig(Model):
+    """``[quorum]``: etcd's timing and ports in quorum mode (``ha.quorum = "etcd"``).
+
+    The leader key's lease bounds a failover: the standby can take the key only after etcd
+    expired it, ``lease_ttl_s`` after the last renewal. The holder stops serving ``margin_s``
+    before its lease can end as it measures it (clock rates, a cycle to notice, the time to
+    deactivate). etcd's own raft timing: ``heartbeat_ms``, ``election_ms``."""
+
+    lease_ttl_s: int = Field(default=3, ge=2, le=60)
+    margin_s: float = Field(default=0.75, gt=0)
+    heartbeat_ms: int = Field(default=100, ge=10, le=5000)
+    election_ms: int = Field(default=1000, ge=50, le=50000)
+    client_port: int = Field(default=2379, ge=1, le=65535)
+    peer_port: int = Field(default=2380, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _timing(self) -> QuorumConfig:
+        if self.election_ms < 5 * self.heartbeat_ms:
+            raise RuleError("election_ms", "etcd needs at least 5 times heartbeat_ms")
+        # etcd raises a shorter lease to 1.5 election timeouts: say so instead of silently
+        # failing over slower than configured.
+        if self.lease_ttl_s * 1000 < 1.5 * self.election_ms:
+            raise RuleError(
+                "lease_ttl_s", f"etcd grants at least 1.5 x election_ms ({self.election_ms} ms)"
+            )
+        if self.margin_s >= self.lease_ttl_s / 2:
+            raise RuleError("margin_s", "must be below half of lease_ttl_s")
+        if self.client_port == self.peer_port:
+            raise RuleError("peer_port", "must differ from client_port")
+        return self
+
+
 class EscConfig(Model):
     """The whole config of one node."""
 
@@ -67,6 +99,28 @@ class EscConfig(Model):
     database: DatabaseConfig = DatabaseConfig()
     agent: AgentConfig = AgentConfig()
     manager: ManagerConfig = ManagerConfig()
+    # Only with ha.quorum = "etcd" (the defaults apply when it is absent): see ``quorum_cfg``.
+    quorum: QuorumConfig | None = None
+
+    @model_validator(mode="after")
+    def _quorum(self) -> EscConfig:
+        etcd = self.ha is not None and self.ha.quorum == "etcd"
+        if self.quorum is not None and not etcd:
+            raise RuleError("quorum", 'only with ha.quorum = "etcd"')
+        q = self.quorum_cfg
+        if etcd and q.margin_s < 2 * self.agent.cycle_s:
+            raise RuleError(
+                "quorum.margin_s",
+                f"must be at least two agent cycles ({2 * self.agent.cycle_s:g} s): the agent "
+                "must notice and deactivate before the lease can end",
+            )
+        if etcd and self.database.port in (q.client_port, q.peer_port):
+            raise RuleError("quorum.client_port", "etcd's ports must differ from database.port")
+        return self
+
+    @property
+    def quorum_cfg(self) -> QuorumConfig:
+        return self.quorum if self.quorum is not None else QuorumConfig()
 
     @field_validator("node_name")
     @classmethod

@@ -50,6 +50,17 @@ class NodePaths:
         return self.run_dir / "postgresql"
 
     @property
+    def pki_dir(self) -> Path:
+        """Quorum mode: the pair CA's certificate (``ca.crt``) and this host's certificate and
+        key (``host.crt``, ``host.key``), from ``escadm ha pki``."""
+        return self.etc_dir / "pki"
+
+    @property
+    def etcd_dir(self) -> Path:
+        """Quorum mode: this host's etcd member's data."""
+        return self.data_dir / "etcd"
+
+    @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
 

@@ -29,7 +29,13 @@ from esc.config.load import (
     save_config,
 )
 from esc.config.manager import ManagerConfig, VimKind
-from esc.config.node import AgentConfig, DatabaseConfig, EscConfig, ReplicationConfig
+from esc.config.node import (
+    AgentConfig,
+    DatabaseConfig,
+    EscConfig,
+    QuorumConfig,
+    ReplicationConfig,
+)
 from esc.config.paths import NodePaths
 from esc.config.types import (
     AnycastIp,
@@ -61,6 +67,7 @@ __all__ = [
     "NextHopIp",
     "NodeIp",
     "NodePaths",
+    "QuorumConfig",
     "ReplicationConfig",
     "Route",
     "RuleError",

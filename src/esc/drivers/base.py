@@ -158,3 +158,6 @@ class Quorum(Protocol):
     def record_sync(self, record: SyncRecord, from_revision: int) -> None:
         """Swap the record from ``from_revision``, only as the key's holder (asynchronous:
         later observations show the outcome)."""
+
+    def stop(self) -> None:
+        """Resign (the lease revoked: the peer may take the key at once) and stop."""

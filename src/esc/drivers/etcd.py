@@ -22,6 +22,7 @@ import base64
 import http.client
 import ipaddress
 import json
+import logging
 import ssl
 import time
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from urllib.parse import urlsplit
 from esc.addresses import url_host
 from esc.drivers.proc import Child
 from esc.errors import ConfigError, QuorumError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,12 @@ class EtcdMember:
 
     def is_alive(self) -> bool:
         return self.child.is_alive()
+
+    def ensure_running(self) -> None:
+        """Start it again if it died (called every agent cycle; etcd rejoins with its data)."""
+        if self.child.starts and not self.child.is_alive():
+            log.warning("etcd member exited; starting it again (see %s)", self.child.log_file)
+            self.start()
 
 
 @dataclass(frozen=True)

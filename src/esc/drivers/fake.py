@@ -271,6 +271,9 @@ class FakeQuorum:
         elif not want and self.shared.get("leader") == self.node:
             del self.shared["leader"]
 
+    def stop(self) -> None:
+        self.want_leader(False)
+
     def record_sync(self, record: SyncRecord, from_revision: int) -> None:
         _, rev = self._rec()
         if self.reachable and self.shared.get("leader") == self.node and rev == from_revision:
