@@ -26,7 +26,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from esc.drivers.base import BgpStatus
 from esc.errors import DriverError
-from esc.model import DbRole, DbStatus, NodeState, PeerView, ServiceView, fmt_lsn
+from esc.model import DbRole, DbStatus, NodeState, PeerView, QuorumObs, ServiceView, fmt_lsn
 
 STATUS_VERSION = 1
 
@@ -88,6 +88,10 @@ class StatusView:
     progress: Progress | None = None
     long_action: str | None = None  # "following esc-ha-0"
     diverged_dumps: tuple[str, ...] = ()  # transactions kept before a rewind (never lost)
+    # quorum mode: the keeper's view (leader, lease left, the recorded pair) and the members
+    # ("name=https://address:port", from the config)
+    quorum: QuorumObs | None = None
+    quorum_members: tuple[str, ...] = ()
 
     @property
     def degraded(self) -> bool:

@@ -61,6 +61,12 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="what the two controller nodes are: processes in namespaces (default), or booted "
         "Debian 12 hosts (systemd-nspawn) with the .deb installed and the guide's commands",
     )
+    up.add_argument(
+        "--quorum",
+        choices=["none", "etcd"],
+        default="none",
+        help="etcd: quorum mode, an etcd member on each node and on the witness host",
+    )
     ls.add_parser("down", help="remove everything the lab made")
     st = ls.add_parser("status", help="hosts, addresses and HA state")
     st.add_argument("--json", action="store_true")
@@ -133,7 +139,11 @@ def _dispatch(lab: Lab, args: argparse.Namespace) -> int:
     cmd = args.lab_cmd
     if cmd == "up":
         res = lab.up(
-            args.topology, ha_mode=args.ha_mode, heartbeat=args.heartbeat, hosts=args.hosts
+            args.topology,
+            ha_mode=args.ha_mode,
+            heartbeat=args.heartbeat,
+            hosts=args.hosts,
+            quorum=args.quorum,
         )
         if not res.created:
             print(

@@ -27,8 +27,11 @@ COMPONENTS: dict[str, frozenset[str]] = {
     "manager": frozenset({"esc-manager"}),
     "exabgp": frozenset({"exabgp"}),
     "bird": frozenset({"bird"}),
+    "etcd": frozenset({"etcd"}),  # quorum mode's members (nodes and witness)
+    "witness": frozenset({"esc-witness"}),
 }
-PartitionKind = Literal["vrrp", "db", "api", "all"]
+PartitionKind = Literal["vrrp", "db", "api", "etcd", "all"]
+ETCD_PORTS = (2379, 2380)
 NFT_TABLE = "esc_lab_fault"
 PEER_API_PORT = 7400
 DB_PORT = 5432
@@ -70,44 +73,64 @@ def _matches(only: PartitionKind) -> tuple[str, ...]:
         "vrrp": ("meta l4proto 112",),
         "db": (f"tcp dport {DB_PORT}", f"tcp sport {DB_PORT}"),
         "api": (f"tcp dport {PEER_API_PORT}", f"tcp sport {PEER_API_PORT}"),
+        "etcd": tuple(f"tcp {d} {p}" for p in ETCD_PORTS for d in ("dport", "sport")),
         "all": ("",),
     }[only]
 
 
 def partition_rules(topo: Topology, network: str, only: PartitionKind) -> dict[str, str]:
     """nft scripts per node that cut ``only`` traffic between the two nodes on ``network``."""
-    scripts: dict[str, str] = {}
-    for me, peer in ((NODES[0], NODES[1]), (NODES[1], NODES[0])):
-        iface = topo.attachment(me, network).iface
-        rules_in: list[str] = []
-        rules_out: list[str] = []
+    return {
+        me: _cut_script(topo, me, network, (peer,), only)
+        for me, peer in ((NODES[0], NODES[1]), (NODES[1], NODES[0]))
+    }
+
+
+def isolate_rules(topo: Topology, host: str, network: str, only: PartitionKind) -> str:
+    """The nft script that cuts ``only`` traffic between ``host`` and every other host on
+    ``network`` but the router (a node cut from its peer and the witness, its clients still
+    reaching it)."""
+    others = tuple(
+        a.host
+        for a in topo.attachments
+        if a.network == network and a.host not in (host, "router", "nb")
+    )
+    return _cut_script(topo, host, network, others, only)
+
+
+def _cut_script(
+    topo: Topology, me: str, network: str, peers: tuple[str, ...], only: PartitionKind
+) -> str:
+    iface = topo.attachment(me, network).iface
+    rules_in: list[str] = []
+    rules_out: list[str] = []
+    for peer in peers:
         for addr in topo.attachment(peer, network).addresses:
             fam = "ip" if addr.version == 4 else "ip6"
             for match in _matches(only):
                 tail = f" {match}" if match else ""
                 rules_in.append(f"    iifname {iface} {fam} saddr {addr.ip}{tail} counter drop")
                 rules_out.append(f"    oifname {iface} {fam} daddr {addr.ip}{tail} counter drop")
-        if only in ("vrrp", "all"):
-            # VRRP for an IPv6 VIP over IPv4 nodes goes to ff02::12 from link-local addresses
-            # (keepalived native_ipv6): cut protocol 112 on the link, whatever the address.
-            rules_in.append(f"    iifname {iface} meta l4proto 112 counter drop")
-            rules_out.append(f"    oifname {iface} meta l4proto 112 counter drop")
-        scripts[me] = "\n".join(
-            [
-                f"table inet {NFT_TABLE} {{",
-                "  chain input {",
-                "    type filter hook input priority -10; policy accept;",
-                *rules_in,
-                "  }",
-                "  chain output {",
-                "    type filter hook output priority -10; policy accept;",
-                *rules_out,
-                "  }",
-                "}",
-                "",
-            ]
-        )
-    return scripts
+    if only in ("vrrp", "all"):
+        # VRRP for an IPv6 VIP over IPv4 nodes goes to ff02::12 from link-local addresses
+        # (keepalived native_ipv6): cut protocol 112 on the link, whatever the address.
+        rules_in.append(f"    iifname {iface} meta l4proto 112 counter drop")
+        rules_out.append(f"    oifname {iface} meta l4proto 112 counter drop")
+    return "\n".join(
+        [
+            f"table inet {NFT_TABLE} {{",
+            "  chain input {",
+            "    type filter hook input priority -10; policy accept;",
+            *rules_in,
+            "  }",
+            "  chain output {",
+            "    type filter hook output priority -10; policy accept;",
+            *rules_out,
+            "  }",
+            "}",
+            "",
+        ]
+    )
 
 
 def partition(lab: Lab, network: str, only: PartitionKind = "all") -> None:
@@ -115,6 +138,13 @@ def partition(lab: Lab, network: str, only: PartitionKind = "all") -> None:
     for node, script in partition_rules(topo, network, only).items():
         run(in_ns(node, "nft", "-f", "-"), input_=script)
     _record(lab, f"partition {network} --only {only}")
+
+
+def isolate(lab: Lab, host: str, only: PartitionKind = "all") -> None:
+    """Cut ``host`` from its peer and the witness on the sync network (clients still reach it)."""
+    topo = lab.topology()
+    run(in_ns(host, "nft", "-f", "-"), input_=isolate_rules(topo, host, topo.sync_network, only))
+    _record(lab, f"isolate {host} --only {only}")
 
 
 def link(lab: Lab, host: str, network: str, up: bool) -> None:

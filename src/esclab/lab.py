@@ -101,6 +101,7 @@ class Lab(LabPair, LabBuilder):
         ha_mode: HaMode = "drbd",
         heartbeat: int = 4,
         hosts: HostKind = "process",
+        quorum: str = "none",
     ) -> UpResult:
         """Build the hosts and (unless ``pair`` is False) start the HA pair in them.
 
@@ -110,6 +111,10 @@ class Lab(LabPair, LabBuilder):
         installed and configured by the guide's commands (``esclab.guide``)."""
         if hosts == "booted" and (ha_mode != "drbd" or heartbeat != 4):
             raise LabError("--hosts booted: only --ha_mode drbd and --heartbeat 4 for now")
+        if quorum not in ("none", "etcd"):
+            raise LabError(f"--quorum: {quorum!r} is not none or etcd")
+        if quorum == "etcd" and (hosts == "booted" or ha_mode == "cinder" or heartbeat != 4):
+            raise LabError("--quorum etcd: process hosts, --heartbeat 4, not cinder, for now")
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
@@ -121,7 +126,7 @@ class Lab(LabPair, LabBuilder):
             self._build(topo)
             if heartbeat not in (4, 6):
                 raise LabError("--heartbeat: 4 or 6")
-            self.write_state(ha_mode=ha_mode, heartbeat=heartbeat)
+            self.write_state(ha_mode=ha_mode, heartbeat=heartbeat, quorum=quorum)
             if pair:
                 self.start_pair(advert_int)
         except BaseException:

@@ -24,6 +24,13 @@ from esclab.lab_config import (
     lab_vim_settings,
     lab_vip_spec,
 )
+from esclab.lab_quorum import (
+    boot_witness,
+    configure_witness,
+    install_pki,
+    pki_roots,
+    quorum_fields,
+)
 from esclab.lab_state import LabState
 from esclab.machine import loop_devices, ns_pids, wait_until
 from esclab.run import Result, in_ns, run
@@ -49,6 +56,10 @@ class LabPair(LabState):
             self.write_state(pids=pids)
         else:
             self.configure_nodes(self.topology(), advert_int)
+            if self.quorum:
+                pids = dict(self.read_state().get("pids", {}))
+                pids["witness"] = boot_witness(self.root)
+                self.write_state(pids=pids)
             for node in NODES:
                 self.boot_node(node)
         self._step("agents")
@@ -65,6 +76,7 @@ class LabPair(LabState):
         password = secrets.token_urlsafe(24)
         state = self.read_state()
         mode: HaMode = state.get("ha_mode", "drbd")
+        cfg = None
         for host in NODES:
             cfg = lab_node_config(
                 topo, host, secret, password, lab_vim=True, heartbeat=int(state.get("heartbeat", 4))
@@ -76,10 +88,16 @@ class LabPair(LabState):
                 volume = "shared" if mode == "cinder" else host
                 data["ha"]["ha_mode"] = mode
                 data["ha"]["db_volume_path"] = str(self.make_volume(volume))
+            if self.quorum:
+                data["ha"].update(quorum_fields(topo))
             cfg = parse_config(data)  # validated like any config
             paths = self.node_paths(host)
             save_config(cfg, paths.config_file)
             save_settings(lab_vim_settings(self.root), paths)  # the lab VIM's, beside it
+        if self.quorum and cfg is not None:
+            configure_witness(self.root, cfg)
+            nodes = {n: self.node_paths(n) for n in NODES}
+            install_pki(self.root, topo, pki_roots(self.root, nodes))
 
     def make_volume(self, name: str) -> Path:
         """A blank block volume (loop device over a sparse image); the same device if it

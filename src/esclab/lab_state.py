@@ -64,6 +64,11 @@ class LabState:
         """The controller nodes are booted hosts (systemd-nspawn), not processes."""
         return self.read_state().get("hosts") == "booted"
 
+    @property
+    def quorum(self) -> bool:
+        """Quorum mode (``--quorum etcd``): the witness runs esc-witness."""
+        return self.read_state().get("quorum") == "etcd"
+
     def booted_node(self, host: str) -> BootedNode:
         if host not in NODES:
             raise LabError(f"{host} is not a controller node ({', '.join(NODES)})")

@@ -29,6 +29,7 @@ class Ack:
     t_ack: float
     attempts: int
     via: int = 0  # index in WriterRun.urls of the URL that acknowledged
+    t_sent: float = 0.0  # when the acknowledged attempt was sent (its commit is in between)
 
 
 @dataclass
@@ -103,7 +104,13 @@ class WriterRun:
                 self.summary = item["summary"]
             elif "n" in item:
                 self.acks.append(
-                    Ack(item["n"], item["t_ack"], item["attempts"], int(item.get("via", 0)))
+                    Ack(
+                        item["n"],
+                        item["t_ack"],
+                        item["attempts"],
+                        int(item.get("via", 0)),
+                        float(item.get("t_sent", item["t_ack"])),
+                    )
                 )
 
     def wait_acks(self, count: int, timeout: float = 60.0) -> None:
@@ -161,3 +168,23 @@ def check(lab: Lab, w: WriterRun) -> dict[str, int]:
 
 def other(host: str) -> str:
     return NODES[1 - NODES.index(host)]
+
+
+def both_accepting(a: list[Ack], b: list[Ack]) -> list[tuple[Ack, Ack]]:
+    """Pairs of writes, one acknowledged by each of two writers each pinned to one node, whose
+    commits may have happened at the same time: their [sent, acknowledged] intervals overlap.
+    Empty when the two nodes never accepted writes at once (quorum mode's promise)."""
+    events = sorted(
+        [(x.t_sent, x.t_ack, 0, x) for x in a] + [(y.t_sent, y.t_ack, 1, y) for y in b],
+        key=lambda e: e[0],
+    )
+    found: list[tuple[Ack, Ack]] = []
+    latest: list[Ack | None] = [None, None]  # per side, the interval reaching furthest so far
+    for sent, _ack, side, x in events:
+        other = latest[1 - side]
+        if other is not None and other.t_ack > sent:
+            found.append((x, other) if side == 0 else (other, x))
+        mine = latest[side]
+        if mine is None or x.t_ack > mine.t_ack:
+            latest[side] = x
+    return found

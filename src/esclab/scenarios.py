@@ -59,6 +59,22 @@ class PairHealth:
         return self.why_not is None and self.master is not None and self.backup is not None
 
 
+def _quorum_checks(m: str, b: str, ms: Mapping[str, Any]) -> tuple[tuple[bool, str], ...]:
+    """Quorum mode: the primary holds the leader key and etcd records the standby in sync (so
+    it may take over)."""
+    q = ms.get("quorum")
+    if not isinstance(q, Mapping):
+        return ()
+    rec = q.get("sync") or {}
+    return (
+        (not q.get("holder"), f"{m}: not the leader key's holder"),
+        (
+            (rec.get("primary"), rec.get("sync")) != (m, b),
+            f"{m}: etcd records {rec or 'nothing'}, not {b} in sync",
+        ),
+    )
+
+
 def pair_verdict(statuses: Mapping[str, Mapping[str, Any] | None]) -> PairHealth:
     """Whether the pair is whole, from each node's agent status (None: the agent did not
     answer). Pure: the rules are unit-tested."""
@@ -86,6 +102,7 @@ def pair_verdict(statuses: Mapping[str, Mapping[str, Any] | None]) -> PairHealth
         (ms.get("peer_outdated_from") is not None, f"{m}: {b} marked outdated"),
         (bs.get("self_outdated_from") is not None, f"{b}: outdated"),
         (bool(ms.get("switchover") or bs.get("switchover")), "switchover in progress"),
+        *_quorum_checks(m, b, ms),
     )
     for failed, why in checks:
         if failed:

@@ -19,8 +19,11 @@ from esc.errors import LabError
 TopologyKind = Literal["single", "multi"]
 SWITCH_NS = "esc-sw"
 NODES = ("esc-ha-0", "esc-ha-1")
-HOSTS = (*NODES, "nb", "router")
-SHORT = {"esc-ha-0": "ha0", "esc-ha-1": "ha1", "nb": "nb", "router": "rtr"}
+# The witness: quorum mode's third etcd member (esc-witness), on the sync network; idle (its
+# namespace only) in two-node mode.
+WITNESS = "witness"
+HOSTS = (*NODES, "nb", "router", WITNESS)
+SHORT = {"esc-ha-0": "ha0", "esc-ha-1": "ha1", "nb": "nb", "router": "rtr", WITNESS: "wit"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class Topology:
         return "sync" if self.kind == "single" else "northbound"
 
 
-_HOST_NUM = {"router": 1, "esc-ha-0": 10, "esc-ha-1": 11, "nb": 50}
+_HOST_NUM = {"router": 1, "esc-ha-0": 10, "esc-ha-1": 11, "nb": 50, WITNESS: 30}
 
 
 def _iface(
@@ -158,21 +161,28 @@ def build_topology(kind: TopologyKind) -> Topology:
         mgmt = Network("mgmt", "m", ipaddress.IPv4Network("203.0.113.0/24"))
         atts_l: list[Attachment] = []
         for h in HOSTS:
-            atts_l.append(Attachment(h, "northbound", "eth0", _iface(nb.v4, nb.v6, _HOST_NUM[h])))
+            if h != WITNESS:  # the witness is on the sync network only
+                atts_l.append(
+                    Attachment(h, "northbound", "eth0", _iface(nb.v4, nb.v6, _HOST_NUM[h]))
+                )
+        for h in HOSTS:
+            if h in NODES or h == WITNESS:
+                nic = "eth1" if h in NODES else "eth0"
+                atts_l.append(Attachment(h, "sync", nic, _iface(sync.v4, None, _HOST_NUM[h])))
         for h in NODES:
-            atts_l.append(Attachment(h, "sync", "eth1", _iface(sync.v4, None, _HOST_NUM[h])))
             atts_l.append(Attachment(h, "mgmt", "eth2", _iface(mgmt.v4, None, _HOST_NUM[h])))
         atts_l += _vnf_attachments("eth3")
         assert nb.v4 is not None
         gw = nb.v4[1]
         gw6 = nb.v6[1] if nb.v6 else None
         assert gw6 is not None
+        routed = [h for h in HOSTS if h not in ("router", WITNESS)]
         topo = Topology(
             kind,
             (nb, sync, mgmt, VNF),
             tuple(atts_l),
-            {h: gw for h in HOSTS if h != "router"},
-            {h: gw6 for h in HOSTS if h != "router"},
+            {h: gw for h in routed},
+            {h: gw6 for h in routed},
         )
     else:
         raise LabError(f"--topology: unknown topology {kind!r} (single or multi)")

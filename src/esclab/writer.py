@@ -6,8 +6,8 @@ the same transaction id, and reports every acknowledgement with its time.
 
 Runs inside the ``nb`` host. Each write creates tenant ``<prefix>-<n>`` with transaction id
 ``<prefix>-<n>``; a write is retried (same id) until acknowledged (202). Prints one JSON line
-per acknowledgement ({"n", "t_ack", "attempts", "via"}) and a final summary line. SIGTERM stops
-it after the write in flight.
+per acknowledgement ({"n", "t_sent", "t_ack", "attempts", "via"}) and a final summary line.
+SIGTERM stops it after the write in flight.
 
 ``--url`` given more than once is a client that reaches every node by its own address, as an
 orchestrator configured with both would: it stays on one URL while it answers and moves to the
@@ -108,14 +108,16 @@ class Clients:
 
 def write_one(
     clients: Clients, prefix: str, n: int, stop: list[bool], stats: Stats, retry_pause: float
-) -> int:
-    """Write tenant n until acknowledged; return the attempts it took (0: stopped first). The
-    URL that acknowledged is ``clients.current`` then."""
+) -> tuple[int, float]:
+    """Write tenant n until acknowledged; return the attempts it took (0: stopped first) and
+    when the acknowledged attempt was sent (wall clock). The URL that acknowledged is
+    ``clients.current`` then."""
     tid = f"{prefix}-{n}"
     attempts = 0
     while not stop[0] or attempts == 0:
         attempts += 1
         stats.attempts += 1
+        sent = time.time()
         try:
             status, body = clients.request(
                 "POST", "/tenants", {"name": tid}, {"ESC-Transaction-Id": tid}
@@ -127,14 +129,14 @@ def write_one(
             time.sleep(retry_pause)
             continue
         if status == 202:
-            return attempts
+            return attempts, sent
         if status == 409 and "exist" in json.dumps(body):
             stats.duplicates += 1
-            return attempts
+            return attempts, sent
         stats.errors[str(status)] = stats.errors.get(str(status), 0) + 1
         clients.failed()
         time.sleep(retry_pause)
-    return 0
+    return 0, 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,10 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     while not stop[0] and time.monotonic() < end:
         n += 1
         t0 = time.monotonic()
-        attempts = write_one(clients, args.prefix, n, stop, stats, retry_pause=args.interval / 2)
+        attempts, sent = write_one(
+            clients, args.prefix, n, stop, stats, retry_pause=args.interval / 2
+        )
         if attempts:
             stats.acked += 1
-            ack = {"n": n, "t_ack": time.time(), "attempts": attempts, "via": clients.current}
+            ack = {
+                "n": n,
+                "t_sent": sent,
+                "t_ack": time.time(),
+                "attempts": attempts,
+                "via": clients.current,
+            }
             print(json.dumps(ack), flush=True)
         time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
     print(

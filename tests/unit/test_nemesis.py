@@ -263,6 +263,9 @@ def _backup(**over: Any) -> dict[str, Any]:
     return st | over
 
 
+QUORUM_OK = {"holder": True, "sync": {"primary": "esc-ha-0", "sync": "esc-ha-1"}}
+
+
 @pytest.mark.parametrize(
     ("master", "backup", "why"),
     [
@@ -286,6 +289,18 @@ def _backup(**over: Any) -> dict[str, Any]:
         (_master(peer_outdated_from=123), _backup(), "esc-ha-0: esc-ha-1 marked outdated"),
         (_master(), _backup(self_outdated_from=123), "esc-ha-1: outdated"),
         (_master(switchover=True), _backup(), "switchover in progress"),
+        # quorum mode: the primary holds the key and etcd records the standby in sync
+        (_master(quorum=QUORUM_OK), _backup(), None),
+        (
+            _master(quorum={**QUORUM_OK, "holder": False}),
+            _backup(),
+            "esc-ha-0: not the leader key's holder",
+        ),
+        (
+            _master(quorum={**QUORUM_OK, "sync": {"primary": "esc-ha-0", "sync": ""}}),
+            _backup(),
+            "esc-ha-0: etcd records {'primary': 'esc-ha-0', 'sync': ''}, not esc-ha-1 in sync",
+        ),
     ],
 )
 def test_pair_verdict(

@@ -27,6 +27,7 @@ class OneMember:
     def __init__(self, clock: Clock) -> None:
         self.clock, self.keys, self.leases, self.down = clock, {}, set(), False
         self.revision = 0
+        self.granted = 0
 
     def _up(self) -> None:
         if self.down:
@@ -34,7 +35,8 @@ class OneMember:
 
     def grant(self, ttl: int) -> tuple[int, Renewal]:
         self._up()
-        lease = len(self.leases) + 1
+        self.granted += 1
+        lease = 1000 + self.granted  # never reused, as etcd's
         self.leases.add(lease)
         return lease, Renewal(ttl, self.clock())
 
@@ -164,3 +166,36 @@ def test_a_keeper_needs_a_lease_longer_than_twice_its_margin() -> None:
     for ttl, margin in ((1, 0.2), (3, 1.5), (3, 0.0)):
         with pytest.raises(ValueError, match="ttl >= 2"):
             QuorumKeeper(cast(Any, None), "n", ttl=ttl, margin=margin)
+
+
+def test_a_lease_that_cannot_be_revoked_is_forgotten_and_the_keeper_campaigns_again() -> None:
+    """(Seen in the lab: a keeper that resigned while its lease had already expired in etcd
+    retried the revoke, which etcd refuses ("lease not found"), every round, and never looked
+    at the keys again.)"""
+    k, etcd, _ = keeper()
+    k.want_leader(True)
+    k.step()
+    first = next(iter(etcd.leases))
+
+    def refuse(lease: int) -> None:
+        raise QuorumError("etcd lease/revoke: no member answered: lease not found")
+
+    etcd.revoke = refuse  # type: ignore[method-assign]
+    k.want_leader(False)
+    k.step()
+    assert k.view().reachable and not k.view().holder
+    etcd.leases.clear()  # it ran out in etcd; the key went with it
+    etcd.keys.pop("/esc/leader")
+    k.want_leader(True)
+    k.step()
+    assert k.view().holder and next(iter(etcd.leases)) != first
+
+
+def test_a_renewal_answered_with_a_negative_ttl_ends_the_lease() -> None:
+    k, etcd, _ = keeper()
+    k.want_leader(True)
+    k.step()
+    etcd.keepalive = lambda lease: Renewal(-1, 100.0)  # type: ignore[method-assign]
+    etcd.keys.pop("/esc/leader")
+    k.step()  # gone: forgotten, and the free key taken again with a new lease
+    assert k.view().holder and len(etcd.leases) == 2

@@ -91,6 +91,16 @@ def test_a_standby_without_the_key_vetoes_the_vip_and_does_not_campaign_while_th
     assert "esc-ha-0 holds the leader key" in d.reason and not d.campaign
 
 
+def test_a_standby_that_was_in_fault_is_a_standby_again_while_it_waits_for_etcd():
+    """(Seen in the lab: a clone's unhealthy service put it in FAULT; the lease veto kept it
+    there, and the pair never formed.)"""
+    fault = Memory(state=S.FAULT, peer_seen=True)
+    for rec in (P_WITH_ME, None):
+        d = cycle(VrrpState.FAULT, STANDBY, PEER_SERVES, q(False, rec, PEER), fault)
+        assert d.rule_id == "standby-quorum-wait" and d.next_state is S.BACKUP
+        assert d.action_kinds == ("CloseGate",) and not d.campaign
+
+
 def test_the_recorded_standby_campaigns_once_the_primary_is_silent():
     d = cycle(VrrpState.FAULT, STANDBY, SILENT, q(False, P_WITH_ME, PEER), BACKUP)
     assert d.campaign and d.next_state is S.BACKUP and "CloseGate" in d.action_kinds
@@ -260,4 +270,5 @@ def test_over_the_grid_no_rule_serves_promotes_or_drops_against_etcd() -> None:
             else:
                 assert rec is None or rec.names(ME), where
         assert "grace-over-tell" not in d.rule_id, where
-    assert "serve/quorum-unsync" in fired and "promote-alone" in fired, sorted(fired)
+    for rule in ("serve/quorum-unsync", "promote-alone", "standby-quorum-wait"):
+        assert rule in fired, sorted(fired)

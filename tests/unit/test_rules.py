@@ -119,6 +119,7 @@ GRID = _grid()
 
 AVAILABLE_ONLY = {"promote-alone"}  # under strict, a promoted standby waits for its peer
 QUORUM_ONLY = {"quorum-unsync"}  # test_quorum_rules.py's grid
+QUORUM_ONLY_RULES = {"standby-quorum-wait"}
 
 
 @pytest.mark.parametrize("mode", list(RULES))
@@ -135,6 +136,7 @@ def test_over_a_grid_decide_never_raises_and_every_rule_fires(mode: Mode, policy
             fired[d.rule_id] += 1
     never = {r.id for r in RULES[mode] if not fired[r.id]}
     expected = {r.id for r in RULES[mode] if r.id in AVAILABLE_ONLY and policy == "strict"}
+    expected |= {r.id for r in RULES[mode] if r.id in QUORUM_ONLY_RULES}
     assert never == expected, f"over {len(GRID)} situations, never fired: {never}"
     if mode == "replicated":
         strict_only = {"in-sync", "streaming-again", "strict-wait"}

@@ -16,7 +16,7 @@ from statuses import peer_of, status, status_dict
 from esc.cli.agent_cmd import _side_by_side, health_line, progress_line, serving_as_expected
 from esc.drivers.base import BgpStatus
 from esc.errors import DriverError
-from esc.model import DbRole, NodeState
+from esc.model import DbRole, NodeState, QuorumObs, SyncRecord
 from esc.status_view import STATUS_VERSION, Progress, parse_status, status_json
 
 STATUS = status(lsn=0x3000060, peer=peer_of(True, 0x3000060, lsn=0x3000000))
@@ -133,6 +133,26 @@ def test_a_degraded_primary_shows_what_it_holds_alone() -> None:
     assert "since 20:06:35, at most 17 write transactions and 4096 B of WAL the peer" in counted
     assert "at most 1 write transaction and" in _side_by_side(replace(st, alone_transactions=1))
     assert "DEGRADED" in health_line(st)
+
+
+def test_quorum_mode_shows_the_members_the_leader_key_and_the_record() -> None:
+    q = QuorumObs(
+        reachable=True, holder=True, leader="esc-ha-0", sync=SyncRecord("esc-ha-0", "esc-ha-1"),
+        sync_revision=9, serve_left=1.84,
+    )  # fmt: skip
+    members = ("esc-ha-0=https://192.0.2.10:2379", "witness=https://192.0.2.30:2379")
+    st = replace(STATUS, quorum=q, quorum_members=members)
+    assert parse_status(json.loads(json.dumps(status_json(st)))) == st
+    text = _side_by_side(st)
+    assert "members esc-ha-0=https://192.0.2.10:2379 witness=https://192.0.2.30:2379" in text
+    assert "leader key: this node, lease 1.8s left" in text
+    assert "recorded primary esc-ha-0, sync standby esc-ha-1" in text
+    alone = replace(q, holder=False, leader="esc-ha-1", sync=SyncRecord("esc-ha-1"))
+    text = _side_by_side(replace(st, quorum=alone))
+    assert "leader key: esc-ha-1" in text and "sync standby none (acknowledging alone)" in text
+    cut = QuorumObs(reachable=False, holder=False, error="no member answered")
+    assert "etcd unreachable: no member answered" in _side_by_side(replace(st, quorum=cut))
+    assert "quorum" not in _side_by_side(STATUS)
 
 
 def test_serving_as_expected_by_role() -> None:

@@ -14,7 +14,10 @@ def test_every_address_is_documentation_range_and_names_fit(kind: str) -> None:
     for att in topo.attachments:
         assert all(is_allowed(a.ip) for a in att.addresses)
         assert len(att.switch_port) <= 15
-    assert set(topo.hosts) == {"esc-ha-0", "esc-ha-1", "nb", "router"}
+    assert set(topo.hosts) == {"esc-ha-0", "esc-ha-1", "nb", "router", "witness"}
+    # the witness: on the sync network only, where both nodes' etcd members reach it
+    assert [a.network for a in topo.of_host("witness")] == ["sync"]
+    assert topo.address("witness", "sync").ip == ipaddress.ip_address("192.0.2.30")
 
 
 def test_multi_has_three_networks_and_nb_only_on_northbound() -> None:

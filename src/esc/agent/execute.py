@@ -165,7 +165,7 @@ class Executor:
     def _record_sync(self, a: RecordSync) -> None:
         if self.quorum is None:
             raise EscError("RecordSync: not in quorum mode")
-        log.info(
+        log.debug(  # (each cycle until the view shows it; the keeper logs what it recorded)
             "recording in etcd: primary %s, sync standby %s",
             a.record.primary,
             a.record.sync or "none",

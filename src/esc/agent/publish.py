@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from esc.agent.quorum_setup import cluster
 from esc.config.schema import EscConfig
 from esc.core.decide import alone_transactions
 from esc.core.facts import DecideConfig
@@ -52,6 +53,9 @@ def status_of(
 ) -> StatusView:
     """``last``: the newest entry of the agent's history (agent/history.py), if any."""
     mem = d.memory
+    members: tuple[str, ...] = ()
+    if dcfg.quorum:
+        members = tuple(f"{m.name}={m.client_url}" for m in cluster(cfg))
     return StatusView(
         node=dcfg.node_name,
         peer_name=dcfg.peer_name,
@@ -84,6 +88,8 @@ def status_of(
             else None
         ),
         switchover=mem.switchover_since is not None,
+        quorum=obs.quorum,
+        quorum_members=members,
         last_transition=(
             Transition(last["time"], last["from"], last["to"], last["reason"])
             if last is not None

@@ -221,6 +221,7 @@ def _side_by_side(st: StatusView) -> str:
     )
     if st.degraded:
         lines.append(degraded_line(st))
+    lines += quorum_lines(st)
     if (line := progress_line(st.progress)) is not None:
         lines.append(line)
     last = st.last_transition
@@ -228,6 +229,31 @@ def _side_by_side(st: StatusView) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))
         lines.append(f"last transition {when}: {last.from_state} -> {last.to_state}: {last.reason}")
     return "\n".join(lines)
+
+
+def quorum_lines(st: StatusView) -> list[str]:
+    """Quorum mode: etcd's members, who holds the leader key and for how long this node still
+    counts on its lease, and the recorded pair (who may take over)."""
+    q = st.quorum
+    if q is None:
+        return []
+    rec = q.sync
+    recorded = (
+        f"primary {rec.primary or '?'}, sync standby {rec.sync or 'none (acknowledging alone)'}"
+        if rec is not None
+        else "none yet"
+    )
+    if not q.reachable:
+        leader = f"etcd unreachable: {q.error}"
+    elif q.holder:
+        leader = f"leader key: this node, lease {q.serve_left:.1f}s left"
+    else:
+        leader = f"leader key: {q.leader or 'free'}"
+    return [
+        "quorum etcd   members " + " ".join(st.quorum_members),
+        f"             {leader}",
+        f"             recorded {recorded}",
+    ]
 
 
 def run_ha_status(paths: NodePaths, as_json: bool, watch: bool) -> int:

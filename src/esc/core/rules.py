@@ -204,6 +204,9 @@ def _fault_gate_open(c: Ctx) -> bool:
     return c.obs.vrrp is VrrpState.FAULT and c.obs.gate_open and not _settling(c)
 
 
+QUORUM_WAITS = frozenset({Veto.NO_LEASE, Veto.NOT_SYNC_MEMBER})
+
+
 def _waits_as_standby(c: Ctx) -> bool:
     return c.state in (S.BACKUP, S.SWITCHING) and c.veto in STANDBY_WAITS
 
@@ -244,6 +247,9 @@ UNELECTABLE = where((
     Rule("standby-not-electable", "a standby, outdated or the peer's data newer: stay the "
          "standby", _waits_as_standby, only(S.BACKUP, S.BACKUP, S.SWITCHING),
          lambda c: _standing(c, [], f"standby, not electable: {_said(c)}"), db=STANDBY),
+    Rule("standby-quorum-wait", "quorum: a standby without the leader key, or not recorded in "
+         "sync: a standby all the same", lambda c: c.veto in QUORUM_WAITS, via(S.BACKUP),
+         lambda c: _standing(c, [], f"standby: {_said(c)}"), db=STANDBY),
     Rule("not-electable", "vetoed: not electable", _vetoed, to(S.FAULT),
          lambda c: _standing(c, [], f"keepalived {_vrrp(c)}: {_said(c)}")),
 ), vrrp=UNELECTED, db=RUNNING)  # fmt: skip

@@ -110,6 +110,10 @@ def member_argv(
         "--initial-cluster-state=new",
         f"--heartbeat-interval={timing.heartbeat_ms}",
         f"--election-timeout={timing.election_ms}",
+        # A member cut off from the leader (a node partitioned from its peer, still reaching
+        # the witness) must not call elections at ever higher terms that depose a leader the
+        # majority still hears: Raft's pre-vote (default only from etcd 3.5).
+        "--pre-vote=true",
         f"--cert-file={tls.cert}",
         f"--key-file={tls.key}",
         f"--trusted-ca-file={tls.ca}",

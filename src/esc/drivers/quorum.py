@@ -186,14 +186,14 @@ class QuorumKeeper:
         until = self._view.serve_until if self._lease else 0.0
         if self._lease and want:
             r = self.client.keepalive(self._lease)
-            if r.ttl == 0:
+            if r.ttl <= 0:  # 0, or -1 from some versions: expired or revoked in etcd
                 log.warning("quorum: lease %x is gone (expired in etcd)", self._lease)
                 self._lease, until = 0, 0.0
             else:
                 until = r.expires - self.margin
         elif self._lease and not want:
-            self.client.revoke(self._lease)
-            self._lease, until = 0, 0.0
+            lease, self._lease, until = self._lease, 0, 0.0
+            self._revoke(lease)
         leader = self.client.get(self.leader_key)
         if want and not self._lease and leader is None:
             lease, r = self.client.grant(self.ttl)
@@ -203,7 +203,7 @@ class QuorumKeeper:
                 log.info("quorum: %s holds the leader key (lease %x)", self.node, lease)
                 leader = self.client.get(self.leader_key)
             else:
-                self.client.revoke(lease)
+                self._revoke(lease)
         holder = bool(self._lease) and leader is not None and leader.lease == self._lease
         if want_sync is not None and holder:
             rec, rev = want_sync
@@ -217,6 +217,15 @@ class QuorumKeeper:
                     self._want_sync = None
         sync = self.client.get(self.sync_key)
         self._publish(leader, holder, until, sync)
+
+    def _revoke(self, lease: int) -> None:
+        """Revoke a lease this keeper no longer uses. It is forgotten first: a revoke that
+        fails (etcd unreachable, the lease already expired) is not retried, the lease runs out
+        by itself (a keeper stuck retrying it would never campaign again)."""
+        try:
+            self.client.revoke(lease)
+        except QuorumError as exc:
+            log.info("quorum: lease %x not revoked (%s); it runs out by itself", lease, exc)
 
     def _publish(self, leader: Kv | None, holder: bool, until: float, sync: Kv | None) -> None:
         record = decode_record(sync.value) if sync is not None else None
