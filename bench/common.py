@@ -43,8 +43,8 @@ def emit(name: str, figures: dict[str, Any]) -> None:
     )
 
 
-def fresh_pair(advert_int: float | None = None, pair: bool = True) -> Lab:
+def fresh_pair(advert_int: float | None = None, pair: bool = True, quorum: str = "none") -> Lab:
     lab = Lab()
     lab.down()
-    lab.up("single", pair=pair, advert_int=advert_int)
+    lab.up("single", pair=pair, advert_int=advert_int, quorum=quorum)
     return lab

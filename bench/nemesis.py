@@ -56,6 +56,7 @@ from esclab.lab import Lab
 from esclab.nemesis import (
     DOUBLE,
     KINDS,
+    QUORUM_WEIGHTS,
     SPLIT_BRAIN,
     VIP_REFUSED,
     AloneWindows,
@@ -75,7 +76,7 @@ from esclab.nemesis import (
 )
 from esclab.orchestrate import WriterRun
 from esclab.scenarios import SCENARIOS, PairHealth, agent_status, wait_healthy
-from esclab.topology import NODES
+from esclab.topology import NODES, WITNESS
 
 EFFECT_TIMEOUT_S = 30.0  # a fault writes survive: the first ack after it, at most this late
 DEFAULT_LOG = Path(__file__).resolve().parents[1] / "test-artifacts" / "nemesis.jsonl"
@@ -112,6 +113,23 @@ def _reboot(lab: Lab, _f: Fault, hosts: list[str]) -> None:
         faults.reboot(lab, host)
 
 
+def _isolate(only: PartitionKind) -> Injector:
+    def inject(lab: Lab, _f: Fault, hosts: list[str]) -> None:
+        for host in hosts:  # cut from its peer and the witness (quorum mode)
+            faults.isolate(lab, host, only)
+
+    return inject
+
+
+def _kill_witness(lab: Lab, _f: Fault, _hosts: list[str]) -> None:
+    faults.signal_component(lab, WITNESS, "all", signal.SIGKILL)  # heal() boots it again
+
+
+def _kill_etcd(lab: Lab, _f: Fault, hosts: list[str]) -> None:
+    for host in hosts:  # the agent starts its member again
+        faults.signal_component(lab, host, "etcd", signal.SIGKILL)
+
+
 INJECT: dict[str, Injector] = {
     "kill-node": _each("kill-node"),
     "kill-keepalived": _each("kill-keepalived"),
@@ -125,6 +143,10 @@ INJECT: dict[str, Injector] = {
     "partition-all": _partition("all"),
     "loss": _loss,
     "reboot": _reboot,
+    "isolate": _isolate("all"),
+    "partition-etcd": _isolate("etcd"),
+    "kill-witness": _kill_witness,
+    "kill-etcd": _kill_etcd,
 }
 
 
@@ -474,9 +496,20 @@ def main() -> int:
         help="stop injecting after this long, then heal and check as usual (default: no limit)",
     )
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    ap.add_argument(
+        "--quorum",
+        choices=["none", "etcd"],
+        default="none",
+        help="etcd: the pair in quorum mode, with its faults (" + ", ".join(QUORUM_WEIGHTS) + ")",
+    )
     args = ap.parse_args()
     try:
-        steps = schedule(args.seed, args.faults, parse_weights(args.weights))
+        weights = parse_weights(args.weights)
+        if args.quorum == "etcd":
+            weights = QUORUM_WEIGHTS | weights
+        elif any(weights.get(k) for k in QUORUM_WEIGHTS):
+            raise ValueError(f"--weights: {', '.join(QUORUM_WEIGHTS)} need --quorum etcd")
+        steps = schedule(args.seed, args.faults, weights)
     except ValueError as exc:
         ap.error(str(exc))
     if args.writers < 1:
@@ -509,7 +542,7 @@ def run(args: argparse.Namespace, steps: list[FaultStep]) -> int:
     t_run = time.monotonic()
     records: list[dict[str, Any]] = []
     dump_texts: list[str] = []
-    lab = fresh_pair(args.advert_int)
+    lab = fresh_pair(args.advert_int, quorum=args.quorum)
     tag = f"{args.seed}-{int(time.time())}"
     writers = Writers(lab, args.writers, args.writer_interval, tag, args.direct_writers)
     alone = AloneWatch(lab)

@@ -17,8 +17,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, fresh_pair, table
+from esclab.lab import Lab
 from esclab.orchestrate import WriterRun, check
 from esclab.run import in_ns
+
+
+def one_switchover(lab: Lab, i: int) -> tuple[float, dict[str, int]]:
+    """One ``escadm ha switchover`` on the primary with a writer on: (write gap, check)."""
+    master = lab.master()
+    assert master is not None
+    escadm = str(Path(sys.executable).parent / "escadm")
+    w = WriterRun(lab, f"sw-{i}-{int(time.time())}").start()
+    try:
+        w.wait_acks(25)
+        t0 = time.time()
+        res = subprocess.run(
+            in_ns(master, escadm, "ha", "switchover", "--wait", "60"),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={"ESC_ROOT": str(lab.node_paths(master).root), "PATH": "/usr/bin:/bin"},
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"switchover failed: {res.stdout} {res.stderr}")
+        if not lab.wait_pair(180):
+            raise RuntimeError("the pair did not re-form")
+        w.wait_acks(len(w.acks) + 25)
+    finally:
+        w.stop()
+    return w.gap_around(t0), check(lab, w)
 
 
 def main() -> int:
@@ -31,34 +59,12 @@ def main() -> int:
     lab = fresh_pair(args.advert_int)
     gaps: list[float] = []
     acked = lost = dup = 0
-    escadm = str(Path(sys.executable).parent / "escadm")
     try:
         for i in range(args.runs):
             if not lab.wait_pair(180):
                 raise RuntimeError("the pair is not healthy")
-            master = lab.master()
-            assert master is not None
-            w = WriterRun(lab, f"sw-{i}-{int(time.time())}").start()
-            try:
-                w.wait_acks(25)
-                t0 = time.time()
-                res = subprocess.run(
-                    in_ns(master, escadm, "ha", "switchover", "--wait", "60"),
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=120,
-                    env={"ESC_ROOT": str(lab.node_paths(master).root), "PATH": "/usr/bin:/bin"},
-                )
-                if res.returncode != 0:
-                    raise RuntimeError(f"switchover failed: {res.stdout} {res.stderr}")
-                if not lab.wait_pair(180):
-                    raise RuntimeError("the pair did not re-form")
-                w.wait_acks(len(w.acks) + 25)
-            finally:
-                w.stop()
-            gaps.append(w.gap_around(t0))
-            r = check(lab, w)
+            gap, r = one_switchover(lab, i)
+            gaps.append(gap)
             acked, lost, dup = acked + r["acked"], lost + r["lost"], dup + r["duplicated"]
             print(f"switchover {i + 1}: gap {gaps[-1]:.3f} s", file=sys.stderr, flush=True)
     finally:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from esc.drivers.proc import run
 from esc.errors import ConfigError
+from esc.files import write_atomic
 
 CA_DAYS = 3650
 CERT_DAYS = 3650
@@ -94,3 +95,39 @@ def issue(ca: Issued, directory: Path, name: str, ips: Sequence[str]) -> Issued:
         ext.unlink(missing_ok=True)
     os.chmod(cert, 0o644)
     return Issued(cert, key)
+
+
+# --- quorum mode: the pair's certificates, made once, installed on each host -------------------
+
+HOST_FILES = ("ca.crt", "host.crt", "host.key")  # in <etc>/pki on each host
+
+
+def install_files(ca_cert: Path, cert: Path, key: Path, pki_dir: Path) -> None:
+    """The CA's certificate and a host's certificate and key into ``pki_dir`` (0700; the key
+    0600), each replaced atomically (never through a symlink)."""
+    pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(pki_dir, 0o700)
+    files = ((ca_cert, "ca.crt", 0o644), (cert, "host.crt", 0o644), (key, "host.key", 0o600))
+    for src, name, mode in files:
+        write_atomic(pki_dir / name, src.read_bytes(), mode)
+
+
+def create_pair(out: Path, hosts: Mapping[str, Sequence[str]]) -> dict[str, Path]:
+    """The pair CA in ``out/ca`` (its key stays there: keep it with the operator) and, for each
+    host, ``out/<host>/`` with that host's ``HOST_FILES``, for ``install_host`` on it."""
+    ca = create_ca(out / "ca")
+    made: dict[str, Path] = {}
+    for name, ips in hosts.items():
+        issued = issue(ca, out / "issued", name, ips)
+        install_files(ca.cert, issued.cert, issued.key, out / name)
+        made[name] = out / name
+    return made
+
+
+def install_host(src: Path, pki_dir: Path) -> None:
+    """Install a host's files made by ``create_pair`` (a ConfigError naming a missing one;
+    nothing is changed then)."""
+    for name in HOST_FILES:
+        if not (src / name).is_file():
+            raise ConfigError("pki", f"{src / name} missing (made by `escadm ha pki create`)")
+    install_files(src / "ca.crt", src / "host.crt", src / "host.key", pki_dir)

@@ -18,6 +18,7 @@ import sys
 import threading
 from types import FrameType
 
+from esc.agent.main import setup_logging
 from esc.agent.quorum_setup import build_member
 from esc.config.ha import WITNESS_NAME
 from esc.config.schema import NodePaths, load_config
@@ -42,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     paths = NodePaths.from_env()
     try:
-        paths.log_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(paths.log_dir / "esc_witness.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(logging.INFO)
+        setup_logging(paths, "esc_witness.log")
         cfg = load_config(paths.config_file)
         if cfg.ha is None or cfg.ha.witness is None:
             raise ConfigError("ha.witness", "not set: this config is not in quorum mode")

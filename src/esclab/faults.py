@@ -16,8 +16,9 @@ from esc.drivers.proc import pid_is_live
 from esc.errors import LabError
 from esclab.guide import DIST_IN_NODE
 from esclab.lab import Lab, ns_pids, wait_until
+from esclab.lab_quorum import boot_witness
 from esclab.run import in_ns, run
-from esclab.topology import NODES, SWITCH_NS, Topology
+from esclab.topology import NODES, SWITCH_NS, WITNESS, Topology
 
 # Components by process name (/proc/PID/comm, 15 chars at most).
 COMPONENTS: dict[str, frozenset[str]] = {
@@ -235,7 +236,8 @@ def _succeeds(argv: list[str]) -> bool:
 
 
 def heal(lab: Lab) -> list[str]:
-    """Undo every fault: firewall, loss, cables, paused processes, full disks."""
+    """Undo every fault: firewall, loss, cables, paused processes, full disks, a witness
+    killed (quorum mode)."""
     topo = lab.topology()
     done: list[str] = []
     for att in topo.attachments:
@@ -255,6 +257,11 @@ def heal(lab: Lab) -> list[str]:
         if filler.exists():
             filler.unlink()
             done.append(f"disk freed on {node}")
+    if lab.quorum and not component_pids(WITNESS, "witness"):
+        pids = dict(lab.read_state().get("pids", {}))
+        pids["witness"] = boot_witness(lab.root)  # the witness host "boots" again
+        lab.write_state(pids=pids)
+        done.append("witness started again")
     lab.write_state(faults=[])
     return done
 

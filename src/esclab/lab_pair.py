@@ -32,7 +32,7 @@ from esclab.lab_quorum import (
     quorum_fields,
 )
 from esclab.lab_state import LabState
-from esclab.machine import loop_devices, ns_pids, wait_until
+from esclab.machine import loop_devices, ns_pids, start_daemon, wait_until
 from esclab.run import Result, in_ns, run
 from esclab.topology import NODES, Topology
 from esclab.vim_settings import save_settings
@@ -116,20 +116,8 @@ class LabPair(LabState):
         paths = self.node_paths(host)
         if not paths.config_file.exists():
             return
-        paths.log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, ESC_ROOT=str(paths.root))
-        agent = str(Path(sys.executable).parent / "esc-haagent")
-        with open(paths.log_dir / "esc_haagent.stdout", "ab") as log:
-            proc = subprocess.Popen(
-                in_ns(host, agent),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
         pids = dict(self.read_state().get("pids", {}))
-        pids[f"agent-{host}"] = proc.pid
+        pids[f"agent-{host}"] = start_daemon(host, paths.root, "esc-haagent")
         self.write_state(pids=pids)
 
     def agent_alive(self, host: str) -> bool:

@@ -8,15 +8,11 @@ The witness's files live under ``<lab>/witness`` (its ESC_ROOT): the same config
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from esc import pki
 from esc.config.schema import EscConfig, NodePaths, save_config
-from esclab.run import in_ns
+from esclab.machine import start_daemon
 from esclab.topology import NODES, WITNESS, Topology
 
 
@@ -30,20 +26,13 @@ def quorum_fields(topo: Topology) -> dict[str, str]:
 
 
 def install_pki(lab_root: Path, topo: Topology, roots: dict[str, NodePaths]) -> None:
-    """A CA for the lab's pair, and each host's certificate for its sync address in its
-    ``<etc>/pki`` (``ca.crt``, ``host.crt``, ``host.key`` 0600). The CA's key stays in the
-    lab's directory, as it would stay with the operator."""
-    ca = pki.create_ca(lab_root / "pki" / "ca")
+    """The pair's certificates as `escadm ha pki create` makes them (the CA's key stays in the
+    lab's directory, as it would stay with the operator), each host's installed in its
+    ``<etc>/pki`` as `escadm ha pki install` does."""
+    hosts = {h: [str(topo.address(h, topo.sync_network).ip)] for h in roots}
+    made = pki.create_pair(lab_root / "pki", hosts)
     for host, paths in roots.items():
-        addr = topo.address(host, topo.sync_network).ip
-        issued = pki.issue(ca, lab_root / "pki" / "hosts", host, [str(addr)])
-        d = paths.pki_dir
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copyfile(ca.cert, d / "ca.crt")
-        shutil.copyfile(issued.cert, d / "host.crt")
-        fd = os.open(d / "host.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(issued.key.read_bytes())
+        pki.install_host(made[host], paths.pki_dir)
 
 
 def configure_witness(lab_root: Path, cfg: EscConfig) -> None:
@@ -53,20 +42,7 @@ def configure_witness(lab_root: Path, cfg: EscConfig) -> None:
 
 def boot_witness(lab_root: Path) -> int:
     """Start esc-witness in the witness namespace; its pid."""
-    paths = witness_paths(lab_root)
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, ESC_ROOT=str(paths.root))
-    witness = str(Path(sys.executable).parent / "esc-witness")
-    with open(paths.log_dir / "esc_witness.stdout", "ab") as log:
-        proc = subprocess.Popen(
-            in_ns(WITNESS, witness),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-    return proc.pid
+    return start_daemon(WITNESS, witness_paths(lab_root).root, "esc-witness")
 
 
 def pki_roots(lab_root: Path, node_paths: dict[str, NodePaths]) -> dict[str, NodePaths]:

@@ -10,13 +10,16 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from esc.config.paths import NodePaths
 from esc.drivers.proc import pid_is_live
 from esc.errors import CommandError
-from esclab.run import run
+from esclab.run import in_ns, run
 
 
 def existing_namespaces() -> set[str]:
@@ -82,3 +85,22 @@ def host_interfaces(ns: str) -> dict[str, list[str]]:
             if a.get("scope") != "link"
         ]
     return result
+
+
+def start_daemon(ns: str, root: Path, program: str) -> int:
+    """Start one of this virtualenv's daemons (``esc-haagent``, ``esc-witness``) in namespace
+    ``ns`` with ESC_ROOT ``root``, its own session, its output in ``<log>/<program>.stdout``
+    (esc_haagent.stdout for esc-haagent); its pid."""
+    paths = NodePaths(root)
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, ESC_ROOT=str(root))
+    with open(paths.log_dir / f"{program.replace('-', '_')}.stdout", "ab") as log:
+        proc = subprocess.Popen(
+            in_ns(ns, str(Path(sys.executable).parent / program)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+    return proc.pid

@@ -52,7 +52,15 @@ KINDS: dict[str, KindSpec] = {
     "partition-all": KindSpec(4, (("both", 1),), (1.0, 8.0)),
     "loss": KindSpec(5, (("primary", 2), ("standby", 1), ("both", 1)), (1.0, 3.0)),
     "reboot": KindSpec(7, (("primary", 3), ("standby", 2)), (0.0, 0.0)),
+    # Quorum mode only (weight 0 otherwise; QUORUM_WEIGHTS with --quorum etcd): a node cut
+    # from its peer and the witness, its etcd traffic alone cut, the witness killed, a node's
+    # etcd member killed.
+    "isolate": KindSpec(0, (("primary", 3), ("standby", 1)), (1.0, 6.0)),
+    "partition-etcd": KindSpec(0, (("primary", 3), ("standby", 1)), (1.0, 5.0)),
+    "kill-witness": KindSpec(0, (("both", 1),), (1.0, 5.0)),
+    "kill-etcd": KindSpec(0, (("primary", 2), ("standby", 1)), (0.5, 2.5)),
 }
+QUORUM_WEIGHTS = {"isolate": 6.0, "partition-etcd": 4.0, "kill-witness": 3.0, "kill-etcd": 4.0}
 DOUBLE = "double"
 SEQUENTIAL = "double-sequential"  # summary row of the sequential kill
 DOUBLE_WEIGHT = 10.0
@@ -88,7 +96,8 @@ class Fault:
     @property
     def label(self) -> str:
         kind = f"loss {self.loss_pct:g}%" if self.kind == "loss" else self.kind
-        return kind if self.kind.startswith("partition-") else f"{kind}@{self.target}"
+        between = self.kind.startswith("partition-") and self.kind != "partition-etcd"
+        return kind if between or self.kind == "kill-witness" else f"{kind}@{self.target}"
 
 
 @dataclass(frozen=True)

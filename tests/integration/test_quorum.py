@@ -19,7 +19,6 @@ from labutil import eventually, lab_fixture
 
 from esclab import faults, scenarios
 from esclab.lab import Lab
-from esclab.lab_quorum import boot_witness
 from esclab.orchestrate import WriterRun, both_accepting, check, other, present_ids
 from esclab.topology import NODES, WITNESS
 
@@ -117,8 +116,6 @@ def test_two_nodes_never_accept_writes_at_once_and_no_acknowledged_write_is_lost
             sync_sees(lab, vip)  # served through the fault, by ``want``
             assert lab.node_state(want) == "MASTER", why()
             log.append(f"{name}: {want} served after {time.monotonic() - t0:.1f}s")
-            if name == "witness killed":
-                boot_witness(lab.root)
             after = heal_and_wait(lab, f"after {name}")
             assert after == want, (name, f"{after} serves after the heal, expected {want}")
             sync_sees(lab, vip)

@@ -14,7 +14,7 @@ from esc.agent.loop import hurried
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig
 from esc.drivers.base import FollowResult, Progress
-from esc.drivers.fake import FakeDatabase
+from esc.drivers.fake import FakeDatabase, FakeQuorum
 from esc.errors import DbError, EscError
 from esc.model import (
     Action,
@@ -28,7 +28,9 @@ from esc.model import (
     OpenGate,
     PeerView,
     Promote,
+    RecordSync,
     ServiceView,
+    SyncRecord,
     VrrpState,
 )
 
@@ -174,3 +176,18 @@ def test_the_actions_that_change_the_role_hurry_the_next_cycle() -> None:
     assert not hurried(promote, action_failed=True)  # retried next cycle, not back to back
     assert not hurried(Decision(NodeState.MASTER, (OpenGate(),), "serving"), False)
     assert not hurried(None, False)
+
+
+def test_record_sync_goes_to_the_quorum_keeper_and_fails_without_one() -> None:
+    """Quorum mode: the record is swapped by the keeper (only as the holder, from the revision
+    the decision read); a decision that records without quorum mode fails the action."""
+    shared: dict[str, object] = {"leader": "esc-ha-0"}
+    ex = _executor(FakeDatabase(), None, [])
+    rec = SyncRecord("esc-ha-0", "esc-ha-1")
+    assert not ex.run(Decision(NodeState.MASTER, (RecordSync(rec, 0),), "serving"))
+    ex.quorum = FakeQuorum("esc-ha-0", shared)
+    assert ex.run(Decision(NodeState.MASTER, (RecordSync(rec, 0),), "serving"))
+    assert shared["sync"] == rec and shared["sync_rev"] == 1
+    stale = RecordSync(SyncRecord("esc-ha-0"), 0)  # from a revision etcd no longer has
+    assert ex.run(Decision(NodeState.MASTER, (stale,), "serving"))
+    assert shared["sync"] == rec

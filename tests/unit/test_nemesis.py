@@ -21,6 +21,7 @@ from esclab.nemesis import (
     KINDS,
     LOSS_PCT,
     ON_PRIMARY,
+    QUORUM_WEIGHTS,
     SEQUENTIAL,
     AloneWindows,
     Fault,
@@ -53,10 +54,13 @@ def test_schedule_is_deterministic_per_seed_and_its_prefix_does_not_depend_on_le
     assert [s.n for s in schedule(7, 5)] == [1, 2, 3, 4, 5]
 
 
-def test_two_hundred_steps_cover_every_fault_and_stay_in_their_bounds() -> None:
-    steps = schedule(1, 200)
+@pytest.mark.parametrize("quorum", [False, True])
+def test_two_hundred_steps_cover_every_fault_and_stay_in_their_bounds(quorum: bool) -> None:
+    steps = schedule(1, 200, QUORUM_WEIGHTS if quorum else None)
     kinds = Counter(s.kind for s in steps)
-    assert set(KINDS) <= set(kinds)
+    expected = set(KINDS) if quorum else set(KINDS) - set(QUORUM_WEIGHTS)
+    assert expected <= set(kinds)
+    assert quorum or not set(QUORUM_WEIGHTS) & set(kinds)  # two-node mode: never drawn
     assert {DOUBLE, SEQUENTIAL, "kill-node@both"} <= set(kinds)
     for s in steps:
         assert 1 <= len(s.faults) <= 2

@@ -57,9 +57,9 @@ def peer_api_url(cfg: EscConfig, peer_addr: IPAddress) -> str:
     return f"https://{url_host(peer_addr)}:{cfg.manager.https_port}/v0"
 
 
-def setup_logging(paths: NodePaths) -> None:
+def setup_logging(paths: NodePaths, name: str = "esc_haagent.log") -> None:
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths.log_dir / "esc_haagent.log")
+    handler = logging.FileHandler(paths.log_dir / name)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -32,7 +32,9 @@ def host_tls(paths: NodePaths) -> Tls:
     for f in (tls.ca, tls.cert, tls.key):
         if not f.is_file():
             raise ConfigError(
-                "quorum", f"{f} missing: quorum mode needs this host's certificates (escadm ha pki)"
+                "quorum",
+                f"{f} missing: quorum mode needs this host's certificates "
+                "(`escadm ha pki create`, then `escadm ha pki install`)",
             )
     return tls
 

@@ -16,6 +16,7 @@ from esc.cli.ha_set import (
     run_config_validate,
     run_ha_set,
 )
+from esc.cli.pki_cmd import add_pki_parser, run_pki
 from esc.cli.secrets_cmd import add_secrets_parser, run_secrets
 from esc.cli.user_cmd import add_user_parser, run_user
 from esc.config.schema import NodePaths
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     ha_set.formatter_class = argparse.RawDescriptionHelpFormatter
     ha_set.epilog = HA_SET_EXAMPLES
     add_secrets_parser(ha_sub)
+    add_pki_parser(ha_sub)
     bgp = sub.add_parser("bgp", help="BGP anycast settings")
     bgp_sub = bgp.add_subparsers(dest="bgp_cmd", required=True, metavar="COMMAND")
     bgp_set = add_bgp_set_parser(bgp_sub)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return agent_cmd.run_force_primary(paths, args.yes)
         if args.ha_cmd == "secrets":
             return run_secrets(args, paths)
+        if args.ha_cmd == "pki":
+            return run_pki(args, paths)
     if cmd == "bgp":
         return run_bgp_set(args, paths, SystemHostFacts())
     if cmd == "config":
