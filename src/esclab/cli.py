@@ -12,6 +12,7 @@ from typing import Any
 from esc.errors import EscError, LabError
 from esclab import faults
 from esclab.lab import Lab
+from esclab.topology import NODES
 
 EXAMPLES = """examples:
   escadm lab up                       # single network, everything on 192.0.2.0/24
@@ -95,7 +96,12 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     ln.add_argument("updown", choices=["up", "down"])
     pa = fs.add_parser("partition", help="cut traffic between the two nodes on a network")
     pa.add_argument("net")
-    pa.add_argument("--only", choices=["vrrp", "db", "api", "all"], default="all")
+    pa.add_argument("--only", choices=["vrrp", "db", "api", "etcd", "all"], default="all")
+    iso = fs.add_parser(
+        "isolate", help="cut a node from its peer and the witness on the sync network"
+    )
+    iso.add_argument("host")
+    iso.add_argument("--only", choices=["vrrp", "db", "api", "etcd", "all"], default="all")
     ne = fs.add_parser("netem", help="packet loss and delay: netem HOST NET loss=1 delay=20")
     ne.add_argument("host")
     ne.add_argument("net")
@@ -189,6 +195,11 @@ def _fault(lab: Lab, args: argparse.Namespace) -> int:
     elif f == "partition":
         faults.partition(lab, args.net, args.only)
         print(f"partitioned {args.net} between the nodes ({args.only})")
+    elif f == "isolate":
+        if args.host not in NODES:
+            raise LabError(f"isolate: {args.host} is not a node ({', '.join(NODES)})")
+        faults.isolate(lab, args.host, args.only)
+        print(f"isolated {args.host} from its peer and the witness ({args.only})")
     elif f == "netem":
         loss, delay = _netem_params(args.params)
         how = faults.netem(lab, args.host, args.net, loss, delay)

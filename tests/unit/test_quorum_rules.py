@@ -13,6 +13,7 @@ from test_rules import GRID  # the two-node grid: keepalived, database, peer, me
 
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig
+from esc.core.requests import request_switchover
 from esc.model import (
     DbRole,
     DbStatus,
@@ -272,3 +273,16 @@ def test_over_the_grid_no_rule_serves_promotes_or_drops_against_etcd() -> None:
         assert "grace-over-tell" not in d.rule_id, where
     for rule in ("serve/quorum-unsync", "promote-alone", "standby-quorum-wait"):
         assert rule in fired, sorted(fired)
+
+
+def test_a_switchover_waits_until_etcd_records_the_standby_in_sync():
+    """(The standby could not take the key otherwise: the switchover would time out.)"""
+    o = Observation(
+        now=100.0, vrrp=VrrpState.MASTER, vip_held=True, db=PRIMARY, service=ON,
+        peer=PEER_STANDBY, quorum=q(True, ME_ALONE),
+    )  # fmt: skip
+    _, why = request_switchover(o, MASTER, CFG)
+    assert why is not None and "etcd does not record esc-ha-0" in why
+    mem, why = request_switchover(replace(o, quorum=q(True, ME_WITH_P)), MASTER, CFG)
+    assert why is None and mem.switchover_since == 100.0
+    assert request_switchover(replace(o, quorum=None), MASTER, TWO_NODE)[1] is None

@@ -42,6 +42,8 @@ LOGS = {
     "keepalived": "keepalived.log",
     "exabgp": "exabgp.log",
     "postgres": "postgres.log",
+    "etcd": "etcd.log",  # quorum mode: this host's etcd member
+    "witness": "esc_witness.log",  # quorum mode, on the witness host
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from esc.core.facts import DecideConfig
-from esc.model import Memory, NodeState, Observation
+from esc.model import Memory, NodeState, Observation, SyncRecord
 
 
 def switchover_refusal(obs: Observation, mem: Memory, cfg: DecideConfig) -> str | None:
@@ -31,6 +31,10 @@ def switchover_refusal(obs: Observation, mem: Memory, cfg: DecideConfig) -> str 
         # In sync again, but the mark goes only when this node next serves (serve/in-sync):
         # handed over now, the peer would veto itself as outdated when elected.
         return f"peer {peer} is still marked outdated: retry in a moment"
+    q = obs.quorum
+    if cfg.quorum and (q is None or q.sync != SyncRecord(cfg.node_name, peer)):
+        # It could not take the leader key: the switchover would only time out.
+        return f"etcd does not record {peer} as the synchronous standby yet: retry in a moment"
     return None
 
 

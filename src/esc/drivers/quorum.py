@@ -5,7 +5,7 @@ agent's cycle. The cycle reads :meth:`QuorumKeeper.view` and says what it wants.
 The two keys, as Patroni keeps them:
 
 - ``<prefix>/leader``: the node that may serve, written with a lease only if absent. Its
-  holder renews the lease every ``ttl / 3`` s. etcd deletes the key when the lease runs out,
+  holder renews the lease every ``ttl / 4`` s. etcd deletes the key when the lease runs out,
   so a node that creates it knows that the previous holder's lease has ended in etcd.
 - ``<prefix>/sync``: the pair's record (``esc.model.SyncRecord``, as JSON ``{"primary": ...,
   "sync": ...}``): the primary and the standby that has every write it acknowledged. Only a
