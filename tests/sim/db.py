@@ -160,12 +160,15 @@ class Cluster:
         if c in c.source.senders:
             c.source.senders.remove(c)
 
-    def stream(self, src: Postgres) -> None:
-        """Instant streaming: every live standby of ``src`` (and theirs) has what it has."""
+    def stream(self, src: Postgres, seen: frozenset[str] = frozenset()) -> None:
+        """Instant streaming: every live standby of ``src`` (and theirs) has what it has. Two
+        standbys may follow each other (each told to follow the other), as real PostgreSQL
+        cascades; WAL goes round such a loop once."""
+        seen = seen | {src.name}
         for c in src.senders:
-            if c.alive and src.tip is not None:
+            if c.alive and src.tip is not None and c.standby.name not in seen:
                 c.standby.tip = src.tip
-                self.stream(c.standby)
+                self.stream(c.standby, seen)
         src.release()
 
 

@@ -246,3 +246,20 @@ def test_a_switchover_to_a_standby_still_marked_outdated_is_refused() -> None:
     )
     r = run(s)
     assert mentions(r, "switchover refused: peer esc-ha-0 is still marked outdated", "esc-ha-1")
+
+
+def test_two_standbys_that_follow_each_other_for_a_moment_recover() -> None:
+    """Found by the search (seed 1314, 2026-12-03): both databases paused, then a partition.
+    Each node, from a stale view, follows the other, so both are standbys streaming from each
+    other for a moment (real PostgreSQL cascades so); the simulation's instant streaming
+    recursed for ever around that loop. The pair recovers: keepalived elects one, it
+    promotes."""
+    s = Schedule.from_json(
+        '{"seed":0,"steps":[{"gap":0.1,"fault":{"kind":"pause","node":-1,"what":"postgres",'
+        '"direction":"both","duration":0.9}},{"gap":0.0,"fault":{"kind":"partition","node":0,'
+        '"what":"all","direction":"both","duration":0.6}}],"policy":"available",'
+        '"systemd":false,"write_interval":0.1,"first_boot":false}'
+    )
+    r = run(s)
+    assert r.master is not None
+    assert mentions(r, "following it", "esc-ha-0") and mentions(r, "following it", "esc-ha-1")
