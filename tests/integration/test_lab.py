@@ -76,7 +76,9 @@ def test_multi_topology_reachability(fresh: Lab) -> None:
     assert not pings("nb", "192.0.2.10")  # nb cannot reach the sync network
     assert not pings("nb", "203.0.113.10")
     st = fresh.status()
-    assert set(st["hosts"]) == {"esc-ha-0", "esc-ha-1", "nb", "router"}
+    assert set(st["hosts"]) == {"esc-ha-0", "esc-ha-1", "nb", "router", "witness"}
+    assert pings("witness", "192.0.2.10")  # the witness: on the sync network only
+    assert not pings("witness", "198.51.100.1")
     assert "192.0.2.10/24" in st["hosts"]["esc-ha-0"]["interfaces"]["eth1"]
 
 

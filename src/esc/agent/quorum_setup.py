@@ -7,6 +7,7 @@ only, named ``witness``, at ``ha.witness``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 
 from esc.config.ha import WITNESS_NAME
@@ -46,6 +47,8 @@ def cluster_token(cfg: EscConfig) -> str:
 
 
 def build_member(cfg: EscConfig, paths: NodePaths, name: str) -> EtcdMember:
+    if shutil.which("etcd") is None:  # the package only recommends it
+        raise ConfigError("ha.quorum", "quorum mode needs etcd: apt-get install etcd-server")
     members = cluster(cfg)
     me = next((m for m in members if m.name == name), None)
     if me is None:
