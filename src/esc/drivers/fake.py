@@ -240,7 +240,6 @@ class FakeQuorum:
         self.node = node
         self.shared: dict[str, object] = shared if shared is not None else {}
         self.reachable = True
-        self.wanted = False
 
     def _rec(self) -> tuple[SyncRecord | None, int]:
         rec = self.shared.get("sync")
@@ -263,7 +262,6 @@ class FakeQuorum:
         )
 
     def want_leader(self, want: bool) -> None:
-        self.wanted = want
         if not self.reachable:
             return
         if want and self.shared.get("leader") is None:
