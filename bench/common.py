@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -9,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from esc.config.schema import QuorumConfig
 from esclab.lab import Lab
 
 
@@ -43,8 +45,41 @@ def emit(name: str, figures: dict[str, Any]) -> None:
     )
 
 
-def fresh_pair(advert_int: float | None = None, pair: bool = True, quorum: str = "none") -> Lab:
+def fresh_pair(
+    advert_int: float | None = None,
+    pair: bool = True,
+    quorum: str = "none",
+    quorum_settings: dict[str, Any] | None = None,
+) -> Lab:
     lab = Lab()
     lab.down()
-    lab.up("single", pair=pair, advert_int=advert_int, quorum=quorum)
+    lab.up(
+        "single",
+        pair=pair,
+        advert_int=advert_int,
+        quorum=quorum,
+        quorum_settings=quorum_settings,
+    )
     return lab
+
+
+def add_quorum_flags(ap: argparse.ArgumentParser) -> None:
+    """``[quorum]``'s timing as flags (each left out keeps the schema's default)."""
+    ap.add_argument("--lease-ttl", type=int, help="[quorum] lease_ttl_s")
+    ap.add_argument("--margin", type=float, help="[quorum] margin_s")
+    ap.add_argument("--election-ms", type=int, help="[quorum] election_ms")
+    ap.add_argument("--heartbeat-ms", type=int, help="[quorum] heartbeat_ms")
+
+
+def quorum_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> QuorumConfig:
+    """The ``[quorum]`` section the flags give, validated by the schema."""
+    given = {
+        "lease_ttl_s": args.lease_ttl,
+        "margin_s": args.margin,
+        "election_ms": args.election_ms,
+        "heartbeat_ms": args.heartbeat_ms,
+    }
+    try:
+        return QuorumConfig.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        ap.error(f"[quorum]: {exc}")

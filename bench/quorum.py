@@ -1,6 +1,7 @@
 """Quorum mode against the two-node pair and bare keepalived, measured in one run.
 
-    .venv/bin/python bench/quorum.py --runs 10 [--advert-int 0.2]
+    .venv/bin/python bench/quorum.py --runs 10 [--advert-int 0.2] [--lease-ttl S]
+        [--margin S] [--election-ms MS] [--heartbeat-ms MS] [--modes bare,two-node,quorum]
 
 Three labs, one after the other (one lab at a time), the same machine and fault:
 
@@ -10,7 +11,9 @@ Three labs, one after the other (one lab at a time), the same machine and fault:
    then a planned switchover (``escadm ha switchover``), with a writer through the VIP
    (bench/failover.py's and bench/switchover.py's runs);
 3. the same in quorum mode (``escadm lab up --quorum etcd``; the lease, margin and etcd's raft
-   timing from ``[quorum]``'s defaults, printed).
+   timing from ``[quorum]``'s defaults unless given, printed).
+
+``--modes`` leaves some out (the baseline, bare keepalived, is always measured).
 
 The write gap is from the last acknowledgement before the fault to the first one after it,
 through the VIP. Every acknowledged write is checked on the primary afterwards (lost) and no
@@ -25,8 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dist, emit, fmt, table
-from esc.config.schema import QuorumConfig
+from common import add_quorum_flags, dist, emit, fmt, quorum_settings, table
 from esclab.lab import Lab
 from esclab.scenarios import wait_healthy
 from failover import baseline, one_run
@@ -56,21 +58,35 @@ def main() -> int:
     )
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--advert-int", type=float, default=0.2)
+    add_quorum_flags(ap)
+    ap.add_argument("--modes", default="bare,two-node,quorum")
     args = ap.parse_args()
+    modes = set(args.modes.split(","))
+    if not modes <= {"bare", "two-node", "quorum"}:
+        ap.error(f"--modes: {args.modes!r}: a list of bare, two-node, quorum")
+    q = quorum_settings(ap, args)
+    settings = q.model_dump(exclude_defaults=True)
     lab = Lab()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     try:
         lab.down()
         lab.up("single", pair=False, advert_int=args.advert_int)
         base = baseline(lab, args.runs, args.advert_int)
-        lab.start_pair(args.advert_int)
-        results["two-node"] = measure(lab, args.runs)
-        lab.down()
-        lab.up("single", pair=True, advert_int=args.advert_int, quorum="etcd")
-        results["quorum etcd"] = measure(lab, args.runs)
+        if "two-node" in modes:
+            lab.start_pair(args.advert_int)
+            results["two-node"] = measure(lab, args.runs)
+        if "quorum" in modes:
+            lab.down()
+            lab.up(
+                "single",
+                pair=True,
+                advert_int=args.advert_int,
+                quorum="etcd",
+                quorum_settings=settings,
+            )
+            results["quorum etcd"] = measure(lab, args.runs)
     finally:
         lab.down()
-    q = QuorumConfig()
     bd = dist(base)
     rows = [["bare keepalived", "kill node", fmt(bd), "-", "-", "-", "1.00"]]
     figures: dict[str, object] = {

@@ -5,6 +5,7 @@ Enum values are published (state file, JSON status, history): never rename or re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
@@ -137,6 +138,9 @@ class QuorumObs:
     sync_revision: int = 0  # the record's revision in etcd, for the compare-and-swap
     serve_left: float = 0.0  # holder: seconds before it must have stopped serving
     error: str = ""  # why the last etcd call failed
+    # Not a holder: seconds until this node may take the leader key (0: free, or unchanged a
+    # whole lease since it first saw the holder's last renewal; inf: not known).
+    takeover_in: float = math.inf
 
 
 @dataclass(frozen=True)

@@ -102,19 +102,24 @@ class Lab(LabPair, LabBuilder):
         heartbeat: int = 4,
         hosts: HostKind = "process",
         quorum: str = "none",
+        quorum_settings: dict[str, Any] | None = None,
     ) -> UpResult:
         """Build the hosts and (unless ``pair`` is False) start the HA pair in them.
 
         ``ha_mode`` cinder gives the pair one shared volume (a loop device both nodes see, as
         a Cinder volume attachable to either VM); drbd_on_cinder gives each node its own.
         ``hosts`` booted makes the two controller nodes booted Debian systems with the package
-        installed and configured by the guide's commands (``esclab.guide``)."""
+        installed and configured by the guide's commands (``esclab.guide``).
+        ``quorum_settings``: the ``[quorum]`` section's fields (a benchmark's; validated by
+        the schema like any config)."""
         if hosts == "booted" and (ha_mode != "drbd" or heartbeat != 4):
             raise LabError("--hosts booted: only --ha_mode drbd and --heartbeat 4 for now")
         if quorum not in ("none", "etcd"):
             raise LabError(f"--quorum: {quorum!r} is not none or etcd")
         if quorum == "etcd" and (hosts == "booted" or ha_mode == "cinder" or heartbeat != 4):
             raise LabError("--quorum etcd: process hosts, --heartbeat 4, not cinder, for now")
+        if quorum_settings and quorum != "etcd":
+            raise LabError("quorum settings without --quorum etcd")
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
@@ -126,7 +131,12 @@ class Lab(LabPair, LabBuilder):
             self._build(topo)
             if heartbeat not in (4, 6):
                 raise LabError("--heartbeat: 4 or 6")
-            self.write_state(ha_mode=ha_mode, heartbeat=heartbeat, quorum=quorum)
+            self.write_state(
+                ha_mode=ha_mode,
+                heartbeat=heartbeat,
+                quorum=quorum,
+                quorum_settings=dict(quorum_settings or {}),
+            )
             if pair:
                 self.start_pair(advert_int)
         except BaseException:

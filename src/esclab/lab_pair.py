@@ -90,6 +90,8 @@ class LabPair(LabState):
                 data["ha"]["db_volume_path"] = str(self.make_volume(volume))
             if self.quorum:
                 data["ha"].update(quorum_fields(topo))
+                if state.get("quorum_settings"):
+                    data["quorum"] = dict(state["quorum_settings"])
             cfg = parse_config(data)  # validated like any config
             paths = self.node_paths(host)
             save_config(cfg, paths.config_file)

@@ -243,6 +243,37 @@ def test_one_keeper_holds_the_key_and_a_planned_stop_hands_it_over(quorum: Quoru
         assert watch.close() == []
 
 
+def test_a_holder_that_dies_is_replaced_a_ttl_after_its_last_renewal(quorum: Quorum) -> None:
+    """Its thread stops without resigning (as kill -9 would): the other keeper takes the key
+    once the last revision it saw is a TTL old, not after etcd expires the lease; the views
+    never overlap."""
+    a, b = keeper(quorum, "esc-ha-0"), keeper(quorum, "esc-ha-1")
+    watch = NeverTwo(a, b)
+    try:
+        a.want_leader(True)
+        wait_for("esc-ha-0 holding the key", lambda: a.view().holder, 60, a.view)
+        b.want_leader(True)
+        wait_for("esc-ha-1 seeing the holder", lambda: b.view().leader == "esc-ha-0", 10, b.view)
+        dead = quorum.client("esc-ha-0").get(LEADER)
+        assert dead is not None
+        a._stop.set()  # dies: no more renewals, no revoke
+        a._wake.set()
+        assert a._thread is not None
+        a._thread.join(10)
+        t0 = time.monotonic()
+        wait_for("esc-ha-1 holding the key", lambda: b.view().holder, 15, b.view)
+        print(f"taken over {time.monotonic() - t0:.2f} s after the holder died")
+        now = quorum.client("esc-ha-1").get(LEADER)
+        assert now is not None and now.value == "esc-ha-1" and now.lease != dead.lease
+        # taken in place by the transaction on the stale revision (the same key's life), not
+        # created again after etcd expired the lease and deleted it
+        assert now.create_revision == dead.create_revision
+    finally:
+        a.stop()
+        b.stop()
+        assert watch.close() == []
+
+
 def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Quorum) -> None:
     a, b = keeper(quorum, "esc-ha-0", only_own=True), keeper(quorum, "esc-ha-1")
     watch = NeverTwo(a, b)
@@ -261,7 +292,7 @@ def test_a_holder_cut_off_from_the_quorum_stops_before_its_lease_ends(quorum: Qu
         # checked on a clock of the test's in test_quorum_keeper.py, not here)
         assert not a.view().reachable and a.view().serve_until == last
         # the quorum back without esc-ha-0 (its member down, so it reaches nothing): esc-ha-1
-        # takes over only once etcd has expired esc-ha-0's lease
+        # takes over once it has seen the key unchanged for a whole TTL
         quorum.procs["esc-ha-0"].stop()
         quorum.procs["esc-ha-1"].start()
         quorum.procs["witness"].start()

@@ -168,8 +168,10 @@ QUORUM = {"quorum": "etcd", "witness": "192.0.2.30"}
         ({}, {"lease_ttl_s": 3}, "quorum"),  # [quorum] without quorum mode: refused
         (QUORUM, {"lease_ttl_s": 1}, "quorum.lease_ttl_s"),
         (QUORUM, {"lease_ttl_s": 2, "election_ms": 1500}, "quorum.lease_ttl_s"),
-        (QUORUM, {"election_ms": 400}, "quorum.election_ms"),  # < 5 heartbeats
-        (QUORUM, {"margin_s": 1.5}, "quorum.margin_s"),  # half the 3 s lease
+        (QUORUM, {"election_ms": 200}, "quorum.election_ms"),  # < 5 heartbeats
+        (QUORUM, {"margin_s": 1.0}, "quorum.margin_s"),  # half the 2 s lease
+        (QUORUM, {"election_ms": 1000}, "quorum.lease_ttl_s"),  # an election outlasts it
+        (QUORUM, {"lease_ttl_s": 3, "election_ms": 1000, "margin_s": 0.75}, "quorum.lease_ttl_s"),
         (QUORUM, {"margin_s": 0.3}, "quorum.margin_s"),  # under two 0.2 s agent cycles
         (QUORUM, {"peer_port": 2379}, "quorum.peer_port"),
         (QUORUM, {"client_port": 5432}, "quorum.client_port"),  # the database's
@@ -190,7 +192,7 @@ def test_quorum_errors_name_the_field(
 def test_quorum_mode_round_trips_with_its_defaults() -> None:
     cfg = parse_config(_ha(**QUORUM))
     assert cfg.ha is not None and cfg.ha.quorum == "etcd" and str(cfg.ha.witness) == "192.0.2.30"
-    assert (cfg.quorum_cfg.lease_ttl_s, cfg.quorum_cfg.margin_s) == (3, 0.75)
+    assert (cfg.quorum_cfg.lease_ttl_s, cfg.quorum_cfg.margin_s) == (2, 0.5)
     assert parse_config(tomllib.loads(dump_config(cfg))) == cfg
-    tuned = parse_config({**_ha(**QUORUM), "quorum": {"lease_ttl_s": 2, "election_ms": 1000}})
-    assert tuned.quorum_cfg.lease_ttl_s == 2
+    tuned = parse_config({**_ha(**QUORUM), "quorum": {"lease_ttl_s": 4, "election_ms": 1000}})
+    assert tuned.quorum_cfg.lease_ttl_s == 4

@@ -73,6 +73,15 @@ class OneMember:
         self.keys[key] = Kv(key, value, self.revision, self.revision, lease)
         return True, None
 
+    def refresh(self, key: str, value: str, lease: int) -> bool:
+        self._up()
+        now = self.keys.get(key)
+        if now is None or now.lease != lease:
+            return False
+        self.revision += 1
+        self.keys[key] = Kv(key, value, now.create_revision, self.revision, lease)
+        return True
+
 
 def keeper() -> tuple[QuorumKeeper, OneMember, Clock]:
     clock = Clock()
@@ -118,7 +127,7 @@ def test_the_record_is_changed_only_by_the_holder_from_the_revision_read() -> No
     k.record_sync(to_1, 0)
     k.step()
     v = k.view()
-    assert (v.sync, v.sync_revision) == (to_1, 2)
+    assert (v.sync, v.sync_revision) == (to_1, etcd.keys["/esc/sync"].mod_revision)
     assert json.loads(etcd.keys["/esc/sync"].value) == {"primary": "esc-ha-0", "sync": "esc-ha-1"}
     k.record_sync(SyncRecord("esc-ha-0"), 1)  # stale
     k.step()
@@ -160,6 +169,62 @@ def test_a_standby_campaigns_only_once_the_key_is_free() -> None:
     del etcd.keys["/esc/leader"]
     k.step()
     assert k.view().holder and k.view().leader == "esc-ha-0"
+
+
+def test_a_key_whose_renewals_stop_is_taken_a_whole_ttl_after_its_last_revision_was_seen() -> None:
+    """The standby counts the lease from when it first saw the holder's last renewal (the
+    renewal was sent before that), not from etcd's expiry; a renewal seen starts it again."""
+    k, etcd, clock = keeper()
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    etcd.revision = 1
+    k.want_leader(True)
+    k.step()  # first sees revision 1 at 100.0
+    clock.t = 102.0
+    etcd.revision = 5
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 5, 42)  # esc-ha-1 renewed
+    k.step()  # revision 5 first seen at 102.0
+    for t in (104.0, 104.99):
+        clock.t = t
+        k.step()
+        assert not k.view().holder and not etcd.leases, t
+        assert 0 < k._pause() <= 0.2
+    clock.t = 105.0
+    assert k._pause() == 0
+    k.step()
+    v = k.view()
+    assert v.holder and v.leader == "esc-ha-0" and v.serve_until == 105.0 + 3 - 0.5
+
+
+def test_a_takeover_fails_when_the_holder_renewed_unseen() -> None:
+    """The takeover is a transaction on the revision this keeper saw: a renewal etcd applied
+    that this keeper has not seen (its reads lagging) makes it fail, and nothing is held."""
+    k, etcd, clock = keeper()
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    etcd.revision = 1
+    k.want_leader(True)
+    k.step()
+    clock.t = 103.0
+    real_get = etcd.get
+    etcd.get = lambda key: (  # type: ignore[method-assign]
+        Kv("/esc/leader", "esc-ha-1", 1, 1, 42) if key == "/esc/leader" else real_get(key)
+    )  # a read that still shows revision 1
+    etcd.revision = 7
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 7, 42)
+    k.step()
+    assert not k.view().holder and etcd.keys["/esc/leader"].value == "esc-ha-1"
+    assert not etcd.leases  # the lease granted for it was revoked
+
+
+def test_a_holder_whose_key_was_taken_stops_holding_at_its_next_renewal() -> None:
+    k, etcd, clock = keeper()
+    k.want_leader(True)
+    k.step()
+    assert k.view().holder
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 9, 77)
+    clock.t = 100.75
+    k.step()
+    v = k.view()
+    assert not v.holder and v.leader == "esc-ha-1" and not etcd.leases
 
 
 def test_a_keeper_needs_a_lease_longer_than_twice_its_margin() -> None:

@@ -7,12 +7,13 @@ before etcd records it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from test_rules import GRID  # the two-node grid: keepalived, database, peer, memory
 
 from esc.core.decide import decide
-from esc.core.facts import DecideConfig
+from esc.core.facts import DecideConfig, peer_serving
 from esc.core.requests import request_switchover
 from esc.model import (
     DbRole,
@@ -56,7 +57,9 @@ ME_ALONE = SyncRecord(ME, "")
 ME_WITH_P = SyncRecord(ME, PEER)
 
 
-def q(holder: bool, rec: SyncRecord | None, leader: str | None = None) -> QuorumObs:
+def q(
+    holder: bool, rec: SyncRecord | None, leader: str | None = None, takeover_in: float = math.inf
+) -> QuorumObs:
     return QuorumObs(
         reachable=True,
         holder=holder,
@@ -64,6 +67,7 @@ def q(holder: bool, rec: SyncRecord | None, leader: str | None = None) -> Quorum
         sync=rec,
         sync_revision=7 if rec else 0,
         serve_left=1.5 if holder else 0.0,
+        takeover_in=takeover_in,
     )
 
 
@@ -105,6 +109,32 @@ def test_a_standby_that_was_in_fault_is_a_standby_again_while_it_waits_for_etcd(
 def test_the_recorded_standby_campaigns_once_the_primary_is_silent():
     d = cycle(VrrpState.FAULT, STANDBY, SILENT, q(False, P_WITH_ME, PEER), BACKUP)
     assert d.campaign and d.next_state is S.BACKUP and "CloseGate" in d.action_kinds
+
+
+def test_the_recorded_standby_opens_its_gate_just_before_the_silent_primarys_key_turns_stale():
+    """So that keepalived's election (about 4 adverts from leaving FAULT) is over when the key
+    is taken, instead of starting then; a key far from stale, or a peer that serves, keeps the
+    gate closed."""
+    lead = CFG.vrrp_lead_s
+    d = cycle(VrrpState.FAULT, STANDBY, SILENT, q(False, P_WITH_ME, PEER, lead), BACKUP)
+    assert "OpenGate" in d.action_kinds and d.campaign and d.next_state is S.BACKUP
+    assert "Promote" not in d.action_kinds and "ActivateService" not in d.action_kinds
+    d = cycle(VrrpState.FAULT, STANDBY, SILENT, q(False, P_WITH_ME, PEER, lead + 0.1), BACKUP)
+    assert d.action_kinds == ("CloseGate",) and d.campaign
+    d = cycle(VrrpState.FAULT, STANDBY, PEER_SERVES, q(False, P_WITH_ME, PEER, 0.0), BACKUP)
+    assert d.action_kinds == ("CloseGate",) and not d.campaign
+    cut = replace(q(False, P_WITH_ME, PEER, 0.0), reachable=False)
+    d = cycle(VrrpState.FAULT, STANDBY, SILENT, cut, BACKUP)
+    assert d.action_kinds == ("CloseGate",)
+
+
+def test_a_standby_elected_before_it_holds_the_key_waits_for_it_without_serving():
+    d = cycle(VrrpState.MASTER, STANDBY, SILENT, q(False, P_WITH_ME, PEER, 0.2), BACKUP)
+    assert d.rule_id == "await-lease" and d.next_state is S.SWITCHING and d.campaign
+    assert not {"Promote", "ActivateService", "DropSync"} & set(d.action_kinds)
+    assert "taking the leader key (esc-ha-0 holds it; takeover in 0.2 s)" in d.reason
+    d = cycle(VrrpState.MASTER, STANDBY, SILENT, q(True, P_WITH_ME), d.memory)
+    assert "Promote" in d.action_kinds
 
 
 def test_a_standby_not_recorded_in_sync_never_campaigns_nor_promotes():
@@ -236,7 +266,10 @@ QUORUM_VIEWS = [
     q(False, None, None),
     q(False, P_WITH_ME, PEER),
     q(False, P_WITH_ME, None),
+    q(False, P_WITH_ME, PEER, 0.0),
+    q(False, P_WITH_ME, PEER, 5.0),
     q(False, ME_WITH_P, None),
+    q(False, ME_WITH_P, PEER, 0.0),
     q(True, None),
     q(True, P_WITH_ME),
     q(True, P_ALONE),
@@ -259,8 +292,11 @@ def test_over_the_grid_no_rule_serves_promotes_or_drops_against_etcd() -> None:
         fired.add(d.rule_id)
         kinds, rec = d.action_kinds, view.sync
         where = f"{d.rule_id}: {d.reason} ({view}, {o.db.role}, {mem})"
-        if "OpenGate" in kinds or "ActivateService" in kinds:
+        if "ActivateService" in kinds:
             assert view.holder, where
+        if "OpenGate" in kinds and not view.holder:  # electable only to take the key
+            assert o.db.role is DbRole.STANDBY and view.reachable, where
+            assert not peer_serving(o) and view.takeover_in <= cfg.vrrp_lead_s, where
         if "Promote" in kinds:
             assert view.holder and (mem.forced or (rec is not None and rec.sync == ME)), where
         if "DropSync" in kinds:
@@ -271,7 +307,7 @@ def test_over_the_grid_no_rule_serves_promotes_or_drops_against_etcd() -> None:
             else:
                 assert rec is None or rec.names(ME), where
         assert "grace-over-tell" not in d.rule_id, where
-    for rule in ("serve/quorum-unsync", "promote-alone", "standby-quorum-wait"):
+    for rule in ("serve/quorum-unsync", "promote-alone", "standby-quorum-wait", "await-lease"):
         assert rule in fired, sorted(fired)
 
 

@@ -119,7 +119,7 @@ GRID = _grid()
 
 AVAILABLE_ONLY = {"promote-alone"}  # under strict, a promoted standby waits for its peer
 QUORUM_ONLY = {"quorum-unsync"}  # test_quorum_rules.py's grid
-QUORUM_ONLY_RULES = {"standby-quorum-wait"}
+QUORUM_ONLY_RULES = {"standby-quorum-wait", "await-lease"}
 
 
 @pytest.mark.parametrize("mode", list(RULES))

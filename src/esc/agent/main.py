@@ -123,6 +123,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
         mode="shared" if ha.ha_mode == "cinder" else "replicated",
         quorum=ha.quorum == "etcd",
+        vrrp_lead_s=4 * ha.advert_int + 2 * cfg.agent.cycle_s,
     )
     wake = threading.Event()
     member = keeper = None

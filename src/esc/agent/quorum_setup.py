@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 
 from esc.config.ha import WITNESS_NAME
+from esc.config.node import RENEWALS_PER_LEASE
 from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
 from esc.drivers.quorum import QuorumKeeper
@@ -77,7 +78,7 @@ def build_keeper(
     client = EtcdClient(
         [m.client_url for m in (*own, *others)],
         host_tls(paths),
-        timeout=min(1.0, q.lease_ttl_s / 4),
+        timeout=min(1.0, q.lease_ttl_s / RENEWALS_PER_LEASE),
     )
     return QuorumKeeper(
         client,

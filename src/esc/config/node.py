@@ -57,18 +57,23 @@ class AgentConfig(Model):
         return no_control(v)
 
 
+# The quorum keeper renews its lease this many times per lease_ttl_s (esc.drivers.quorum).
+RENEWALS_PER_LEASE = 8
+
+
 class QuorumConfig(Model):
     """``[quorum]``: etcd's timing and ports in quorum mode (``ha.quorum = "etcd"``).
 
-    The leader key's lease bounds a failover: the standby can take the key only after etcd
-    expired it, ``lease_ttl_s`` after the last renewal. The holder stops serving ``margin_s``
+    The leader key's lease bounds a failover: the standby takes the key a whole
+    ``lease_ttl_s`` after it first saw the holder's last renewal (etcd's own expiry of the
+    lease, as long, is the backstop). The holder stops serving ``margin_s``
     before its lease can end as it measures it (clock rates, a cycle to notice, the time to
     deactivate). etcd's own raft timing: ``heartbeat_ms``, ``election_ms``."""
 
-    lease_ttl_s: int = Field(default=3, ge=2, le=60)
-    margin_s: float = Field(default=0.75, gt=0)
-    heartbeat_ms: int = Field(default=100, ge=10, le=5000)
-    election_ms: int = Field(default=1000, ge=50, le=50000)
+    lease_ttl_s: int = Field(default=2, ge=2, le=60)
+    margin_s: float = Field(default=0.5, gt=0)
+    heartbeat_ms: int = Field(default=50, ge=10, le=5000)
+    election_ms: int = Field(default=500, ge=50, le=50000)
     client_port: int = Field(default=2379, ge=1, le=65535)
     peer_port: int = Field(default=2380, ge=1, le=65535)
 
@@ -84,6 +89,17 @@ class QuorumConfig(Model):
             )
         if self.margin_s >= self.lease_ttl_s / 2:
             raise RuleError("margin_s", "must be below half of lease_ttl_s")
+        # etcd answers no write while it elects a new leader: up to about two election
+        # timeouts (bench/etcd_election.py). The holder must renew across that gap, with one
+        # renewal interval to spare, before its lease stops counting.
+        spare = self.lease_ttl_s - self.margin_s - self.lease_ttl_s / RENEWALS_PER_LEASE
+        if spare * 1000 < 2 * self.election_ms:
+            raise RuleError(
+                "lease_ttl_s",
+                f"too short to outlast an etcd election: lease_ttl_s - margin_s - "
+                f"lease_ttl_s/{RENEWALS_PER_LEASE} is {spare:g} s, must be at least "
+                f"2 x election_ms ({2 * self.election_ms} ms)",
+            )
         if self.client_port == self.peer_port:
             raise RuleError("peer_port", "must differ from client_port")
         return self

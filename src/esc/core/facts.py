@@ -46,6 +46,10 @@ class DecideConfig:
     # ha.quorum = "etcd": a node serves only while it holds etcd's leader key, and promotes or
     # drops its standby from sync only as etcd's record of the pair allows (core/quorum.py).
     quorum: bool = False
+    # Quorum mode: a standby that may take the leader key opens its gate this long before it
+    # can (keepalived's election, about 4 adverts from leaving FAULT, plus two cycles), so
+    # that it holds the VIP when it takes the key instead of starting the election then.
+    vrrp_lead_s: float = 1.0
 
 
 @dataclass(frozen=True)

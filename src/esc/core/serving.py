@@ -4,6 +4,7 @@ standby policy (``POLICY``, sub-rules of ``serve``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -131,6 +132,17 @@ def _promote_reason(c: Ctx) -> str:
     db = c.obs.db
     lag = max(0, db.receive_lsn - db.lsn)
     return f"promoting self: keepalived MASTER, {peer_desc(c.obs)}, replay lag {lag} B"
+
+
+def _await_lease(c: Ctx) -> Then:
+    q = c.obs.quorum
+    left = f"{q.takeover_in:.1f} s" if q is not None and q.takeover_in < math.inf else "?"
+    holder = q.leader if q is not None and q.leader else "nobody"
+    return Then(
+        [*c.quiet],
+        f"keepalived MASTER: taking the leader key ({holder} holds it; takeover in {left})",
+        c.mem,
+    )
 
 
 def _alone(c: Ctx) -> bool:
@@ -406,6 +418,8 @@ MASTER_REPLICATED = where((
     *SPLIT_BRAIN,
     *HAND_OVER_REPLICATED,
     *TAKE_ROLE_HEAD,
+    Rule("await-lease", "quorum: elected before the leader key is ours: wait for it",
+         lambda c: not lease_ok(c), to(S.SWITCHING), _await_lease, db=STANDBY),
     Rule("promote-alone", "a standby, available, the old primary gone: promote, mark it "
          "outdated", _alone, to(S.SWITCHING), _promote_alone, db=STANDBY),
     Rule("promote", "a standby: promote", lambda c: True, to(S.SWITCHING), _promote,

@@ -82,8 +82,19 @@ def quorum_veto(c: Ctx) -> Veto | None:
     if c.obs.db.role is DbRole.STANDBY and not sync_member(c) and not c.mem.forced:
         return Veto.NOT_SYNC_MEMBER
     if q is None or not q.holder:
+        if c.obs.db.role is DbRole.STANDBY and campaigning(c):
+            return None  # keepalived may elect it; it promotes only with the key
         return Veto.NO_LEASE
     return None
+
+
+def campaigning(c: Ctx) -> bool:
+    """A standby about to take the leader key (the peer does not serve, the key is free or
+    soon stale): electable, so that keepalived's election is over when the key is taken."""
+    q = c.obs.quorum
+    return (
+        q is not None and q.reachable and not c.peer_serving and q.takeover_in <= c.cfg.vrrp_lead_s
+    )
 
 
 def render(v: Veto, c: Ctx) -> str:

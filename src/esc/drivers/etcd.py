@@ -339,6 +339,22 @@ class EtcdClient:
                 return False, _kv(kvs[0])
         return False, None
 
+    def refresh(self, key: str, value: str, lease: int) -> bool:
+        """Write ``key`` again (a new mod revision others can see) only while it is attached
+        to ``lease``: a holder's renewal. False when the key is gone or on another lease."""
+        data = self.call(
+            "kv/txn",
+            {
+                "compare": [
+                    {"key": _b64(key), "result": "EQUAL", "target": "LEASE", "lease": str(lease)}
+                ],
+                "success": [
+                    {"request_put": {"key": _b64(key), "value": _b64(value), "lease": str(lease)}}
+                ],
+            },
+        )
+        return bool(data.get("succeeded"))
+
     def delete(self, key: str, mod_revision: int) -> bool:
         """Delete the key only if unchanged since ``mod_revision``."""
         data = self.call(

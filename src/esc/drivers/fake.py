@@ -6,6 +6,7 @@ raises the error put in ``fail[method]`` (once), so tests need no patching.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from esc.drivers.base import Bgp, BgpStatus, Database, FollowResult, Progress
@@ -259,6 +260,7 @@ class FakeQuorum:
             sync=rec,
             sync_revision=rev,
             serve_left=5.0 if holder else 0.0,
+            takeover_in=0.0 if leader is None else math.inf,
         )
 
     def want_leader(self, want: bool) -> None:

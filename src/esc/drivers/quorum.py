@@ -4,9 +4,16 @@ agent's cycle. The cycle reads :meth:`QuorumKeeper.view` and says what it wants.
 
 The two keys, as Patroni keeps them:
 
-- ``<prefix>/leader``: the node that may serve, written with a lease only if absent. Its
-  holder renews the lease every ``ttl / 4`` s. etcd deletes the key when the lease runs out,
-  so a node that creates it knows that the previous holder's lease has ended in etcd.
+- ``<prefix>/leader``: the node that may serve, attached to its lease. Its holder renews
+  every ``ttl / 8`` s: a keep-alive of the lease, then the key written again (on the
+  condition that it is still on its lease), so every renewal is a new revision the others
+  see. A node that wants the key takes it when it is absent, or when the revision it shows has
+  not changed for a whole ``ttl`` as this node measured from when it first saw it ("the
+  standby waits the full lease after the last renewal it saw"), with a transaction on that
+  very revision: a renewal that etcd applied meanwhile makes the takeover fail. etcd's own
+  expiry of the lease is the backstop, not the path: it is slower (checked every 0.5 s) and a
+  new etcd leader extends every lease by its election timeout, which made a failover that
+  also lost the etcd leader take twice as long.
 - ``<prefix>/sync``: the pair's record (``esc.model.SyncRecord``, as JSON ``{"primary": ...,
   "sync": ...}``): the primary and the standby that has every write it acknowledged. Only a
   node named there may take the leader key (``esc.core.quorum``); the holder changes it with a
@@ -16,25 +23,32 @@ The two keys, as Patroni keeps them:
   repair: ``escadm ha force-primary``).
 
 ``view().serve_until`` is when the holder must have stopped serving: the send time of the
-last renewal etcd answered, plus the TTL it granted, minus ``margin`` (clock rates and the time
-to deactivate). etcd cannot expire the lease before that instant as this node measures it: the
-renewal was received after it was sent.
+last renewal etcd answered (keep-alive sent first, then the key's write), plus the TTL, minus
+``margin`` (clock rates and the time to deactivate). No other node can take the key before
+that instant: it first saw that renewal's revision after the renewal was sent, and takes the
+key only a whole TTL later; nor can etcd expire the lease, whose TTL counts from when etcd
+received the keep-alive.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from esc.config.node import RENEWALS_PER_LEASE
 from esc.drivers.etcd import EtcdClient, Kv
 from esc.errors import QuorumError
 from esc.model import QuorumObs, SyncRecord
 
 log = logging.getLogger(__name__)
+
+# After a failed round the keeper tries again this soon (a holder's lease is running out).
+RETRY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class QuorumView:
     sync: SyncRecord | None = None  # the pair's record (None: absent)
     sync_revision: int = 0  # its mod revision (0: absent)
     looked_at: float = 0.0  # when this view was read
+    takeover_at: float = math.inf  # not a holder: when it may take the key (free: at once)
     error: str = ""  # why the last call failed, for status
 
 
@@ -82,7 +97,7 @@ class QuorumKeeper:
         on_change: Callable[[], None] = lambda: None,
         poll_s: float = 0.2,
     ) -> None:
-        """``ttl``: the lease, renewed every ttl/4 s; ``margin``: how long before the lease
+        """``ttl``: the lease, renewed every ttl/8 s; ``margin``: how long before the lease
         can end the holder stops counting on it; ``poll_s``: how often a node that does not
         hold the key looks (and campaigns); ``on_change``: called when the view changes (it
         wakes the agent's cycle)."""
@@ -100,6 +115,7 @@ class QuorumKeeper:
         self._want_sync: tuple[SyncRecord, int] | None = None  # (record, from revision)
         self._lease = 0
         self._seen_bad = ""
+        self._seen: tuple[int, float] = (0, 0.0)  # the leader key's revision, first seen at
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,6 +140,7 @@ class QuorumKeeper:
             sync_revision=v.sync_revision,
             serve_left=max(0.0, v.serve_until - self.clock()) if v.holder else 0.0,
             error=v.error,
+            takeover_in=math.inf if v.holder else max(0.0, v.takeover_at - self.clock()),
         )
 
     def want_leader(self, want: bool) -> None:
@@ -175,12 +192,14 @@ class QuorumKeeper:
                 if was.reachable:
                     log.warning("quorum: etcd unreachable: %s", exc)
                     self.on_change()
-            self._wake.wait(self.ttl / 4 if self._lease else self.poll_s)
+                self._wake.wait(min(RETRY_S, self._pause()))
+            else:
+                self._wake.wait(self._pause())
             self._wake.clear()
 
     def step(self) -> None:
-        """One round: renew or resign, campaign if the key is free, the record's swap, then
-        read both keys."""
+        """One round: renew or resign, take the key if it is free or stale, the record's
+        swap, then read both keys."""
         with self._lock:
             want, want_sync = self._want_leader, self._want_sync
         until = self._view.serve_until if self._lease else 0.0
@@ -189,21 +208,27 @@ class QuorumKeeper:
             if r.ttl <= 0:  # 0, or -1 from some versions: expired or revoked in etcd
                 log.warning("quorum: lease %x is gone (expired in etcd)", self._lease)
                 self._lease, until = 0, 0.0
+            elif self.client.refresh(self.leader_key, self.node, self._lease):
+                until = r.sent + min(r.ttl, self.ttl) - self.margin
             else:
-                until = r.expires - self.margin
+                log.warning("quorum: the leader key is no longer on lease %x", self._lease)
+                lease, self._lease, until = self._lease, 0, 0.0
+                self._revoke(lease)
         elif self._lease and not want:
             lease, self._lease, until = self._lease, 0, 0.0
             self._revoke(lease)
-        leader = self.client.get(self.leader_key)
-        if want and not self._lease and leader is None:
+        leader = self._read_leader()
+        if want and not self._lease and (leader is None or self._stale_for(leader) <= 0):
             lease, r = self.client.grant(self.ttl)
-            won, leader = self.client.swap(self.leader_key, self.node, 0, lease)
+            rev = leader.mod_revision if leader is not None else 0
+            won, _ = self.client.swap(self.leader_key, self.node, rev, lease)
             if won:
-                self._lease, until = lease, r.expires - self.margin
-                log.info("quorum: %s holds the leader key (lease %x)", self.node, lease)
-                leader = self.client.get(self.leader_key)
+                self._lease, until = lease, r.sent + min(r.ttl, self.ttl) - self.margin
+                how = "took the stale" if leader is not None else "holds the"
+                log.info("quorum: %s %s leader key (lease %x)", self.node, how, lease)
             else:
                 self._revoke(lease)
+            leader = self._read_leader()
         holder = bool(self._lease) and leader is not None and leader.lease == self._lease
         if want_sync is not None and holder:
             rec, rev = want_sync
@@ -217,6 +242,34 @@ class QuorumKeeper:
                     self._want_sync = None
         sync = self.client.get(self.sync_key)
         self._publish(leader, holder, until, sync)
+
+    def _read_leader(self) -> Kv | None:
+        """The leader key, noting when this keeper first saw its current revision: the clock
+        read after the answer came, so after the write that made the revision was sent."""
+        leader = self.client.get(self.leader_key)
+        rev = leader.mod_revision if leader is not None else 0
+        if rev != self._seen[0]:
+            self._seen = (rev, self.clock())
+        return leader
+
+    def _stale_for(self, leader: Kv) -> float:
+        """Seconds until ``leader`` (another lease's key) may be taken: a whole TTL after this
+        keeper first saw its revision unchanged."""
+        if leader.mod_revision != self._seen[0]:
+            return float(self.ttl)
+        return self._seen[1] + self.ttl - self.clock()
+
+    def _pause(self) -> float:
+        """How long the thread sleeps: a holder until its next renewal; a node that wants
+        the key until its next look, or until the key it sees turns stale."""
+        if self._lease:
+            return self.ttl / RENEWALS_PER_LEASE
+        with self._lock:
+            want = self._want_leader
+        rev, seen = self._seen
+        if want and rev:
+            return max(0.0, min(self.poll_s, seen + self.ttl - self.clock()))
+        return self.poll_s
 
     def _revoke(self, lease: int) -> None:
         """Revoke a lease this keeper no longer uses. It is forgotten first: a revoke that
@@ -243,6 +296,13 @@ class QuorumKeeper:
                 sync=record,
                 sync_revision=sync.mod_revision if sync is not None else 0,
                 looked_at=self.clock(),
+                takeover_at=(
+                    self.clock()
+                    if leader is None
+                    else math.inf
+                    if holder
+                    else self._seen[1] + self.ttl
+                ),
             )
             changed = (was.reachable, was.leader, was.holder, was.sync) != (
                 True,
