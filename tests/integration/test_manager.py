@@ -392,6 +392,44 @@ def test_activate_is_fast_and_control_rejects_bad_bodies(
         assert r.status_code == 422
 
 
+def test_a_lease_the_agent_stops_renewing_stops_the_manager_at_its_end(
+    database: str, node_roots: list[Path], instances: list[Instance]
+) -> None:
+    """Quorum mode's backstop: the agent passes its lease on every cycle; a manager it no
+    longer renews (the agent frozen or stuck) stops serving at the lease's end by itself."""
+    inst = Instance("esc-ha-0", node_roots[0], database, FakeVim()).start()
+    instances.append(inst)
+    with pytest.raises(ServiceError, match="lease is already over"):
+        inst.control.activate("esc-ha-0", time.monotonic() - 0.1)
+    inst.control.activate("esc-ha-0", time.monotonic() + 1.0)
+    with inst.client() as c:
+        assert c.post("/v0/tenants", json={"name": "leased"}).status_code == 202
+        renewed_until = time.monotonic() + 2.5
+        while time.monotonic() < renewed_until:  # renewed as the agent's cycles do
+            inst.control.lease(time.monotonic() + 1.0)
+            assert c.get("/v0/tenants").status_code == 200
+            time.sleep(0.1)
+        last = time.monotonic() + 0.5
+        inst.control.lease(last)  # and then no more
+        answers = eventually(
+            lambda: (r := c.get("/v0/tenants")).status_code == 503 and (time.monotonic(), r),
+            10,
+            "503 once the lease is over",
+        )
+        assert answers[0] >= last and answers[1].json()["primary"] is None
+        eventually(lambda: not inst.control.status().active, 10, "deactivated by itself")
+        inst.control.activate("esc-ha-0")  # two-node mode: no bound
+        assert c.get("/v0/tenants").status_code == 200
+    sock = control_socket(inst.paths)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://c") as cc:
+        for bad in ({}, {"until": "soon"}, {"until": -1}, {"until": "inf"}, {"until": 1, "x": 2}):
+            r = cc.post("/control/lease", json=bad)
+            assert r.status_code == 422, bad
+        r = cc.post("/control/activate", json={"primary": "esc-ha-0", "until": "nan"})
+        assert r.status_code == 422
+    assert inst.control.status().active  # the refused bodies changed nothing
+
+
 def test_tenant_lifecycle_and_transactions(active: Instance) -> None:
     with active.client(auth=None) as anon:
         r = anon.get("/v0/tenants")

@@ -191,6 +191,9 @@ class SimService:
         m.active = True
         self._active = True
 
+    def lease(self, until: float | None) -> None:
+        raise NotImplementedError("the simulation runs the two-node pair only (no quorum mode)")
+
     def deactivate(self, primary: str | None) -> None:
         m = self.node.manager
         if m is None or not m.alive:

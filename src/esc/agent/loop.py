@@ -217,6 +217,9 @@ class Agent:
             check()
         long_ok = self.executor.collect()  # a long action that finished since the last cycle
         obs = self.observe()
+        if obs.quorum is not None:  # the manager's backstop: it stops when the lease does
+            q = obs.quorum
+            self.service.lease(obs.now + q.serve_left if q.holder else obs.now)
         mem = self._take_requests(obs, self.mem)
         d = decide(obs, mem, self.dcfg)
         # The state file says SWITCHING before the promote runs, not after.

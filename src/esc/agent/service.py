@@ -48,6 +48,9 @@ class ManagedService:
         self._last_failure = -1e9
         self._active = False
         self._healthy = False
+        self._until: float | None = None  # the agent's lease (quorum mode), last given
+        self._sent_until: float | None = None  # what the manager was last told
+        self._lease_failed = False
 
     def ensure_running(self) -> None:
         if not self.child.is_alive():
@@ -96,8 +99,23 @@ class ManagedService:
             self._last_failure = now
 
     def activate(self, primary: str) -> None:
-        self.control.activate(primary)
-        self._active = True
+        self.control.activate(primary, self._until)
+        self._active, self._sent_until = True, self._until
+
+    def lease(self, until: float | None) -> None:
+        """Pass the agent's lease on to an active manager (a failure is logged: unrenewed,
+        the manager stops serving at the last instant it was told)."""
+        self._until = until
+        if not self._active or until == self._sent_until:
+            return
+        try:
+            self.control.lease(until)
+        except DriverError as exc:
+            if not self._lease_failed:
+                log.warning("esc-manager's lease not renewed: %s", exc)
+            self._lease_failed = True
+            return
+        self._sent_until, self._lease_failed = until, False
 
     def deactivate(self, primary: str | None) -> None:
         if not self.child.is_alive():

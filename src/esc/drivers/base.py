@@ -130,6 +130,11 @@ class Service(Protocol):
 
     def deactivate(self, primary: str | None) -> None: ...
 
+    def lease(self, until: float | None) -> None:
+        """Quorum mode: an active manager serves until ``until`` (this host's time.monotonic)
+        unless told again; it stops by itself at that instant when the agent is stuck.
+        Called every cycle; None: no bound."""
+
     def stop(self) -> None: ...
 
 

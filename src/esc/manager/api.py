@@ -144,7 +144,7 @@ class ActiveGate:
         self.manager = manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.manager.active:
+        if scope["type"] == "http" and not self.manager.serving:
             m = self.manager
             body = {
                 "detail": f"this node ({m.node_name}) is not the primary",

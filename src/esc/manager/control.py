@@ -1,6 +1,7 @@
 """The agent's client for escmanager's control socket (HTTP over a unix socket, root only).
 
-    POST /control/activate    {"primary": "<this node>"}
+    POST /control/activate    {"primary": "<this node>", "until": <time.monotonic()> | null}
+    POST /control/lease       {"until": <time.monotonic()> | null}  (quorum mode, every cycle)
     POST /control/deactivate  {"primary": "<current primary>" | null, "primary_url": ... | null}
     GET  /control/status      -> {"active": bool, "healthy": bool, "detail": "..."}
 
@@ -30,8 +31,16 @@ class ManagerControl:
         self.sock_path = sock_path
         self.timeout = timeout
 
-    def activate(self, primary: str) -> None:
-        self._call("POST", "/control/activate", {"primary": primary})
+    def activate(self, primary: str, until: float | None = None) -> None:
+        """``until``: serve no later than this (this host's time.monotonic) unless renewed
+        (sent only when given: two-node mode's body is unchanged)."""
+        body: dict[str, Any] = {"primary": primary}
+        if until is not None:
+            body["until"] = until
+        self._call("POST", "/control/activate", body)
+
+    def lease(self, until: float | None) -> None:
+        self._call("POST", "/control/lease", {"until": until})
 
     def deactivate(self, primary: str | None, primary_url: str | None) -> None:
         self._call("POST", "/control/deactivate", {"primary": primary, "primary_url": primary_url})

@@ -59,6 +59,13 @@ class Manager:
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
         self.active = False
+        # Quorum mode: the instant (time.monotonic, this host's) until which the agent's lease
+        # lets this node serve; renewed by the agent every cycle. Not renewed in time (the
+        # agent stuck or frozen), the manager stops serving at that instant by itself: the
+        # backstop of a lease the agent can no longer act on. None: no bound (two-node mode).
+        self.serve_until: float | None = None
+        self._lease_timer: asyncio.TimerHandle | None = None
+        self._lease_task: asyncio.Task[None] | None = None
         self.primary: str | None = None
         self.primary_url: str | None = None
         self.worker: Worker | None = None
@@ -78,7 +85,38 @@ class Manager:
         await self.pool.close()
         await self.health_pool.close()
 
-    async def activate(self, primary: str) -> None:
+    @property
+    def serving(self) -> bool:
+        """Active, and the agent's lease (if any) not over: northbound requests are served."""
+        return self.active and (self.serve_until is None or time.monotonic() < self.serve_until)
+
+    def set_lease(self, until: float | None) -> None:
+        """Serve until ``until`` (time.monotonic) unless renewed; None: without a bound."""
+        self.serve_until = until
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+            self._lease_timer = None
+        if until is not None and self.active:
+            delay = max(0.0, until - time.monotonic())
+            loop = asyncio.get_running_loop()
+            self._lease_timer = loop.call_later(delay, self._lease_ran_out, until)
+
+    def _lease_ran_out(self, until: float) -> None:
+        self._lease_timer = None
+        if self.serve_until != until or not self.active:
+            return
+        log.warning(
+            "the agent's lease ran out %.3f s ago without a renewal (the agent stuck, or cut "
+            "off from etcd): deactivating",
+            time.monotonic() - until,
+        )
+        task = asyncio.get_running_loop().create_task(self.deactivate(None, None))
+        self._lease_task = task  # (kept referenced until it is done)
+
+    async def activate(self, primary: str, until: float | None = None) -> None:
+        if until is not None and time.monotonic() >= until:
+            raise ServiceError("not activating: the agent's lease is already over")
+        self.set_lease(until)
         async with self._switch:
             if primary != self.node_name:
                 log.warning(
@@ -86,6 +124,7 @@ class Manager:
                 )
             if self.active:
                 self.primary = primary
+                self.set_lease(until)
                 return
             start = time.monotonic()
             try:
@@ -106,6 +145,7 @@ class Manager:
             self.worker.start()  # resumes pending and half-done transactions in the background
             self.active = True
             self.primary, self.primary_url = primary, None
+            self.set_lease(self.serve_until)  # arms the timer, now that it is active
             log.info(
                 "activated (primary %s) in %.1f ms%s",
                 primary,
@@ -149,6 +189,9 @@ class Manager:
         async with self._switch:
             was = self.active
             self.active = False  # first: no new northbound write is accepted from here on
+            if self._lease_timer is not None:
+                self._lease_timer.cancel()
+                self._lease_timer = None
             self.primary, self.primary_url = primary, primary_url
             await self._stop_worker()
             if was:
@@ -198,6 +241,12 @@ class Manager:
 class _Activate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     primary: str = Field(min_length=1, max_length=255)
+    until: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class _Lease(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: float | None = Field(ge=0, allow_inf_nan=False)
 
 
 class _Deactivate(BaseModel):
@@ -221,8 +270,13 @@ def build_control_app(manager: Manager) -> FastAPI:
 
     @app.post("/control/activate")
     async def activate(body: _Activate) -> dict[str, Any]:
-        await manager.activate(body.primary)
+        await manager.activate(body.primary, body.until)
         return _status_json(ControlStatus(True, True, f"active (primary {body.primary})"))
+
+    @app.post("/control/lease")
+    async def lease(body: _Lease) -> dict[str, Any]:
+        manager.set_lease(body.until)
+        return {"serving": manager.serving}
 
     @app.post("/control/deactivate")
     async def deactivate(body: _Deactivate) -> dict[str, Any]:
