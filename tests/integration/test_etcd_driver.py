@@ -20,7 +20,7 @@ import pytest
 
 from esc import pki
 from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
-from esc.drivers.quorum import QuorumKeeper, decode_record, encode_record
+from esc.drivers.quorum import QuorumKeeper, decode_leader, decode_record, encode_record
 from esc.errors import QuorumError
 from esc.model import SyncRecord
 
@@ -264,7 +264,8 @@ def test_a_holder_that_dies_is_replaced_a_ttl_after_its_last_renewal(quorum: Quo
         wait_for("esc-ha-1 holding the key", lambda: b.view().holder, 15, b.view)
         print(f"taken over {time.monotonic() - t0:.2f} s after the holder died")
         now = quorum.client("esc-ha-1").get(LEADER)
-        assert now is not None and now.value == "esc-ha-1" and now.lease != dead.lease
+        assert now is not None and decode_leader(now.value) == ("esc-ha-1", 3)
+        assert now.lease != dead.lease
         # taken in place by the transaction on the stale revision (the same key's life), not
         # created again after etcd expired the lease and deleted it
         assert now.create_revision == dead.create_revision

@@ -30,6 +30,9 @@ def test_a_member_listens_with_mutual_tls_on_its_own_addresses() -> None:
     assert (flags["--heartbeat-interval"], flags["--election-timeout"]) == ("50", "500")
     assert flags["--data-dir"] == "/var/lib/esc/etcd"
     assert not any(a.startswith("http://") for a in flags.values())
+    # the leader key is written 8 times a lease: its history is compacted
+    assert flags["--auto-compaction-mode"] == "revision"
+    assert int(flags["--auto-compaction-retention"]) > 0
 
 
 @pytest.mark.parametrize(

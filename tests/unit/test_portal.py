@@ -407,6 +407,10 @@ class FakeRole:
     primary: str | None = "esc-ha-0"
     primary_url: str | None = None
 
+    @property
+    def serving(self) -> bool:  # (no lease here: two-node mode)
+        return self.active
+
 
 class FakeUsers:
     async def check(self, user: str, password: str) -> bool:

@@ -4,14 +4,23 @@ serve_until even when its thread is stuck, and at once when it resigns."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, cast
 
 import pytest
 
 from esc.drivers.etcd import EtcdClient, Kv, Renewal
-from esc.drivers.quorum import QuorumKeeper, decode_record, encode_record
+from esc.drivers.quorum import (
+    RETRY_S,
+    QuorumKeeper,
+    decode_record,
+    encode_leader,
+    encode_record,
+)
 from esc.errors import QuorumError
 from esc.model import SyncRecord
+
+PEER_KEY = encode_leader("esc-ha-1", 3)  # the peer's key, as its keeper writes it
 
 
 class Clock:
@@ -28,6 +37,7 @@ class OneMember:
         self.clock, self.keys, self.leases, self.down = clock, {}, set(), False
         self.revision = 0
         self.granted = 0
+        self.swaps: list[tuple[str, int]] = []  # (key, the revision compared)
 
     def _up(self) -> None:
         if self.down:
@@ -62,6 +72,7 @@ class OneMember:
         while_held: tuple[str, int] | None = None,
     ) -> tuple[bool, Kv | None]:
         self._up()
+        self.swaps.append((key, mod))
         now = self.keys.get(key)
         if (now.mod_revision if now else 0) != mod:
             return False, now
@@ -145,7 +156,7 @@ def test_a_holder_whose_key_was_taken_over_cannot_change_the_record() -> None:
     k.step()
     rev = k.view().sync_revision
     etcd.leases.clear()  # the lease ran out in etcd; esc-ha-1 took the key
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 9, 9, 77)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 9, 9, 77)
     k.record_sync(SyncRecord("esc-ha-0"), rev)
     k.step()
     assert decode_record(etcd.keys["/esc/sync"].value) == SyncRecord("esc-ha-0", "esc-ha-1")
@@ -162,7 +173,7 @@ def test_a_key_that_is_not_a_record_names_nobody() -> None:
 def test_a_standby_campaigns_only_once_the_key_is_free() -> None:
     """No lease is granted while another node holds the key (a campaign round costs a read)."""
     k, etcd, _ = keeper()
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 1, 42)
     k.want_leader(True)
     k.step()
     assert not etcd.leases and not k.view().holder and k.view().leader == "esc-ha-1"
@@ -175,13 +186,13 @@ def test_a_key_whose_renewals_stop_is_taken_a_whole_ttl_after_its_last_revision_
     """The standby counts the lease from when it first saw the holder's last renewal (the
     renewal was sent before that), not from etcd's expiry; a renewal seen starts it again."""
     k, etcd, clock = keeper()
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 1, 42)
     etcd.revision = 1
     k.want_leader(True)
     k.step()  # first sees revision 1 at 100.0
     clock.t = 102.0
     etcd.revision = 5
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 5, 42)  # esc-ha-1 renewed
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 5, 42)  # esc-ha-1 renewed
     k.step()  # revision 5 first seen at 102.0
     for t in (104.0, 104.99):
         clock.t = t
@@ -199,19 +210,20 @@ def test_a_takeover_fails_when_the_holder_renewed_unseen() -> None:
     """The takeover is a transaction on the revision this keeper saw: a renewal etcd applied
     that this keeper has not seen (its reads lagging) makes it fail, and nothing is held."""
     k, etcd, clock = keeper()
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 1, 42)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 1, 42)
     etcd.revision = 1
     k.want_leader(True)
     k.step()
     clock.t = 103.0
     real_get = etcd.get
     etcd.get = lambda key: (  # type: ignore[method-assign]
-        Kv("/esc/leader", "esc-ha-1", 1, 1, 42) if key == "/esc/leader" else real_get(key)
+        Kv("/esc/leader", PEER_KEY, 1, 1, 42) if key == "/esc/leader" else real_get(key)
     )  # a read that still shows revision 1
     etcd.revision = 7
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 7, 42)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 7, 42)
     k.step()
-    assert not k.view().holder and etcd.keys["/esc/leader"].value == "esc-ha-1"
+    assert not k.view().holder and etcd.keys["/esc/leader"].value == PEER_KEY
+    assert ("/esc/leader", 1) in etcd.swaps  # tried, on the revision it saw: refused
     assert not etcd.leases  # the lease granted for it was revoked
 
 
@@ -220,7 +232,7 @@ def test_a_holder_whose_key_was_taken_stops_holding_at_its_next_renewal() -> Non
     k.want_leader(True)
     k.step()
     assert k.view().holder
-    etcd.keys["/esc/leader"] = Kv("/esc/leader", "esc-ha-1", 1, 9, 77)
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 9, 77)
     clock.t = 100.75
     k.step()
     v = k.view()
@@ -264,3 +276,74 @@ def test_a_renewal_answered_with_a_negative_ttl_ends_the_lease() -> None:
     etcd.keys.pop("/esc/leader")
     k.step()  # gone: forgotten, and the free key taken again with a new lease
     assert k.view().holder and len(etcd.leases) == 2
+
+
+def test_the_wait_is_the_longer_of_the_two_ttls_and_an_unmarked_key_waits_for_etcd() -> None:
+    """Hosts configured apart: a holder renewing within its 6 s lease is not taken after this
+    keeper's 3 s. A key that does not say its TTL (a holder that renews by keep-alive only,
+    its revision never changing) is taken only once etcd has deleted it."""
+    k, etcd, clock = keeper()
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", encode_leader("esc-ha-1", 6), 1, 1, 42)
+    k.want_leader(True)
+    k.step()
+    assert k.observe().takeover_in == 6.0
+    clock.t = 105.9
+    k.step()
+    assert not k.view().holder
+    clock.t = 106.0
+    k.step()
+    assert k.view().holder
+    for value in ("esc-ha-1", '{"node": "esc-ha-1"}', '{"node": "esc-ha-1", "ttl": true}'):
+        k, etcd, clock = keeper()
+        etcd.keys["/esc/leader"] = Kv("/esc/leader", value, 1, 1, 42)
+        k.want_leader(True)
+        k.step()
+        clock.t = 1000.0
+        k.step()
+        assert not k.view().holder and k.view().leader == "esc-ha-1", value
+        assert k.observe().takeover_in == math.inf and k._pause() == k.poll_s
+        del etcd.keys["/esc/leader"]
+        k.step()
+        assert k.view().holder
+
+
+def test_a_keeper_that_keeps_failing_never_spins() -> None:
+    """(A stale key seen, then every call refused at once: the wait after a failed round is
+    never 0.)"""
+    k, etcd, clock = keeper()
+    etcd.keys["/esc/leader"] = Kv("/esc/leader", PEER_KEY, 1, 1, 42)
+    k.want_leader(True)
+    k.step()
+    clock.t = 200.0
+    assert k._pause() == 0  # stale now: the next round takes it at once
+    etcd.down = True
+    waits: list[float] = []
+
+    class Wake:
+        def wait(self, timeout: float) -> bool:
+            waits.append(timeout)
+            if len(waits) >= 3:
+                k._stop.set()
+            return False
+
+        def clear(self) -> None: ...
+
+    k._wake = Wake()  # type: ignore[assignment]
+    k._run()
+    assert waits and min(waits) >= RETRY_S
+
+
+def test_serve_until_counts_from_the_keepalive_sent_before_the_keys_write() -> None:
+    k, etcd, clock = keeper()
+    k.want_leader(True)
+    k.step()
+    real = etcd.refresh
+
+    def slow_refresh(key: str, value: str, lease: int) -> bool:
+        clock.t += 0.3  # the key's write answered 0.3 s after the keep-alive was sent
+        return real(key, value, lease)
+
+    etcd.refresh = slow_refresh  # type: ignore[method-assign]
+    clock.t = 101.0
+    k.step()
+    assert k.view().serve_until == 101.0 + 3 - 0.5

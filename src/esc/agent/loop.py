@@ -226,6 +226,8 @@ class Agent:
         self._record(obs, d)
         self._execute(d, long_ok)
         if self.quorum is not None:  # after the actions: a node stops serving, then resigns
+            if not d.campaign:  # (and its manager's lease ends now, even if it did not stop)
+                self.service.lease(self.clock())
             self.quorum.want_leader(d.campaign)
         self._name_primary(obs, d)
         if self.bgp is not None:

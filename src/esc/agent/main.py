@@ -123,7 +123,10 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         gateway=str(ha.gateway_ip) if ha.gateway_ip else None,
         mode="shared" if ha.ha_mode == "cinder" else "replicated",
         quorum=ha.quorum == "etcd",
-        vrrp_lead_s=4 * ha.advert_int + 2 * cfg.agent.cycle_s,
+        # keepalived's election from FAULT (about 4 adverts) and two cycles, at most half the
+        # lease: a standby comes that close to taking the key only when the holder has not
+        # renewed for half a lease less a renewal and a look
+        vrrp_lead_s=min(4 * ha.advert_int + 2 * cfg.agent.cycle_s, cfg.quorum_cfg.lease_ttl_s / 2),
     )
     wake = threading.Event()
     member = keeper = None

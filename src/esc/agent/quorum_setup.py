@@ -70,7 +70,8 @@ def build_keeper(
     cfg: EscConfig, paths: NodePaths, name: str, on_change: Callable[[], None]
 ) -> QuorumKeeper:
     """The keeper of node ``name``: its own member first among the endpoints, each call given
-    a quarter of the lease (a member cut off must not use up the time left to renew)."""
+    one renewal interval, an eighth of the lease (a member without a leader holds a call until
+    then: it must not use up the time left to renew)."""
     members = cluster(cfg)
     own = [m for m in members if m.name == name]
     others = [m for m in members if m.name != name]

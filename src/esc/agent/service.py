@@ -51,6 +51,8 @@ class ManagedService:
         self._until: float | None = None  # the agent's lease (quorum mode), last given
         self._sent_until: float | None = None  # what the manager was last told
         self._lease_failed = False
+        self._lease_wake = threading.Event()
+        self._pusher: threading.Thread | None = None
 
     def ensure_running(self) -> None:
         if not self.child.is_alive():
@@ -103,19 +105,34 @@ class ManagedService:
         self._active, self._sent_until = True, self._until
 
     def lease(self, until: float | None) -> None:
-        """Pass the agent's lease on to an active manager (a failure is logged: unrenewed,
-        the manager stops serving at the last instant it was told)."""
+        """Pass the agent's lease on to an active manager, from a thread of its own: the
+        cycle never waits on the manager (a stalled cycle would fail keepalived's heartbeat
+        check). Unrenewed, the manager stops serving at the last instant it was told."""
         self._until = until
         if not self._active or until == self._sent_until:
             return
-        try:
-            self.control.lease(until)
-        except DriverError as exc:
-            if not self._lease_failed:
-                log.warning("esc-manager's lease not renewed: %s", exc)
-            self._lease_failed = True
-            return
-        self._sent_until, self._lease_failed = until, False
+        if self._pusher is None:
+            self._pusher = threading.Thread(target=self._push_leases, name="lease", daemon=True)
+            self._pusher.start()
+        self._lease_wake.set()
+
+    def _push_leases(self) -> None:
+        while True:
+            self._lease_wake.wait()
+            self._lease_wake.clear()
+            until = self._until
+            if not self._active or until == self._sent_until:
+                continue
+            try:
+                serving = self.control.lease(until)
+            except DriverError as exc:
+                if not self._lease_failed:
+                    log.warning("esc-manager's lease not renewed: %s", exc)
+                self._lease_failed = True
+                continue  # the next cycle's lease() tries again
+            self._sent_until, self._lease_failed = until, False
+            if not serving:  # it stopped by itself (its lease ran out): the cycle activates
+                self._active = False
 
     def deactivate(self, primary: str | None) -> None:
         if not self.child.is_alive():

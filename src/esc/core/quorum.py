@@ -11,9 +11,12 @@ The guarantee, and why it holds without trusting any clock:
   only as the key's holder **and** the recorded synchronous member (veto ``NOT_SYNC_MEMBER``).
   A recorded standby has every write the primary acknowledged; once the primary has recorded
   that it acknowledges alone, the standby can no longer be elected.
-- A node serves (gate open, service active) only while it holds the leader key (veto
-  ``NO_LEASE``). The keeper stops counting on the lease a margin before etcd can expire it, so
-  the old holder has stopped serving before another node can take the key.
+- A node serves (service active) only while it holds the leader key (veto ``NO_LEASE``), and
+  its gate opens only then, with one exception: the recorded standby about to take the key
+  may be elected (``campaigning``), and waits for the key without serving (``await-lease``).
+  The keeper stops counting on the lease a margin before a whole lease has passed since its
+  last renewal was sent; another node takes the key only a whole lease after it first saw
+  that renewal, so the old holder has stopped serving before another node can take the key.
 
 The lease timing decides only how fast a failover is, and that two nodes never serve at once;
 losing no acknowledged write rests on the record alone.

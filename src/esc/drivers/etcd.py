@@ -114,6 +114,11 @@ def member_argv(
         # the witness) must not call elections at ever higher terms that depose a leader the
         # majority still hears: Raft's pre-vote (default only from etcd 3.5).
         "--pre-vote=true",
+        # The holder writes the leader key 8 times a lease (4 a second at the defaults): keep
+        # only the last 1000 revisions, or the history fills etcd's 2 GiB quota in weeks and
+        # every write, renewals first, is refused (NOSPACE).
+        "--auto-compaction-mode=revision",
+        "--auto-compaction-retention=1000",
         f"--cert-file={tls.cert}",
         f"--key-file={tls.key}",
         f"--trusted-ca-file={tls.ca}",

@@ -4,13 +4,17 @@ agent's cycle. The cycle reads :meth:`QuorumKeeper.view` and says what it wants.
 
 The two keys, as Patroni keeps them:
 
-- ``<prefix>/leader``: the node that may serve, attached to its lease. Its holder renews
+- ``<prefix>/leader``: the node that may serve, attached to its lease, as JSON
+  ``{"node": ..., "ttl": ...}`` (:func:`encode_leader`). Its holder renews
   every ``ttl / 8`` s: a keep-alive of the lease, then the key written again (on the
   condition that it is still on its lease), so every renewal is a new revision the others
   see. A node that wants the key takes it when it is absent, or when the revision it shows has
   not changed for a whole ``ttl`` as this node measured from when it first saw it ("the
   standby waits the full lease after the last renewal it saw"), with a transaction on that
-  very revision: a renewal that etcd applied meanwhile makes the takeover fail. etcd's own
+  very revision: a renewal that etcd applied meanwhile makes the takeover fail. It waits the
+  longer of its own TTL and the one the holder wrote in the key (hosts configured apart); a
+  key without one (written by a holder that renews by keep-alive only) is taken only once
+  absent. etcd's own
   expiry of the lease is the backstop, not the path: it is slower (checked every 0.5 s) and a
   new etcd leader extends every lease by its election timeout, which made a failover that
   also lost the etcd leader take twice as long.
@@ -66,6 +70,26 @@ class QuorumView:
     error: str = ""  # why the last call failed, for status
 
 
+def encode_leader(node: str, ttl: int) -> str:
+    """The leader key's value: its holder, and the TTL its renewals keep (how long the others
+    wait after the last one they saw)."""
+    return json.dumps({"node": node, "ttl": ttl}, sort_keys=True)
+
+
+def decode_leader(value: str) -> tuple[str, int | None]:
+    """(holder, its TTL); a value that is not ours names its holder as is, with no TTL: such a
+    key is taken only once etcd has expired it."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return value, None
+    if isinstance(data, dict) and isinstance(data.get("node"), str):
+        ttl = data.get("ttl")
+        ok = isinstance(ttl, int) and not isinstance(ttl, bool) and 0 < ttl <= 3600
+        return data["node"], ttl if ok else None
+    return value, None
+
+
 def encode_record(rec: SyncRecord) -> str:
     return json.dumps({"primary": rec.primary, "sync": rec.sync}, sort_keys=True)
 
@@ -108,6 +132,7 @@ class QuorumKeeper:
         self.client, self.node, self.ttl, self.margin = client, node, ttl, margin
         self.on_change, self.poll_s = on_change, poll_s
         self.leader_key, self.sync_key = f"{prefix}/leader", f"{prefix}/sync"
+        self._value = encode_leader(node, ttl)
         self.clock = clock
         self._lock = threading.Lock()
         self._view = QuorumView()
@@ -116,6 +141,7 @@ class QuorumKeeper:
         self._lease = 0
         self._seen_bad = ""
         self._seen: tuple[int, float] = (0, 0.0)  # the leader key's revision, first seen at
+        self._leader_ttl: float | None = None  # how long to wait on it (None: until absent)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -192,7 +218,7 @@ class QuorumKeeper:
                 if was.reachable:
                     log.warning("quorum: etcd unreachable: %s", exc)
                     self.on_change()
-                self._wake.wait(min(RETRY_S, self._pause()))
+                self._wake.wait(RETRY_S)  # (never 0: a fast error must not spin)
             else:
                 self._wake.wait(self._pause())
             self._wake.clear()
@@ -208,7 +234,7 @@ class QuorumKeeper:
             if r.ttl <= 0:  # 0, or -1 from some versions: expired or revoked in etcd
                 log.warning("quorum: lease %x is gone (expired in etcd)", self._lease)
                 self._lease, until = 0, 0.0
-            elif self.client.refresh(self.leader_key, self.node, self._lease):
+            elif self.client.refresh(self.leader_key, self._value, self._lease):
                 until = r.sent + min(r.ttl, self.ttl) - self.margin
             else:
                 log.warning("quorum: the leader key is no longer on lease %x", self._lease)
@@ -221,7 +247,7 @@ class QuorumKeeper:
         if want and not self._lease and (leader is None or self._stale_for(leader) <= 0):
             lease, r = self.client.grant(self.ttl)
             rev = leader.mod_revision if leader is not None else 0
-            won, _ = self.client.swap(self.leader_key, self.node, rev, lease)
+            won, _ = self.client.swap(self.leader_key, self._value, rev, lease)
             if won:
                 self._lease, until = lease, r.sent + min(r.ttl, self.ttl) - self.margin
                 how = "took the stale" if leader is not None else "holds the"
@@ -250,14 +276,22 @@ class QuorumKeeper:
         rev = leader.mod_revision if leader is not None else 0
         if rev != self._seen[0]:
             self._seen = (rev, self.clock())
+        wait = self._wait_for(leader) if leader is not None else math.inf
+        self._leader_ttl = wait if wait < math.inf else None
         return leader
+
+    def _wait_for(self, leader: Kv) -> float:
+        """How long after first seeing a revision of ``leader`` this keeper waits before it
+        takes the key: the longer of the two TTLs; inf for a key that does not say its TTL."""
+        _, ttl = decode_leader(leader.value)
+        return math.inf if ttl is None else float(max(self.ttl, ttl))
 
     def _stale_for(self, leader: Kv) -> float:
         """Seconds until ``leader`` (another lease's key) may be taken: a whole TTL after this
         keeper first saw its revision unchanged."""
         if leader.mod_revision != self._seen[0]:
-            return float(self.ttl)
-        return self._seen[1] + self.ttl - self.clock()
+            return self._wait_for(leader)
+        return self._seen[1] + self._wait_for(leader) - self.clock()
 
     def _pause(self) -> float:
         """How long the thread sleeps: a holder until its next renewal; a node that wants
@@ -267,8 +301,8 @@ class QuorumKeeper:
         with self._lock:
             want = self._want_leader
         rev, seen = self._seen
-        if want and rev:
-            return max(0.0, min(self.poll_s, seen + self.ttl - self.clock()))
+        if want and rev and self._leader_ttl is not None:
+            return max(0.0, min(self.poll_s, seen + self._leader_ttl - self.clock()))
         return self.poll_s
 
     def _revoke(self, lease: int) -> None:
@@ -290,7 +324,7 @@ class QuorumKeeper:
             was = self._view
             self._view = QuorumView(
                 reachable=True,
-                leader=leader.value if leader is not None else None,
+                leader=decode_leader(leader.value)[0] if leader is not None else None,
                 holder=holder and until > self.clock(),
                 serve_until=until if holder else 0.0,
                 sync=record,
@@ -301,7 +335,7 @@ class QuorumKeeper:
                     if leader is None
                     else math.inf
                     if holder
-                    else self._seen[1] + self.ttl
+                    else self._seen[1] + self._wait_for(leader)
                 ),
             )
             changed = (was.reachable, was.leader, was.holder, was.sync) != (

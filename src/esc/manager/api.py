@@ -146,10 +146,11 @@ class ActiveGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.manager.serving:
             m = self.manager
+            fenced = m.active  # active but its lease ran out: the primary is not known here
             body = {
                 "detail": f"this node ({m.node_name}) is not the primary",
-                "primary": m.primary,
-                "primary_url": m.primary_url,
+                "primary": None if fenced else m.primary,
+                "primary_url": None if fenced else m.primary_url,
             }
             await JSONResponse(body, status_code=503, headers=_RETRY)(scope, receive, send)
             return

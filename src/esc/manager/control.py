@@ -39,8 +39,10 @@ class ManagerControl:
             body["until"] = until
         self._call("POST", "/control/activate", body)
 
-    def lease(self, until: float | None) -> None:
-        self._call("POST", "/control/lease", {"until": until})
+    def lease(self, until: float | None) -> bool:
+        """Renew (or cut, with an instant already past) the lease: whether it now serves."""
+        data = self._call("POST", "/control/lease", {"until": until})
+        return bool(data.get("serving")) if isinstance(data, dict) else False
 
     def deactivate(self, primary: str | None, primary_url: str | None) -> None:
         self._call("POST", "/control/deactivate", {"primary": primary, "primary_url": primary_url})

@@ -361,7 +361,7 @@ class PortalGate:
         self.role = role
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.role.active:
+        if scope["type"] != "http" or self.role.serving:
             await self.app(scope, receive, send)
             return
         headers = {"Retry-After": "1", "Cache-Control": "no-store"}
@@ -371,8 +371,9 @@ class PortalGate:
         else:
             body = {
                 "detail": f"this node ({self.role.node_name}) is not the primary",
-                "primary": self.role.primary,
-                "primary_url": self.role.primary_url,
+                # active but not serving: its lease ran out, the primary is not known here
+                "primary": None if self.role.active else self.role.primary,
+                "primary_url": None if self.role.active else self.role.primary_url,
             }
             resp = JSONResponse(body, status_code=503, headers=headers)
         await resp(scope, receive, send)

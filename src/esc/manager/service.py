@@ -141,6 +141,8 @@ class Manager:
                         applied = await migrate(conn)
             except _DB_ERRORS as exc:
                 raise ServiceError(f"database not usable: {exc or type(exc).__name__}") from exc
+            if self.serve_until is not None and time.monotonic() >= self.serve_until:
+                raise ServiceError("not activating: the agent's lease ran out meanwhile")
             self.worker = Worker(self.pool, self.vim, self.tuning)
             self.worker.start()  # resumes pending and half-done transactions in the background
             self.active = True
