@@ -136,3 +136,46 @@ def test_two_nodes_never_accept_writes_at_once_and_no_acknowledged_write_is_lost
         assert not lost, (w.prefix, sorted(lost)[:20])
         assert int(w.summary.get("duplicates", 0)) == 0, w.summary
     assert all(len(w.acks) > 0 for w in pinned), [len(w.acks) for w in pinned]
+
+
+def test_losing_etcds_quorum_stops_the_pair_and_a_majority_back_serves_again(
+    quorum_pair: Lab,
+) -> None:
+    """No failsafe (docs/operations.md, section 15): with two of the three members gone (the
+    witness and the standby's member frozen, so nothing restarts them) the primary stops
+    serving at the end of its lease although both nodes are alive, and nobody serves until a
+    majority is back; then the pair serves again and nothing acknowledged is lost."""
+    lab = quorum_pair
+    primary = heal_and_wait(lab, "before the quorum is lost")
+    standby = other(primary)
+    vip = WriterRun(lab, f"q-noquorum-{int(time.time())}").start()
+    try:
+        sync_sees(lab, vip)
+        faults.signal_component(lab, WITNESS, "all", signal.SIGSTOP)
+        faults.signal_component(lab, standby, "etcd", signal.SIGSTOP)
+
+        def nobody_serves() -> bool:
+            return not any(
+                status(lab, h).get("service", {}).get("active")  # type: ignore[union-attr]
+                for h in NODES
+            )
+
+        eventually(
+            nobody_serves, 30, 0.05, "both services inactive", lambda: scenarios.pair_brief(lab)
+        )
+        reason = str(status(lab, primary).get("reason", ""))
+        assert "no leader lease" in reason, reason
+        stopped_at = len(vip.acks)
+        # a bounded look: while etcd has no quorum no write is acknowledged through the VIP
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert nobody_serves(), scenarios.pair_brief(lab)
+            time.sleep(0.1)
+        assert len(vip.acks) <= stopped_at + 1  # (at most one in flight when it stopped)
+        heal_and_wait(lab, "after the quorum is back")
+        sync_sees(lab, vip)
+    finally:
+        faults.heal(lab)
+        vip.stop()
+    result = check(lab, vip)
+    assert result["acked"] > 0 and result["lost"] == 0 and result["duplicated"] == 0, result

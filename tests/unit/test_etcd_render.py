@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
 
-from esc.drivers.etcd import Member, Renewal, Timing, Tls, member_argv
-from esc.errors import ConfigError
+from esc import pki
+from esc.drivers.etcd import EtcdClient, Member, Renewal, Timing, Tls, member_argv
+from esc.errors import ConfigError, QuorumError
 from esc.pki import san
 
 TLS = Tls(Path("/e/ca.crt"), Path("/e/node.crt"), Path("/e/node.key"))
@@ -72,3 +75,27 @@ def test_san_names_each_address_and_refuses_a_bad_one() -> None:
         san(["not-an-ip"])
     with pytest.raises(ValueError, match="at least one"):
         san([])
+
+
+def test_a_call_tries_each_member_once_in_turn_from_the_last_good_one(tmp_path: Path) -> None:
+    """(Seen in the lab: with its own member leaderless and its peer cut off, the keeper tried
+    its own member again instead of the witness, and the primary lost its key in a node|node
+    partition.) Three endpoints that refuse connections, tried from the one that last answered:
+    each once, in turn."""
+    ca = pki.create_ca(tmp_path / "ca")
+    issued = pki.issue(ca, tmp_path, "esc-ha-0", ["127.0.0.1"])
+    socks = [socket.socket() for _ in range(3)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    try:
+        urls = [f"https://127.0.0.1:{s.getsockname()[1]}" for s in socks]
+        client = EtcdClient(urls, Tls(ca.cert, issued.cert, issued.key), timeout=0.5)
+        for start in (0, 1, 2):
+            client._current = start
+            with pytest.raises(QuorumError) as exc:
+                client.get("/esc/leader")
+            tried = re.findall(r"https://127\.0\.0\.1:\d+", str(exc.value))
+            assert tried == [urls[(start + i) % 3] for i in range(3)], (start, tried)
+    finally:
+        for s in socks:
+            s.close()

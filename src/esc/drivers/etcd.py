@@ -241,8 +241,9 @@ class EtcdClient:
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``/v3/<path>``: the first endpoint to answer, starting with the last good one."""
         errors: list[str] = []
+        start = self._current  # (moves as endpoints are tried: each is tried once, in turn)
         for i in range(len(self.endpoints)):
-            k = (self._current + i) % len(self.endpoints)
+            k = (start + i) % len(self.endpoints)
             endpoint = self.endpoints[k]
             try:
                 if self._conn is None or k != self._current:

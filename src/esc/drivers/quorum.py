@@ -14,10 +14,9 @@ The two keys, as Patroni keeps them:
   very revision: a renewal that etcd applied meanwhile makes the takeover fail. It waits the
   longer of its own TTL and the one the holder wrote in the key (hosts configured apart); a
   key without one (written by a holder that renews by keep-alive only) is taken only once
-  absent. etcd's own
-  expiry of the lease is the backstop, not the path: it is slower (checked every 0.5 s) and a
-  new etcd leader extends every lease by its election timeout, which made a failover that
-  also lost the etcd leader take twice as long.
+  absent. etcd's own expiry of the lease is the backstop, not the path: it is slower (checked
+  every 0.5 s) and a new etcd leader extends every lease by its election timeout, which made a
+  failover that also lost the etcd leader take twice as long.
 - ``<prefix>/sync``: the pair's record (``esc.model.SyncRecord``, as JSON ``{"primary": ...,
   "sync": ...}``): the primary and the standby that has every write it acknowledged. Only a
   node named there may take the leader key (``esc.core.quorum``); the holder changes it with a
