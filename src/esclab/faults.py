@@ -257,7 +257,7 @@ def heal(lab: Lab) -> list[str]:
         if filler.exists():
             filler.unlink()
             done.append(f"disk freed on {node}")
-    if lab.quorum and not component_pids(WITNESS, "witness"):
+    if lab.quorum and not lab.booted and not component_pids(WITNESS, "witness"):
         pids = dict(lab.read_state().get("pids", {}))
         pids["witness"] = boot_witness(lab.root)  # the witness host "boots" again
         lab.write_state(pids=pids)
@@ -290,7 +290,10 @@ def _restore_links(lab: Lab, host: str) -> None:
         run(["ip", "-n", host, "-6", "route", "replace", "default", "via", str(gw6)])
 
 
-def _node(lab: Lab, host: str, what: str) -> None:
+def _node(lab: Lab, host: str, what: str, witness: bool = False) -> None:
+    """``host`` is a controller node (or, with ``witness``, the witness host of quorum mode)."""
+    if host == WITNESS and witness and lab.quorum:
+        return
     if host not in NODES:
         raise LabError(f"{what}: {host} is not a controller node ({', '.join(NODES)})")
 
@@ -316,7 +319,7 @@ def reboot(lab: Lab, host: str) -> None:
 def power_cut(lab: Lab, host: str) -> None:
     """A booted host loses power: its container is killed at once and its links go dark
     (nothing answers on its addresses) until ``power_on``."""
-    _node(lab, host, "power-cut")
+    _node(lab, host, "power-cut", witness=True)
     if not lab.booted:
         raise LabError("power-cut: booted hosts only (`lab up --hosts booted`); see reboot")
     lab.booted_node(host).power_cut()
@@ -328,7 +331,7 @@ def power_cut(lab: Lab, host: str) -> None:
 def power_on(lab: Lab, host: str) -> int:
     """Power a cut booted host on again: its links as at boot, then it boots from its disk.
     Returns the node's supervisor pid."""
-    _node(lab, host, "power-on")
+    _node(lab, host, "power-on", witness=True)
     node = lab.booted_node(host)
     if not lab.booted or node.is_running():
         raise LabError(f"power-on: {host} is not a powered-off booted host")

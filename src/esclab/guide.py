@@ -1,22 +1,25 @@
 """The pair on booted hosts, set up the way the ESC install guide says, and nothing else.
 
-On each booted node: ``dpkg -i`` of the package built from this checkout, then the guide's
-commands, in the guide's own argument syntax (``--ha_node_list=<IP1> <IP2>``,
-``--kad_vip= <ip>``, ``--kad_vif= <if>``), the one pairing step (the shared secrets of node 0
-given to node 1), and ``escadm reload``, which starts the agent under systemd and enables it
-for the next boot.
+On each booted node: ``dpkg -i`` of the package built from this checkout (on the witness host
+too, in quorum mode), then the guide's commands, in the guide's own argument syntax
+(``--ha_node_list=<IP1> <IP2>``, ``--kad_vip= <ip>``, ``--kad_vif= <if>``), the one pairing
+step (the shared secrets of node 0 given to node 1), quorum mode's steps of
+docs/operations.md (section 15), and ``escadm reload``, which starts the agent under systemd
+and enables it for the next boot.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from esc.errors import LabError
 from esclab.booted import BootedNode
 from esclab.image import ensure_image
 from esclab.run import run
-from esclab.topology import NODES, Topology
+from esclab.topology import NODES, WITNESS, Topology
 
 DIST_IN_NODE = "/mnt/esc-dist"  # the package directory, bound read-only into each node
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -66,23 +69,56 @@ def install(node: BootedNode, deb: Path) -> None:
     node.exec(["dpkg", "-i", f"{DIST_IN_NODE}/{deb.name}"], timeout=300)
 
 
-def start_guide_pair(lab_root: Path, topo: Topology, vip_spec: str) -> dict[str, int]:
-    """Boot both nodes, install the package, run the guide's commands. Returns the nodes'
+def start_guide_pair(
+    lab_root: Path, topo: Topology, vip_spec: str, quorum: bool = False
+) -> dict[str, int]:
+    """Boot both nodes (and, in quorum mode, the witness), install the package, run the
+    guide's commands (docs/operations.md, section 15, for quorum mode). Returns the hosts'
     supervisor pids. The caller waits for the pair (and creates the API user)."""
     image = ensure_image()
     dist = lab_root / "dist"
     deb = build_deb(dist)
     pids: dict[str, int] = {}
     nodes = [BootedNode(lab_root, n) for n in NODES]
+    witness = BootedNode(lab_root, WITNESS) if quorum else None
+    hosts = [*nodes, *([witness] if witness is not None else [])]
+    for host in hosts:
+        host.prepare(image)
+        pids[host.name] = host.power_on(bind_ro=[(dist, DIST_IN_NODE)])
+    witness_ip = str(topo.address(WITNESS, topo.sync_network, 4).ip)
+    for host in hosts:
+        host.wait_booted()
+        install(host, deb)
     for node in nodes:
-        node.prepare(image)
-        pids[node.name] = node.power_on(bind_ro=[(dist, DIST_IN_NODE)])
-    for node in nodes:
-        node.wait_booted()
-        install(node, deb)
-        node.exec(guide_ha_set(topo, node.name, vip_spec))
+        argv = guide_ha_set(topo, node.name, vip_spec)
+        node.exec(argv + (["--quorum", "etcd", "--witness", witness_ip] if quorum else []))
     secrets = nodes[0].exec(["escadm", "ha", "secrets", "export"]).stdout
     nodes[1].exec(["escadm", "ha", "secrets", "import"], input_=secrets)
+    if witness is not None:
+        set_up_witness(nodes, witness)
     for node in nodes:
         node.exec(["escadm", "reload"], timeout=120)
     return pids
+
+
+def set_up_witness(nodes: Sequence[BootedNode], witness: BootedNode) -> None:
+    """docs/operations.md, section 15: the certificates made on node 0 (`escadm ha pki
+    create`), each host's directory copied to it (the operator's scp, a file copy here) and
+    installed (`escadm ha pki install`); the pair's config copied to the witness, whose agent
+    unit is disabled and esc-witness enabled."""
+    made = "/root/esc-pki"
+    nodes[0].exec(["escadm", "ha", "pki", "create", made])
+    src = nodes[0].file_root() / made.lstrip("/")
+    for host in (*nodes, witness):
+        dest = host.file_root() / "root" / "esc-pki-host"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src / host.name, dest)
+        host.exec(["escadm", "ha", "pki", "install", "/root/esc-pki-host"])
+        shutil.rmtree(dest)
+    conf = witness.file_root() / "etc" / "esc" / "esc.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_bytes((nodes[0].file_root() / "etc" / "esc" / "esc.toml").read_bytes())
+    conf.chmod(0o600)
+    witness.exec(["systemctl", "disable", "--now", "esc-haagent.service"])
+    witness.exec(["systemctl", "enable", "--now", "esc-witness.service"], timeout=120)

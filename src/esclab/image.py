@@ -40,6 +40,7 @@ PACKAGES = (
     "keepalived",
     "postgresql-15",
     "exabgp",
+    "etcd-server",  # quorum mode's members (recommended by the package, not a dependency)
     "nftables",
     "iptables",
     "util-linux",

@@ -116,8 +116,8 @@ class Lab(LabPair, LabBuilder):
             raise LabError("--hosts booted: only --ha_mode drbd and --heartbeat 4 for now")
         if quorum not in ("none", "etcd"):
             raise LabError(f"--quorum: {quorum!r} is not none or etcd")
-        if quorum == "etcd" and (hosts == "booted" or ha_mode == "cinder" or heartbeat != 4):
-            raise LabError("--quorum etcd: process hosts, --heartbeat 4, not cinder, for now")
+        if quorum == "etcd" and (ha_mode == "cinder" or heartbeat != 4):
+            raise LabError("--quorum etcd: --heartbeat 4, not cinder, for now")
         if quorum_settings and quorum != "etcd":
             raise LabError("quorum settings without --quorum etcd")
         if self.is_running():

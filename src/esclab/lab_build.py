@@ -13,11 +13,12 @@ import subprocess
 from pathlib import Path
 
 from esc.errors import LabError
+from esclab.booted import BootedNode
 from esclab.lab_config import lab_vim_settings, render_bird_conf
 from esclab.lab_state import LabState
 from esclab.machine import kill_all_in, loop_devices, wait_until
 from esclab.run import in_ns, run
-from esclab.topology import NODES, SWITCH_NS, Topology
+from esclab.topology import NODES, SWITCH_NS, WITNESS, Topology
 from esclab.vim import remove_all_blocking
 
 IMAGE_SIZE = "4G"  # sparse; each node's /var/lib/esc is its own ext4 filesystem (for diskfull)
@@ -161,11 +162,11 @@ class LabBuilder(LabState):
         """Remove everything the lab made; safe on a half-built or stale lab. Returns what went."""
         removed: list[str] = []
         namespaces = self._lab_namespaces()
-        for node in NODES:
-            booted = self.booted_node(node)
+        for host in (*NODES, WITNESS):
+            booted = BootedNode(self.root, host)
             if booted.is_running():
                 booted.power_cut()
-                removed.append(f"booted host {node}")
+                removed.append(f"booted host {host}")
         for ns in sorted(namespaces):
             killed = kill_all_in(ns)
             if killed:

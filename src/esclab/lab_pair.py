@@ -50,7 +50,9 @@ class LabPair(LabState):
             if advert_int is not None:
                 raise LabError("--hosts booted: the guide's commands set no advert_int")
             topo = self.topology()
-            supervisors = start_guide_pair(self.root, topo, lab_vip_spec(topo.kind))
+            supervisors = start_guide_pair(
+                self.root, topo, lab_vip_spec(topo.kind), quorum=self.quorum
+            )
             pids = dict(self.read_state().get("pids", {}))
             pids.update({f"boot-{n}": pid for n, pid in supervisors.items()})
             self.write_state(pids=pids)

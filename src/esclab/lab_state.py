@@ -17,7 +17,7 @@ from esc.drivers.proc import pid_is_live
 from esc.errors import LabError
 from esclab.booted import BootedNode
 from esclab.machine import existing_namespaces
-from esclab.topology import HOSTS, NODES, SWITCH_NS, Topology, build_topology
+from esclab.topology import HOSTS, NODES, SWITCH_NS, WITNESS, Topology, build_topology
 
 HostKind = Literal["process", "booted"]  # what a controller node is
 DEFAULT_ROOT = Path("/var/tmp/esc-lab")
@@ -70,7 +70,8 @@ class LabState:
         return self.read_state().get("quorum") == "etcd"
 
     def booted_node(self, host: str) -> BootedNode:
-        if host not in NODES:
+        """A controller node, or the witness host in quorum mode."""
+        if host not in NODES and not (host == WITNESS and self.quorum):
             raise LabError(f"{host} is not a controller node ({', '.join(NODES)})")
         return BootedNode(self.root, host)
 
