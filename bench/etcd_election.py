@@ -21,7 +21,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -29,22 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dist, emit, fmt, table
-from esc import pki
-from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
+from esc.drivers.etcd import EtcdClient, Timing
 from esc.errors import QuorumError
-
-NAMES = ("esc-ha-0", "esc-ha-1", "witness")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from esclab.lab_quorum import loopback_cluster
 
 
 def member_id(c: EtcdClient) -> tuple[int, int]:
@@ -55,18 +41,7 @@ def member_id(c: EtcdClient) -> tuple[int, int]:
 
 
 def one_timing(root: Path, timing: Timing, runs: int, timeout: float) -> list[float]:
-    ca = pki.create_ca(root / "ca")
-    ports = free_ports(2 * len(NAMES))
-    members = [Member(n, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(NAMES)]
-    tls = {}
-    for n in NAMES:
-        issued = pki.issue(ca, root / "certs", n, ["127.0.0.1"])
-        tls[n] = Tls(ca.cert, issued.cert, issued.key)
-    procs = {}
-    for m in members:
-        data = root / m.name / "data"
-        argv = member_argv(m, members, data, tls[m.name], "bench", timing)
-        procs[m.name] = EtcdMember(argv, data, root / m.name / "etcd.log")
+    members, procs, tls = loopback_cluster(root, timing, "bench")
     gaps: list[float] = []
     try:
         for p in procs.values():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from esc import pki
 from esc.config.schema import EscConfig, NodePaths, save_config
-from esclab.machine import start_daemon
+from esc.drivers.etcd import EtcdMember, Member, Timing, Tls, member_argv
+from esclab.machine import free_ports, start_daemon
 from esclab.topology import NODES, WITNESS, Topology
 
 
@@ -47,3 +48,25 @@ def boot_witness(lab_root: Path) -> int:
 
 def pki_roots(lab_root: Path, node_paths: dict[str, NodePaths]) -> dict[str, NodePaths]:
     return {**{n: node_paths[n] for n in NODES}, WITNESS: witness_paths(lab_root)}
+
+
+def loopback_cluster(
+    root: Path, timing: Timing, token: str
+) -> tuple[list[Member], dict[str, EtcdMember], dict[str, Tls]]:
+    """Three etcd members on 127.0.0.1 (the two nodes' and the witness's, by port), with a CA
+    and certificates of their own under ``root``; not started (each ``EtcdMember`` is a child
+    of the caller, stopped by PID). For tests and benchmarks of etcd itself, no lab."""
+    ca = pki.create_ca(root / "ca")
+    names = (*NODES, WITNESS)
+    ports = free_ports(2 * len(names))
+    members = [Member(n, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(names)]
+    tls = {}
+    for n in names:
+        issued = pki.issue(ca, root / "certs", n, ["127.0.0.1"])
+        tls[n] = Tls(ca.cert, issued.cert, issued.key)
+    procs = {}
+    for m in members:
+        data = root / m.name / "data"
+        argv = member_argv(m, members, data, tls[m.name], token, timing)
+        procs[m.name] = EtcdMember(argv, data, root / m.name / "etcd.log")
+    return members, procs, tls

@@ -8,7 +8,6 @@ teardown by the PID it was started with, even when a test fails.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -19,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from esc import pki
-from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls, member_argv
+from esc.drivers.etcd import EtcdClient, EtcdMember, Member, Timing, Tls
 from esc.drivers.quorum import QuorumKeeper, decode_leader, decode_record, encode_record
 from esc.errors import QuorumError
 from esc.model import SyncRecord
+from esclab.lab_quorum import loopback_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -30,18 +30,6 @@ pytestmark = [
 ]
 LEADER = "/esc/leader"
 SYNC = "/esc/sync"
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports (all held open until every one is chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(
@@ -78,19 +66,7 @@ class Quorum:
 @pytest.fixture
 def quorum() -> Iterator[Quorum]:
     root = Path(tempfile.mkdtemp(prefix="esc-etcd-"))
-    ca = pki.create_ca(root / "ca")
-    names = ("esc-ha-0", "esc-ha-1", "witness")
-    ports = free_ports(2 * len(names))
-    members = [Member(n, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(names)]
-    tls = {}
-    for n in names:
-        issued = pki.issue(ca, root / "certs", n, ["127.0.0.1"])
-        tls[n] = Tls(ca.cert, issued.cert, issued.key)
-    procs = {}
-    for m in members:
-        data = root / m.name / "data"
-        argv = member_argv(m, members, data, tls[m.name], "test", Timing(50, 500))
-        procs[m.name] = EtcdMember(argv, data, root / m.name / "etcd.log")
+    members, procs, tls = loopback_cluster(root, Timing(50, 500), "test")
     q = Quorum(root, members, procs, tls)
     try:
         for p in procs.values():
