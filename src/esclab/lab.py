@@ -120,6 +120,8 @@ class Lab(LabPair, LabBuilder):
             raise LabError("--quorum etcd: --heartbeat 4, not cinder, for now")
         if quorum_settings and quorum != "etcd":
             raise LabError("quorum settings without --quorum etcd")
+        if quorum_settings and hosts == "booted":
+            raise LabError("quorum settings: process hosts only (booted hosts get the guide's)")
         if self.is_running():
             return UpResult(created=False, cleaned_stale=False)
         stale = self.exists()
