@@ -131,3 +131,96 @@ def install_host(src: Path, pki_dir: Path) -> None:
         if not (src / name).is_file():
             raise ConfigError("pki", f"{src / name} missing (made by `escadm ha pki create`)")
     install_files(src / "ca.crt", src / "host.crt", src / "host.key", pki_dir)
+    (pki_dir / "ca.key").unlink(missing_ok=True)  # another CA's (two-node mode's): stale now
+
+
+# --- two-node mode: the pair CA made at pairing, each node issuing its own certificate -------
+
+
+def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str]) -> bool:
+    """``cert`` is signed by ``ca_cert``, still valid for a day, and names every one of ``ips``
+    in its subjectAltName (what a peer checking ``verify-full`` needs)."""
+    if not cert.is_file() or not ca_cert.is_file():
+        return False
+    ok = run(["openssl", "verify", "-CAfile", str(ca_cert), str(cert)], check=False)
+    if ok.returncode != 0:
+        return False
+    text = run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-checkend", "86400", "-ext",
+         "subjectAltName"],
+        check=False,
+    )  # fmt: skip
+    if text.returncode != 0:
+        return False
+    parts = text.stdout.replace("\n", ",").split(",")
+    named = {p.strip().removeprefix("IP Address:") for p in parts}
+    return all(str(ipaddress.ip_address(ip)) in named for ip in ips)
+
+
+def ensure_node(pki_dir: Path, name: str, ips: Sequence[str], *, make_ca: bool) -> Issued:
+    """This node's ``host.crt``/``host.key`` in ``pki_dir``, valid against its ``ca.crt`` for
+    ``ips``. Two-node mode (``make_ca``): a node with no CA yet makes the pair CA here (its key
+    in ``pki_dir/ca.key``, 0600: `escadm ha secrets export` gives both to the peer), and a node
+    holding the CA's key issues its own certificate whenever it is missing, stale or for other
+    addresses. Without the CA's key (quorum mode: it stays with the operator) a missing or wrong
+    certificate is a ConfigError naming it, and nothing is changed."""
+    ca = Issued(pki_dir / "ca.crt", pki_dir / "ca.key")
+    host = Issued(pki_dir / "host.crt", pki_dir / "host.key")
+    if make_ca and not ca.cert.exists():
+        create_ca(pki_dir)
+    if cert_matches(ca.cert, host.cert, ips) and host.key.is_file():
+        return host
+    if not ca.cert.is_file() or not ca.key.is_file():
+        what = "missing" if not host.cert.is_file() else "not valid for this node"
+        raise ConfigError(
+            "pki",
+            f"{host.cert} {what} ({', '.join(ips)}): install this host's certificates "
+            "(`escadm ha pki create`, then `escadm ha pki install`)",
+        )
+    staging = pki_dir / "issuing"
+    try:
+        issued = issue(ca, staging, name, ips)
+        install_files(ca.cert, issued.cert, issued.key, pki_dir)
+    finally:
+        for f in staging.glob("*"):
+            f.unlink()
+        if staging.exists():
+            staging.rmdir()
+        (pki_dir / "ca.srl").unlink(missing_ok=True)
+    return host
+
+
+def read_ca(pki_dir: Path) -> tuple[str, str] | None:
+    """The pair CA's certificate and key (PEM), when this node holds the key."""
+    cert, key = pki_dir / "ca.crt", pki_dir / "ca.key"
+    if not cert.is_file() or not key.is_file():
+        return None
+    return cert.read_text(), key.read_text()
+
+
+_B64 = r"[A-Za-z0-9+/=\n]+"
+_PEM_CERT = re.compile(rf"\A-----BEGIN CERTIFICATE-----\n{_B64}-----END CERTIFICATE-----\n\Z")
+_PEM_KEY = re.compile(rf"\A-----BEGIN PRIVATE KEY-----\n{_B64}-----END PRIVATE KEY-----\n\Z")
+
+
+def check_ca_pem(cert_pem: str, key_pem: str) -> None:
+    if not _PEM_CERT.match(cert_pem):
+        raise ConfigError("secrets.ca_crt", "not one PEM certificate")
+    if not _PEM_KEY.match(key_pem):
+        raise ConfigError("secrets.ca_key", "not one PEM private key")
+
+
+def install_ca(pki_dir: Path, cert_pem: str, key_pem: str) -> bool:
+    """The peer's pair CA (from `escadm ha secrets export`) here; this node's own certificate
+    is removed when the CA changes (the agent issues a new one at its start). True if changed.
+    A malformed PEM is a ConfigError naming it, and nothing is changed."""
+    check_ca_pem(cert_pem, key_pem)
+    if read_ca(pki_dir) == (cert_pem, key_pem):
+        return False
+    pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(pki_dir, 0o700)
+    write_atomic(pki_dir / "ca.key", key_pem.encode(), 0o600)
+    write_atomic(pki_dir / "ca.crt", cert_pem.encode(), 0o644)
+    for stale in ("host.crt", "host.key"):
+        (pki_dir / stale).unlink(missing_ok=True)
+    return True

@@ -98,10 +98,12 @@ class LabPair(LabState):
             paths = self.node_paths(host)
             save_config(cfg, paths.config_file)
             save_settings(lab_vim_settings(self.root), paths)  # the lab VIM's, beside it
+        nodes = {n: self.node_paths(n) for n in NODES}
         if self.quorum and cfg is not None:
             configure_witness(self.root, cfg)
-            nodes = {n: self.node_paths(n) for n in NODES}
             install_pki(self.root, topo, pki_roots(self.root, nodes))
+        else:  # the pair CA's certificates for replication over TLS, as at pairing
+            install_pki(self.root, topo, nodes)
 
     def make_volume(self, name: str) -> Path:
         """A blank block volume (loop device over a sparse image); the same device if it

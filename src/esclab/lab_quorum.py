@@ -30,7 +30,8 @@ def install_pki(lab_root: Path, topo: Topology, roots: dict[str, NodePaths]) -> 
     """The pair's certificates as `escadm ha pki create` makes them (the CA's key stays in the
     lab's directory, as it would stay with the operator), each host's installed in its
     ``<etc>/pki`` as `escadm ha pki install` does."""
-    hosts = {h: [str(topo.address(h, topo.sync_network).ip)] for h in roots}
+    sync = topo.sync_network
+    hosts = {h: [str(a.ip) for a in topo.attachment(h, sync).addresses] for h in roots}
     made = pki.create_pair(lab_root / "pki", hosts)
     for host, paths in roots.items():
         pki.install_host(made[host], paths.pki_dir)

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from esc import pki
 from esc.drivers.postgres import PostgresDriver, parse_pid_file
 from esc.errors import DbError
 from esc.model import DbRole
@@ -78,9 +79,19 @@ def rows_of(drv: PostgresDriver, table: str) -> set[str]:
         return set()
 
 
+def make_pki(root: Path, name: str) -> Path:
+    """The pair CA (one per test root) and ``name``'s certificate for 127.0.0.1, installed as
+    ``<etc>/pki`` is: replication runs over TLS with ``verify-full`` as in the product."""
+    ca = pki.create_ca(root / "ca")
+    issued = pki.issue(ca, root / "issued", name, ["127.0.0.1"])
+    pki.install_files(ca.cert, issued.cert, issued.key, root / name / "etc" / "pki")
+    return root / name / "etc" / "pki"
+
+
 def make_driver(root: Path, name: str, peer: str, port: int, peer_port: int) -> PostgresDriver:
     node = root / name
     return PostgresDriver(
+        pki=make_pki(root, name),
         node_name=name,
         peer_name=peer,
         pgdata=node / "data" / "pgdata",
@@ -200,6 +211,46 @@ def test_clone_replicates_synchronously(pair: Pair) -> None:
     assert b.follow("127.0.0.1").method == "none"
 
     print(f"timings: {pair.timings}")  # status() latency: bench/status.py
+
+
+def test_replication_runs_over_tls_and_refuses_what_lacks_the_pairs_certificate(
+    pair: Pair, root: Path
+) -> None:
+    a, b = pair.primary, pair.standby
+    tls = query(
+        a,
+        "SELECT s.ssl, s.version, s.client_dn FROM pg_stat_ssl s "
+        "JOIN pg_stat_replication r USING (pid)",
+        "postgres",
+    )
+    assert tls == [(True, "TLSv1.3", "/CN=ha-1")]
+    # the password alone, without TLS or without a certificate, is refused by pg_hba
+    repl = {"host": "127.0.0.1", "port": a.port, "user": "replicator", "password": PASSWORD}
+    for ssl in ({"sslmode": "disable"}, {"sslmode": "require"}):
+        with pytest.raises(psycopg.OperationalError, match=r"pg_hba|certificate"):
+            psycopg.connect(dbname="postgres", connect_timeout=5, **repl, **ssl).close()
+    # another CA's certificate: refused too, and the server is checked against the pair CA
+    other = pki.create_ca(root / "other-ca")
+    stranger = pki.issue(other, root / "other", "ha-1", ["127.0.0.1"])
+    with pytest.raises(psycopg.OperationalError, match="unknown ca"):
+        psycopg.connect(
+            dbname="postgres", connect_timeout=5, sslmode="verify-full",
+            sslrootcert=str(root / "ca" / "ca.crt"), sslcert=str(stranger.cert),
+            sslkey=str(stranger.key), **repl,
+        ).close()  # fmt: skip
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(
+            dbname="postgres", connect_timeout=5, sslmode="verify-full",
+            sslrootcert=str(other.cert), **repl,
+        ).close()  # fmt: skip
+    # and the pair's own certificate with the password: pg_rewind's database, nothing else
+    d = b.node.tls_dir
+    assert d is not None
+    own = {"sslmode": "verify-full", "sslrootcert": str(d / "ca.crt"),
+           "sslcert": str(d / "host.crt"), "sslkey": str(d / "host.key")}  # fmt: skip
+    psycopg.connect(dbname="postgres", connect_timeout=5, **repl, **own).close()
+    with pytest.raises(psycopg.OperationalError, match="pg_hba"):
+        psycopg.connect(dbname="esc", connect_timeout=5, **repl, **own).close()
 
 
 def test_status_survives_a_restart(pair: Pair) -> None:

@@ -102,9 +102,16 @@ def test_hba_allows_only_the_peer_for_replication() -> None:
     assert [ln for ln in lines if ln[0] == "local"] == [
         ["local", "all", "postgres", "peer", "map=esc"]
     ]
-    assert ["host", "replication", "replicator", "192.0.2.11/32", "scram-sha-256"] in lines
-    assert ["host", "all", "replicator", "192.0.2.11/32", "scram-sha-256"] in lines
+    # The replicator: from the peer only, over TLS with a certificate of the pair's CA, and
+    # only streaming and pg_rewind's database (never the application's).
+    cert = "clientcert=verify-ca"
+    assert [ln for ln in lines if ln[0] != "local"] == [
+        ["hostssl", "postgres", "replicator", "192.0.2.11/32", "scram-sha-256", cert],
+        ["hostssl", "replication", "replicator", "192.0.2.11/32", "scram-sha-256", cert],
+    ]
     assert not any("trust" in ln for ln in lines)
+    plain = render_hba("192.0.2.11", tls=False)  # a driver built without certificates
+    assert "hostssl" not in plain and "all          replicator" not in plain
     with pytest.raises(ValueError):
         hba_address("peer.example")
 
@@ -147,6 +154,12 @@ def test_server_options_are_shell_quoted() -> None:
     assert opts == (
         "-c cluster_name=ha-0 -c port=5432 -c 'unix_socket_directories=/run/esc/pg sock'"
         " -c unix_socket_permissions=0700 -c 'listen_addresses=*'"
+    )
+    tls = server_options("ha-0", 5432, Path("/s"), "192.0.2.10", Path("/d/pgtls"))
+    assert tls.endswith(
+        "-c listen_addresses=192.0.2.10 -c ssl=on -c ssl_ca_file=/d/pgtls/ca.crt"
+        " -c ssl_cert_file=/d/pgtls/host.crt -c ssl_key_file=/d/pgtls/host.key"
+        " -c ssl_min_protocol_version=TLSv1.3"
     )
 
 
@@ -268,6 +281,9 @@ def test_from_config_picks_the_other_address_as_peer_and_names_by_position() -> 
     assert drv.db_name == "escdb"
     assert (drv.own_slot, drv.peer_slot) == ("ha_1", "ha_0")
     assert "pw" not in repr(drv) and "pw" not in repr(drv.node)
+    # listens on its own address only; replication over TLS with the pair's certificates
+    assert drv.node.listen == "192.0.2.11"
+    assert drv.node.pki == paths.pki_dir and drv.node.tls_dir == paths.data_dir / "pgtls"
 
 
 def test_from_config_refuses_a_foreign_address() -> None:

@@ -17,6 +17,7 @@ import sys
 import threading
 from types import FrameType
 
+from esc import pki
 from esc.addresses import IPAddress, url_host
 from esc.agent import setup_error
 from esc.agent.api import PeerPoller, serve_peer, serve_unix
@@ -133,6 +134,8 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     if dcfg.quorum:  # (before anything starts: a missing certificate refuses the start)
         member = build_member(cfg, paths, name)
         keeper = build_keeper(cfg, paths, name, on_change=wake.set)
+    if ha.ha_mode != "cinder":  # replication over TLS: this node's certificate, issued if due
+        pki.ensure_node(paths.pki_dir, name, [str(self_addr)], make_ca=not dcfg.quorum)
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
     db = build_database(cfg, paths, str(self_addr))
     # A peer view must go stale before keepalived's master-down timer (~3 adverts) expires:

@@ -14,6 +14,7 @@ import json
 import secrets
 import sys
 
+from esc import pki
 from esc.config.schema import EscConfig, NodePaths, load_config, parse_config, save_config
 from esc.errors import ConfigError, EscError
 
@@ -33,10 +34,13 @@ def generate_missing(cfg: EscConfig) -> tuple[EscConfig, bool]:
     return (parse_config(data), True) if changed else (cfg, False)
 
 
-def export_line(cfg: EscConfig) -> str:
+def export_line(cfg: EscConfig, ca: tuple[str, str] | None = None) -> str:
+    """The secrets, and the pair CA (certificate and key, PEM) when given."""
     if not cfg.agent.peer_secret or not cfg.replication.password:
         raise ConfigError("secrets", "none to export yet (run `escadm ha set` first)")
     payload = {"peer_secret": cfg.agent.peer_secret, "password": cfg.replication.password}
+    if ca is not None:
+        payload["ca_crt"], payload["ca_key"] = ca
     return PREFIX + base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
@@ -55,6 +59,30 @@ def import_line(cfg: EscConfig, line: str) -> EscConfig:
     return parse_config(data)
 
 
+def ca_of_line(line: str) -> tuple[str, str] | None:
+    """The pair CA an export line carries (two-node mode), checked; None if it has none."""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(line.strip()[len(PREFIX) :]))
+    except ValueError:
+        raise ConfigError("secrets", "the export line is damaged") from None
+    if not isinstance(payload, dict) or "ca_crt" not in payload:
+        return None
+    cert, key = payload.get("ca_crt"), payload.get("ca_key")
+    if not isinstance(cert, str) or not isinstance(key, str):
+        raise ConfigError("secrets", "the export line's CA is damaged")
+    pki.check_ca_pem(cert, key)
+    return cert, key
+
+
+def pair_ca(cfg: EscConfig, paths: NodePaths) -> tuple[str, str] | None:
+    """Two-node mode: this node's pair CA (made now if it has none), for the peer. Quorum mode
+    and the shared-volume mode carry none (`escadm ha pki`, or no replication)."""
+    if cfg.ha is None or cfg.ha.quorum == "etcd" or cfg.ha.ha_mode in ("cinder", "no_ha"):
+        return None
+    pki.create_ca(paths.pki_dir)
+    return pki.read_ca(paths.pki_dir)
+
+
 def add_secrets_parser(ha: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = ha.add_parser(
         "secrets",
@@ -70,13 +98,19 @@ def run_secrets(args: argparse.Namespace, paths: NodePaths) -> int:
     try:
         cfg = load_config(paths.config_file)
         if args.secrets_cmd == "export":
-            print(export_line(cfg))
+            print(export_line(cfg, pair_ca(cfg, paths)))
             return 0
-        save_config(import_line(cfg, sys.stdin.readline()), paths.config_file)
-        print(
-            f"stored the pair's secrets in {paths.config_file}; run `escadm reload` or "
-            "restart the agent"
-        )
+        line = sys.stdin.readline()
+        new = import_line(cfg, line)
+        ca = ca_of_line(line)  # both checked before anything is written
+        save_config(new, paths.config_file)
+        print(f"stored the pair's secrets in {paths.config_file}")
+        if ca is not None and pki.install_ca(paths.pki_dir, *ca):
+            print(
+                f"installed the pair CA in {paths.pki_dir}; a running agent must be restarted "
+                "(systemctl restart esc_service) to issue this node's certificate from it"
+            )
+        print("run `escadm reload` or restart the agent")
         return 0
     except EscError as exc:
         print(f"escadm: {exc}", file=sys.stderr)

@@ -148,6 +148,7 @@ class PostgresDriver:
         os_user: str = "postgres",
         replicated: bool = True,
         slot_keep_mb: int = 4096,
+        pki: Path | None = None,
     ) -> None:
         if node_name == peer_name:
             raise ConfigError("node_name", "must differ from the peer's name")
@@ -168,6 +169,7 @@ class PostgresDriver:
             os_user=os_user,
             replicated=replicated,
             slot_keep_mb=slot_keep_mb,
+            pki=pki,
         )
         tools = PgTools(self.node)
         self._sessions = Sessions(self.node)
@@ -202,7 +204,9 @@ class PostgresDriver:
             data_root=paths.data_dir,
             socket_dir=paths.pg_socket_dir,
             port=cfg.database.port,
-            listen="*",  # connections to the VIP too; pg_hba limits who may log in
+            # The peer connects to this node's own address only (streaming, clone, rewind);
+            # every local client uses the socket. Not the VIP, not every interface.
+            listen=own,
             peer_host=peer,
             repl_password=cfg.replication.password,
             bindir=Path(cfg.database.pg_bindir),
@@ -210,6 +214,8 @@ class PostgresDriver:
             db_name=cfg.database.name,
             replicated=cfg.ha.ha_mode != "cinder",
             slot_keep_mb=cfg.database.max_slot_wal_keep_size_mb,
+            # replication over TLS against the pair CA (its files: pki.ensure_node at start)
+            pki=paths.pki_dir if cfg.ha.ha_mode != "cinder" else None,
         )
 
     # --- names and paths (of self.node) ---------------------------------------------------

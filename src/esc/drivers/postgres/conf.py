@@ -56,18 +56,22 @@ def hba_address(host: str) -> str:
     return f"{addr}/{addr.max_prefixlen}"
 
 
-def render_hba(peer_host: str) -> str:
+def render_hba(peer_host: str, tls: bool = True) -> str:
     """The local superuser by socket with ``peer`` authentication (the OS user the kernel
     reports must be in the ``esc`` map: :func:`render_ident`), the replication role from the
-    peer only. No ``trust`` line: a local account that reaches the socket is still refused."""
+    peer only: streaming (``replication``) and pg_rewind's reads (database ``postgres``), over
+    TLS with a certificate of the pair's CA (``clientcert=verify-ca``) and its password. No
+    ``trust`` line: a local account that reaches the socket is still refused. ``tls`` False
+    only for a node built without certificates (tests of the driver alone)."""
     peer = hba_address(peer_host)
+    kind, cert = ("hostssl", " clientcert=verify-ca") if tls else ("host   ", "")
     return (
         "# Written by esc before every start; node-local (pg_basebackup and pg_rewind copy\n"
         "# this file from the peer, so it is never trusted as found).\n"
         "# TYPE  DATABASE     USER        ADDRESS  METHOD\n"
         f"local   all          {SUPERUSER}             peer map={IDENT_MAP}\n"
-        f"host    all          {REPL_ROLE}  {peer}  scram-sha-256\n"
-        f"host    replication  {REPL_ROLE}  {peer}  scram-sha-256\n"
+        f"{kind} postgres     {REPL_ROLE}  {peer}  scram-sha-256{cert}\n"
+        f"{kind} replication  {REPL_ROLE}  {peer}  scram-sha-256{cert}\n"
     )
 
 
@@ -146,8 +150,12 @@ def render_standby_auto_conf(primary_conninfo: str, slot: str) -> str:
     )
 
 
-def server_options(node_name: str, port: int, socket_dir: Path, listen: str) -> str:
-    """The ``pg_ctl -o`` string. pg_ctl hands it to ``/bin/sh``, so every token is shell-quoted."""
+def server_options(
+    node_name: str, port: int, socket_dir: Path, listen: str, tls_dir: Path | None = None
+) -> str:
+    """The ``pg_ctl -o`` string. pg_ctl hands it to ``/bin/sh``, so every token is shell-quoted.
+    ``tls_dir``: the server's copies of the pair CA, this node's certificate and key (node-local
+    paths, so on the command line and never in the shared, copied postgresql.conf)."""
     pairs = [
         f"cluster_name={node_name}",  # becomes the walreceiver's application_name
         f"port={port}",
@@ -155,4 +163,12 @@ def server_options(node_name: str, port: int, socket_dir: Path, listen: str) -> 
         "unix_socket_permissions=0700",  # and the directory is 0700: only root and postgres
         f"listen_addresses={listen}",
     ]
+    if tls_dir is not None:
+        pairs += [
+            "ssl=on",
+            f"ssl_ca_file={tls_dir / 'ca.crt'}",
+            f"ssl_cert_file={tls_dir / 'host.crt'}",
+            f"ssl_key_file={tls_dir / 'host.key'}",
+            "ssl_min_protocol_version=TLSv1.3",
+        ]
     return " ".join(f"-c {shlex.quote(p)}" for p in pairs)

@@ -88,6 +88,7 @@ class Follower:
         ):
             return FollowResult("none")
         self.write_passfile()
+        self.server.write_tls_files()  # the tools below dial the peer over TLS
         if probe.status.role is DbRole.ABSENT:
             return self.reclone(primary_host, progress)
         with self.timed("checkpoint on the source"):

@@ -14,7 +14,7 @@ from esc.drivers.postgres.settings import START_TIMEOUT_S, STOP_TIMEOUT_S, PgNod
 from esc.drivers.postgres.status import STATUS_SQL, Probe, probe_from_row
 from esc.drivers.postgres.tools import PgTools
 from esc.drivers.proc import pid_is_live
-from esc.errors import CommandError, DbError
+from esc.errors import CommandError, ConfigError, DbError
 from esc.files import read_nofollow
 from esc.model import DbRole, DbStatus
 
@@ -87,7 +87,11 @@ class Server:
             str(self.node.log_file),
             "-o",
             server_options(
-                self.node.node_name, self.node.port, self.node.socket_dir, self.node.listen
+                self.node.node_name,
+                self.node.port,
+                self.node.socket_dir,
+                self.node.listen,
+                self.node.tls_dir,
             ),
             "-w",
             "-t",
@@ -155,10 +159,28 @@ class Server:
         self.write_access_files()
 
     def write_access_files(self) -> None:
-        self.tools.write_file(self.node.pgdata / "pg_hba.conf", render_hba(self.node.peer_host))
+        self.write_tls_files()
+        hba = render_hba(self.node.peer_host, tls=self.node.pki is not None)
+        self.tools.write_file(self.node.pgdata / "pg_hba.conf", hba)
         self.tools.write_file(
             self.node.pgdata / "pg_ident.conf", render_ident(["root", self.node.os_user])
         )
+
+    def write_tls_files(self) -> None:
+        """postgres's copies of ``<etc>/pki``'s CA, certificate and key (the server and the
+        tools that run as postgres cannot read root's 0600 key), in ``tls_dir`` (0700)."""
+        src, dst = self.node.pki, self.node.tls_dir
+        if src is None or dst is None:
+            return
+        self.tools.ensure_dir(dst, 0o700)
+        for name in ("ca.crt", "host.crt", "host.key"):
+            try:
+                data = (src / name).read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    "pki", f"{src / name}: {exc.strerror} (the pair's certificates)"
+                ) from None
+            self.tools.write_file(dst / name, data, 0o600)
 
     def refresh_access(self) -> None:
         """At agent start: a server left running (by an older agent, whose pg_hba had a

@@ -103,6 +103,7 @@ class Sessions:
         so it is in no argv and no conninfo string we might log."""
         try:
             conn = psycopg.connect(
+                **self.tls_params(),
                 host=host.strip("[]"),
                 port=self.node.peer_port,
                 user=REPL_ROLE,
@@ -164,10 +165,25 @@ class Sessions:
             raise DbError(f"{self.node.node_name}: {exc}") from exc
         return None if row is None else row[0]
 
+    def tls_params(self) -> dict[str, str]:
+        """TLS to the peer, which must show a certificate of the pair's CA naming the address
+        dialled (``verify-full``); ours is shown for its ``clientcert=verify-ca``."""
+        d = self.node.tls_dir
+        if d is None:
+            return {}
+        return {
+            "sslmode": "verify-full",
+            "sslrootcert": str(d / "ca.crt"),
+            "sslcert": str(d / "host.crt"),
+            "sslkey": str(d / "host.key"),
+            "ssl_min_protocol_version": "TLSv1.3",
+        }
+
     def primary_conninfo(self, host: str) -> str:
         """The standby's conninfo: password from the passfile, keepalives so a dead primary is
         noticed in seconds even if wal_receiver_timeout were raised."""
         return make_conninfo(
+            **self.tls_params(),
             host=host.strip("[]"),
             port=self.node.peer_port,
             user=REPL_ROLE,
@@ -182,6 +198,7 @@ class Sessions:
 
     def source_conninfo(self, host: str) -> str:
         return make_conninfo(
+            **self.tls_params(),
             host=host.strip("[]"),
             port=self.node.peer_port,
             user=REPL_ROLE,

@@ -57,6 +57,14 @@ class PgNode:
     os_user: str
     replicated: bool  # False: cinder mode, no standby, no slot for the peer
     slot_keep_mb: int
+    # The pair CA's certificate, this node's certificate and key (``<etc>/pki``, root's);
+    # None: no TLS (a driver built alone, in tests). The server and the tools use copies owned
+    # by postgres in ``tls_dir``.
+    pki: Path | None = None
+
+    @property
+    def tls_dir(self) -> Path | None:
+        return None if self.pki is None else self.data_root / "pgtls"
 
     @property
     def own_slot(self) -> str:
