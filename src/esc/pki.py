@@ -66,11 +66,13 @@ def san(ips: Sequence[str], dns: Sequence[str] = ()) -> str:
     return ",".join(parts)
 
 
-def issue(ca: Issued, directory: Path, name: str, ips: Sequence[str]) -> Issued:
+def issue(
+    ca: Issued, directory: Path, name: str, ips: Sequence[str], dns: Sequence[str] = ()
+) -> Issued:
     """``<name>.crt``/``<name>.key`` signed by ``ca`` for ``ips`` (replaced if present)."""
     if not _NAME.match(name):
         raise ConfigError("name", f"{name!r} is not a certificate name (letters, digits, ._-)")
-    alt = san(ips, dns=[name])
+    alt = san(ips, dns=[name, *dns])
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert, key, csr = (directory / f"{name}{ext}" for ext in (".crt", ".key", ".csr"))
     ext = directory / f"{name}.ext"
@@ -138,8 +140,8 @@ def install_host(src: Path, pki_dir: Path) -> None:
 
 
 def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str]) -> bool:
-    """``cert`` is signed by ``ca_cert``, still valid for a day, and names every one of ``ips``
-    in its subjectAltName (what a peer checking ``verify-full`` needs)."""
+    """``cert`` is signed by ``ca_cert``, still valid for a day, and names exactly ``ips`` in
+    its subjectAltName (what a peer checking ``verify-full`` needs, and no address left over)."""
     if not cert.is_file() or not ca_cert.is_file():
         return False
     ok = run(["openssl", "verify", "-CAfile", str(ca_cert), str(cert)], check=False)
@@ -153,8 +155,13 @@ def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str]) -> bool:
     if text.returncode != 0:
         return False
     parts = text.stdout.replace("\n", ",").split(",")
-    named = {p.strip().removeprefix("IP Address:") for p in parts}
-    return all(str(ipaddress.ip_address(ip)) in named for ip in ips)
+    # openssl prints IPv6 expanded and in capitals: compare parsed addresses
+    named = {
+        ipaddress.ip_address(p.strip()[len("IP Address:") :])
+        for p in parts
+        if p.strip().startswith("IP Address:")
+    }
+    return named == {ipaddress.ip_address(ip) for ip in ips}
 
 
 def ensure_node(pki_dir: Path, name: str, ips: Sequence[str], *, make_ca: bool) -> Issued:
@@ -177,17 +184,27 @@ def ensure_node(pki_dir: Path, name: str, ips: Sequence[str], *, make_ca: bool) 
             f"{host.cert} {what} ({', '.join(ips)}): install this host's certificates "
             "(`escadm ha pki create`, then `escadm ha pki install`)",
         )
+    return issue_into(pki_dir, "host", ips, cn=name)
+
+
+def issue_into(
+    pki_dir: Path, stem: str, ips: Sequence[str], *, cn: str | None = None, dns: Sequence[str] = ()
+) -> Issued:
+    """``<stem>.crt``/``<stem>.key`` in ``pki_dir`` issued by its CA (``ca.crt``, ``ca.key``) for
+    ``ips``, named ``cn`` (default ``stem``); each file replaced atomically, the key 0600."""
+    ca = Issued(pki_dir / "ca.crt", pki_dir / "ca.key")
     staging = pki_dir / "issuing"
     try:
-        issued = issue(ca, staging, name, ips)
-        install_files(ca.cert, issued.cert, issued.key, pki_dir)
+        issued = issue(ca, staging, cn or stem, ips, dns=dns)
+        write_atomic(pki_dir / f"{stem}.key", issued.key.read_bytes(), 0o600)
+        write_atomic(pki_dir / f"{stem}.crt", issued.cert.read_bytes(), 0o644)
     finally:
         for f in staging.glob("*"):
             f.unlink()
         if staging.exists():
             staging.rmdir()
         (pki_dir / "ca.srl").unlink(missing_ok=True)
-    return host
+    return Issued(pki_dir / f"{stem}.crt", pki_dir / f"{stem}.key")
 
 
 def read_ca(pki_dir: Path) -> tuple[str, str] | None:

@@ -109,3 +109,12 @@ def test_a_damaged_ca_in_the_line_is_refused_naming_it_and_changes_nothing(
         pki.install_ca(tmp_path / "pki", cert, key)
     assert not (tmp_path / "pki").exists()
     assert ca_of_line(export_line(cfg)) is None  # a line without a CA (quorum mode)
+
+
+def test_an_ipv6_node_keeps_its_certificate(tmp_path: Path) -> None:
+    d = tmp_path / "pki"
+    made = pki.ensure_node(d, "esc-ha-0", ["2001:db8::a"], make_ca=True)
+    first = made.cert.read_bytes()
+    assert pki.cert_matches(d / "ca.crt", made.cert, ["2001:db8:0::a"])
+    pki.ensure_node(d, "esc-ha-0", ["2001:db8::a"], make_ca=True)
+    assert made.cert.read_bytes() == first

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esc.cli import agent_cmd
+from esc.cli.cert_cmd import add_cert_parser, run_cert
 from esc.cli.guide_args import guide_argv
 from esc.cli.ha_set import (
     add_bgp_set_parser,
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("file", nargs="?")
     add_user_parser(sub)
+    add_cert_parser(sub)
     if lab_cli is not None:
         lab_cli.add_lab_parser(sub)
     return parser
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return agent_cmd.run_log(paths, args.which, args.follow, args.n)
     if cmd == "user":
         return run_user(args, paths)
+    if cmd == "cert":
+        return run_cert(args, paths, SystemHostFacts())
     if cmd == "service":
         return agent_cmd.run_service_status(paths, args.json)
     parser.error(f"unknown command {cmd}")

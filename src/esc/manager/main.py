@@ -31,7 +31,7 @@ from esc.manager import db
 from esc.manager.api import build_api
 from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
-from esc.manager.tls import ensure_certificate
+from esc.manager.tls import CertWatch, ensure_certificate
 from esc.manager.vim import Vim, build_vim
 from esc.manager.worker import WorkerTuning
 
@@ -123,7 +123,7 @@ async def serve(
         tuning,
         shared_storage=cfg.ha is not None and cfg.ha.ha_mode == "cinder",
     )
-    tls = ensure_certificate(paths, mcfg)
+    tls = ensure_certificate(paths, mcfg, cfg)
     api = build_api(manager)
     bind = str(mcfg.bind)
     listeners: list[tuple[_Server, socket.socket]] = []
@@ -152,9 +152,13 @@ async def serve(
     )
     tasks = [asyncio.create_task(srv.serve(sockets=[s])) for srv, s in listeners]
     stopper = asyncio.create_task(stop.wait())
+    # a rotated certificate (`escadm cert rotate`) serves new handshakes without a restart
+    watch = CertWatch(*tls, lambda: [c for srv, _ in listeners if (c := srv.config.ssl)])
+    watch.start()
     try:
         await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        watch.stop()
         for srv, _ in listeners:
             srv.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -102,17 +102,16 @@ class Sessions:
         """The replication role's session on the (new) primary; the password is a keyword,
         so it is in no argv and no conninfo string we might log."""
         try:
-            conn = psycopg.connect(
+            info = make_conninfo(
                 **self.tls_params(),
                 host=host.strip("[]"),
                 port=self.node.peer_port,
                 user=REPL_ROLE,
-                password=self.node.password,
                 dbname=dbname,
                 connect_timeout=3,
                 application_name=f"esc-{self.node.node_name}",
-                autocommit=True,
             )
+            conn = psycopg.connect(info, password=self.node.password, autocommit=True)
         except psycopg.Error as exc:
             raise DbError(f"cannot reach primary {host}:{self.node.peer_port}: {exc}") from exc
         try:
