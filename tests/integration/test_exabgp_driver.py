@@ -173,6 +173,7 @@ def bed() -> Iterator[Bed]:
         pytest.skip(f"not installed: {', '.join(missing)}")
     node = f"esc-bgpt-{os.getpid()}"
     root = Path(tempfile.mkdtemp(prefix=f"{node}-", dir="/tmp"))  # short: unix socket paths
+    root.chmod(0o755)  # ExaBGP runs as the exabgp user: it must reach <run>
     b = Bed(node, f"{node}-r", root, root / "bird.ctl")
     made: list[str] = []
     try:

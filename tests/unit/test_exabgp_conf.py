@@ -189,7 +189,7 @@ def test_exabgp_test_does_fail_on_a_bad_config(tmp_path: Path) -> None:
 def test_exabgp_reads_every_setting_of_the_environment() -> None:
     """Each variable of exabgp_env() names a real ExaBGP 4.2 option and overrides Debian's
     /etc/exabgp/exabgp.env (``exabgp --fe`` prints the settings it would run with)."""
-    env = exabgp_env("/var/log/esc/exabgp.log", "root")
+    env = exabgp_env("exabgp")
     clean = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
     proc = subprocess.run(
         ["exabgp", "--fe"],

@@ -8,9 +8,11 @@ The real ExaBGP against a real BIRD is tests/integration/test_exabgp_driver.py.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -129,17 +131,17 @@ def test_restart_backoff() -> None:
 
 
 def test_environment_turns_off_what_debian_turns_on() -> None:
-    env = exabgp_env("/var/log/esc/exabgp.log", "root")
-    assert env["exabgp_daemon_user"] == "root"
+    env = exabgp_env("exabgp")
+    assert env["exabgp_daemon_user"] == "exabgp"
     assert env["exabgp_daemon_drop"] == "false"
     assert env["exabgp_daemon_daemonize"] == "false"
     assert env["exabgp_api_ack"] == "true"
     assert env["exabgp_api_cli"] == "false"
     assert env["exabgp_tcp_bind"] == ""
-    assert env["exabgp_log_destination"] == "/var/log/esc/exabgp.log"
+    assert env["exabgp_log_destination"] == "stdout"  # exabgp.log, opened by the driver
     assert all(k.startswith("exabgp_") and "." not in k for k in env)
     with pytest.raises(ConfigError):
-        exabgp_env("/var/log/esc/exabgp.log\nx", "root")
+        exabgp_env("exabgp\nx")
 
 
 @pytest.mark.parametrize(
@@ -210,6 +212,7 @@ def _driver(
         CFG,
         paths,
         exabgp_argv=[sys.executable, str(FAKE_EXABGP), *args],
+        run_as=None,
         hang_s=hang_s,
         ack_timeout_s=ack_timeout_s,
     )
@@ -275,7 +278,11 @@ def _proc_state(pid: int) -> str:
 def test_driver_reannounces_periodically(paths: NodePaths) -> None:
     now = [1000.0]
     drv = ExabgpDriver(
-        CFG, paths, exabgp_argv=[sys.executable, str(FAKE_EXABGP)], clock=lambda: now[0]
+        CFG,
+        paths,
+        exabgp_argv=[sys.executable, str(FAKE_EXABGP)],
+        run_as=None,
+        clock=lambda: now[0],
     )
     try:
         drv.start()
@@ -366,13 +373,38 @@ def test_announce_before_the_helper_connects_is_sent_when_it_does(paths: NodePat
 def test_start_refuses_what_cannot_work(paths: NodePaths) -> None:
     with pytest.raises(ConfigError):
         ExabgpDriver(EscConfig(), paths)  # no [bgp] section
-    missing = ExabgpDriver(CFG, paths, exabgp_argv=["no-such-exabgp-binary"])
+    missing = ExabgpDriver(CFG, paths, exabgp_argv=["no-such-exabgp-binary"], run_as=None)
     with pytest.raises(BgpError, match="not found"):
         missing.start()
     missing.stop()
     deep = NodePaths(paths.root / ("x" * 100))
     with pytest.raises(BgpError, match="too long"):
-        ExabgpDriver(CFG, deep, exabgp_argv=[sys.executable, str(FAKE_EXABGP)]).start()
+        ExabgpDriver(CFG, deep, exabgp_argv=[sys.executable, str(FAKE_EXABGP)], run_as=None).start()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs root")
+def test_exabgp_runs_as_its_own_unprivileged_user(paths: NodePaths) -> None:
+    pw = pwd.getpwnam("exabgp")
+    drv = ExabgpDriver(CFG, paths, exabgp_argv=[sys.executable, str(FAKE_EXABGP)])
+    os.chmod(paths.root, 0o700)  # a directory the user cannot enter: refused, naming it
+    with pytest.raises(BgpError, match=f"{paths.root} is not searchable by the exabgp user"):
+        drv.start()
+    os.chmod(paths.root, 0o755)
+    conf_path(paths).parent.mkdir(parents=True)
+    os.chown(conf_path(paths).parent, pw.pw_uid, -1)  # where the fake writes what it got
+    try:
+        drv.start()
+        until(drv, lambda s: s.connected and s.acked)
+        pid = drv.status().pid
+        assert pid is not None
+        uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+        assert uids == [str(pw.pw_uid)] * 4  # real, effective, saved, filesystem
+        groups = Path(f"/proc/{pid}/status").read_text().split("Groups:")[1].split("\n")[0]
+        assert groups.strip() == ""  # no supplementary group kept from root
+        conf = conf_path(paths).stat()
+        assert (conf.st_uid, stat.S_IMODE(conf.st_mode)) == (pw.pw_uid, 0o600)
+    finally:
+        drv.stop()
 
 
 def test_commands_come_from_the_renderer() -> None:

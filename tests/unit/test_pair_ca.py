@@ -77,9 +77,10 @@ def test_pairing_gives_the_peer_the_same_ca_and_each_node_its_own_certificate(
     assert not (n1.pki_dir / "host.crt").exists()  # the old CA's: the agent issues anew
     own = pki.ensure_node(n1.pki_dir, "esc-ha-1", ["192.0.2.11"], make_ca=True)
     assert pki.cert_matches(n0.pki_dir / "ca.crt", own.cert, ["192.0.2.11"])
-    assert load_config(n1.config_file).agent.peer_secret == load_config(
-        n0.config_file
-    ).agent.peer_secret
+    assert (
+        load_config(n1.config_file).agent.peer_secret
+        == load_config(n0.config_file).agent.peer_secret
+    )
 
 
 class _Stdin:

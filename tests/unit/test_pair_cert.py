@@ -66,7 +66,7 @@ def test_the_api_certificate_names_every_address_a_client_may_dial(tmp_path: Pat
 def test_rotate_issues_both_certificates_anew_from_the_pair_ca(tmp_path: Path) -> None:
     paths = NodePaths(tmp_path)
     c = cfg()
-    with pytest.raises(ConfigError, match="ca.key") as exc:
+    with pytest.raises(ConfigError, match=r"ca\.key") as exc:
         rotate(c, paths, "192.0.2.10", "esc-ha-0")
     assert exc.value.field == "pki"
     pki.ensure_node(paths.pki_dir, "esc-ha-0", ["192.0.2.10"], make_ca=True)

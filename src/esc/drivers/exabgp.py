@@ -65,6 +65,9 @@ Kind = Literal["announce", "withdraw"]
 # SIGKILL, not proc.py's SIGTERM: a killed ExaBGP cannot linger in its shutdown path, and the
 # kernel closing its socket is what tells the router to drop the route.
 DIE_WITH_PARENT_KILL = ["setpriv", "--pdeathsig", "KILL", "--"]
+# ExaBGP runs unprivileged: it only connects out (no port 179), and TCP MD5 needs no privilege.
+# Debian's exabgp package makes this system user. None: as the agent's own user (tests).
+RUN_AS = "exabgp"
 ACK_TIMEOUT_S = 0.15
 HANG_S = 2.0
 RETRY_S = 1.0
@@ -76,6 +79,38 @@ SOCKET_PATH_MAX = 107  # sun_path is 108 bytes, NUL included
 def conf_path(paths: NodePaths) -> Path:
     """Generated from esc.toml at every start, like keepalived.conf: it lives in <run>."""
     return paths.run_dir / "exabgp.conf"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+def _account(name: str | None) -> Account | None:
+    if name is None:
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise BgpError(
+            f"user {name!r} to run ExaBGP as does not exist (apt-get install exabgp)"
+        ) from None
+    return Account(name, pw.pw_uid, pw.pw_gid)
+
+
+def unsearchable_parent(path: Path, uid: int) -> Path | None:
+    """The first directory above ``path`` that user ``uid`` (not in its group) cannot enter;
+    the first missing one ends the walk (the driver makes it, with the usual 0755)."""
+    for d in [*reversed(path.parents)]:
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            return None
+        if not (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)):
+            return d
+    return None
 
 
 def socket_path(paths: NodePaths) -> Path:
@@ -148,6 +183,7 @@ class ExabgpDriver:
         paths: NodePaths,
         *,
         exabgp_argv: Sequence[str] = ("exabgp",),
+        run_as: str | None = RUN_AS,
         python: str = sys.executable,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         hang_s: float = HANG_S,
@@ -164,6 +200,7 @@ class ExabgpDriver:
         self.socket = socket_path(paths)
         self.log_file = log_path(paths)
         self.exabgp_argv = list(exabgp_argv)
+        self.run_as = _account(run_as)
         self.python = python
         self.ack_timeout_s = ack_timeout_s
         self.hang_s = hang_s
@@ -194,6 +231,13 @@ class ExabgpDriver:
             return
         self._want = False
         self._last_error = None
+        if self.run_as is not None:
+            blocked = unsearchable_parent(self.conf, self.run_as.uid)
+            if blocked is not None:
+                raise BgpError(
+                    f"{blocked} is not searchable by the {self.run_as.name} user ExaBGP runs as "
+                    f"(it must reach {self.conf.parent}): chmod o+x {blocked}"
+                )
         self.write_config()
         self._listen()
         self._started = True
@@ -283,22 +327,28 @@ class ExabgpDriver:
         text = render_exabgp(self.cfg, self.helper_argv())
         if self.conf.exists() and self.conf.read_text() == text:
             return False
-        write_atomic(self.conf, text, mode=0o600)  # it may hold the MD5 secret
+        owner = None if self.run_as is None else (self.run_as.uid, self.run_as.gid)
+        write_atomic(self.conf, text, mode=0o600, owner=owner)  # it may hold the MD5 secret
         return True
 
     def _env(self) -> dict[str, str]:
         # Inherited exabgp* variables would override ours (the dotted form wins), and an
         # inherited exabgp_cli_pipe turns ExaBGP into its own CLI client.
         env = {k: v for k, v in os.environ.items() if not k.lower().startswith("exabgp")}
-        user = pwd.getpwuid(os.getuid()).pw_name
-        return {**env, **exabgp_env(str(self.log_file), user)}
+        user = self.run_as.name if self.run_as else pwd.getpwuid(os.getuid()).pw_name
+        return {**env, **exabgp_env(user)}
 
     def _argv(self) -> list[str]:
         name = self.exabgp_argv[0]
         exe = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if exe is None:
             raise BgpError(f"{name} not found (apt-get install exabgp)")
-        return [*DIE_WITH_PARENT_KILL, exe, *self.exabgp_argv[1:], str(self.conf)]
+        drop: list[str] = []
+        if self.run_as is not None:  # pdeathsig is set after the change of user (setpriv)
+            u = self.run_as
+            drop = ["--reuid", str(u.uid), "--regid", str(u.gid), "--clear-groups"]
+        setpriv = [*DIE_WITH_PARENT_KILL[:-1], *drop, "--"]
+        return [*setpriv, exe, *self.exabgp_argv[1:], str(self.conf)]
 
     def _spawn(self, now: float) -> None:
         # A failed start is retried with the crash-loop back-off, not at every tick.
@@ -368,6 +418,8 @@ class ExabgpDriver:
         try:
             sock.bind(path)
             os.chmod(path, 0o600)
+            if self.run_as is not None:  # the helper ExaBGP starts runs as that user
+                os.chown(path, self.run_as.uid, self.run_as.gid)
             sock.listen(4)
         except OSError as exc:
             sock.close()

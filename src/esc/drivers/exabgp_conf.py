@@ -114,7 +114,7 @@ neighbor {remote} {{
 """
 
 
-def exabgp_env(log_file: str, user: str) -> dict[str, str]:
+def exabgp_env(user: str) -> dict[str, str]:
     """The ExaBGP 4.2 settings the driver runs it with, as environment variables.
 
     Environment variables override /etc/exabgp/exabgp.env option by option, and Debian's file
@@ -124,10 +124,12 @@ def exabgp_env(log_file: str, user: str) -> dict[str, str]:
     """
     return {
         "exabgp_daemon_user": _safe("user", user),
-        "exabgp_daemon_drop": "false",  # keep root: nothing to drop to in the lab or the VM
+        "exabgp_daemon_drop": "false",  # started as ``user`` already (setpriv), nothing to drop
         "exabgp_daemon_daemonize": "false",  # the agent supervises it by PID
         "exabgp_daemon_pid": "",  # no pid file: /run is shared between lab nodes
-        "exabgp_log_destination": _safe("log_file", log_file),  # rotated by ExaBGP at 5 MB
+        # to its stdout, which is exabgp.log opened by the agent (ExaBGP's own rotation would
+        # need write access to the log directory; logrotate copies and truncates it instead)
+        "exabgp_log_destination": "stdout",
         "exabgp_log_level": "INFO",
         "exabgp_api_ack": "true",  # "done"/"error" for every command (the driver waits on it)
         "exabgp_api_cli": "false",  # no named pipes: the helper's socket is the only control
