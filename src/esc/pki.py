@@ -139,9 +139,10 @@ def install_host(src: Path, pki_dir: Path) -> None:
 # --- two-node mode: the pair CA made at pairing, each node issuing its own certificate -------
 
 
-def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str]) -> bool:
-    """``cert`` is signed by ``ca_cert``, still valid for a day, and names exactly ``ips`` in
-    its subjectAltName (what a peer checking ``verify-full`` needs, and no address left over)."""
+def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str], *, exact: bool = False) -> bool:
+    """``cert`` is signed by ``ca_cert``, still valid for a day, and names every one of ``ips``
+    in its subjectAltName (what a peer checking ``verify-full`` needs); ``exact``: those and no
+    other address (a certificate the node issues itself, reissued when its addresses change)."""
     if not cert.is_file() or not ca_cert.is_file():
         return False
     ok = run(["openssl", "verify", "-CAfile", str(ca_cert), str(cert)], check=False)
@@ -161,7 +162,8 @@ def cert_matches(ca_cert: Path, cert: Path, ips: Sequence[str]) -> bool:
         for p in parts
         if p.strip().startswith("IP Address:")
     }
-    return named == {ipaddress.ip_address(ip) for ip in ips}
+    wanted = {ipaddress.ip_address(ip) for ip in ips}
+    return named == wanted if exact else wanted <= named
 
 
 def ensure_node(pki_dir: Path, name: str, ips: Sequence[str], *, make_ca: bool) -> Issued:

@@ -119,3 +119,13 @@ def test_an_ipv6_node_keeps_its_certificate(tmp_path: Path) -> None:
     assert pki.cert_matches(d / "ca.crt", made.cert, ["2001:db8:0::a"])
     pki.ensure_node(d, "esc-ha-0", ["2001:db8::a"], make_ca=True)
     assert made.cert.read_bytes() == first
+
+
+def test_an_installed_certificate_may_name_more_addresses_than_the_node_dials(
+    tmp_path: Path,
+) -> None:
+    ca = pki.create_ca(tmp_path / "ca")
+    both = pki.issue(ca, tmp_path / "made", "esc-ha-0", ["192.0.2.10", "2001:db8::a"])
+    assert pki.cert_matches(ca.cert, both.cert, ["192.0.2.10"])
+    assert not pki.cert_matches(ca.cert, both.cert, ["192.0.2.10"], exact=True)
+    assert pki.cert_matches(ca.cert, both.cert, ["2001:db8::a", "192.0.2.10"], exact=True)

@@ -56,7 +56,11 @@ def pair_certificate(paths: NodePaths, cfg: EscConfig, *, renew: bool = False) -
     if not addrs or not (d / "ca.crt").is_file():
         return None
     api = pki.Issued(d / "api.crt", d / "api.key")
-    if not renew and api.key.is_file() and pki.cert_matches(d / "ca.crt", api.cert, addrs):
+    if (
+        not renew
+        and api.key.is_file()
+        and pki.cert_matches(d / "ca.crt", api.cert, addrs, exact=True)
+    ):
         return api
     if not (d / "ca.key").is_file():
         if renew or api.cert.exists():
