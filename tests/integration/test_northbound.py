@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -18,7 +19,10 @@ from typing import Any
 import pytest
 from labutil import deployment_body, eventually, in_host, wait_pair
 
-from esclab import scenarios
+from esc.accounts import MANAGER_USER
+from esc.agent.local_api import local_request
+from esc.config.load import load_config
+from esclab import faults, scenarios
 from esclab.lab import LAB_VIP, Lab
 from esclab.vim import list_vms
 
@@ -212,3 +216,53 @@ def test_failover_mid_deployment_completes_it_once(
     assert ids == {txid}
     scenarios.restore(pair, master)
     wait_pair(pair)
+
+
+def _ids(pid: int) -> tuple[int, int, str]:
+    """(real uid, real gid, supplementary groups) of a process."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0]), fields["Groups"].strip()
+
+
+def test_the_manager_runs_unprivileged_without_the_pairs_secrets(
+    healthy: tuple[str, str], pair: Lab
+) -> None:
+    master, _ = healthy
+    pw = pwd.getpwnam(MANAGER_USER)
+    pids = faults.component_pids(master, "manager")
+    assert pids, "no esc-manager on the primary"
+    for pid in pids:
+        uid, gid, groups = _ids(pid)
+        assert (uid, gid, groups) == (pw.pw_uid, pw.pw_gid, ""), pid
+    paths = pair.node_paths(master)
+    # its database role owns the application's database and is no superuser
+    role = pair.psql(
+        master, "SELECT rolsuper, pg_get_userbyid(datdba) FROM pg_roles, pg_database "
+        f"WHERE rolname = '{MANAGER_USER}' AND datname = 'esc'",
+    )  # fmt: skip
+    assert role.stdout.strip() == f"f|{MANAGER_USER}", role
+    served = pair.psql(master, "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname='esc'")
+    assert MANAGER_USER in served.stdout.split(), served
+    # its copy of the config has none of the pair's secrets; the original it cannot read
+    secret = load_config(paths.config_file).agent.peer_secret
+    assert secret and secret not in (paths.manager_run_dir / "esc.toml").read_text()
+    as_manager = ["setpriv", "--reuid", str(pw.pw_uid), "--regid", str(pw.pw_gid), "--clear-groups"]
+    read = subprocess.run(
+        [*as_manager, "cat", str(paths.config_file)], check=False, capture_output=True
+    )
+    assert read.returncode != 0 and b"Permission denied" in read.stderr
+    # nor can it ask PostgreSQL for the superuser
+    su = subprocess.run(
+        [*as_manager, "psql", "-h", str(paths.pg_socket_dir), "-U", "postgres", "-d", "esc",
+         "-XAtc", "SELECT 1"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert su.returncode != 0 and "authentication failed" in su.stderr, su
+    # the portal's socket into the agent reads, and refuses the rest before the agent sees it
+    sock = paths.agent_status_socket
+    assert local_request(sock, "GET", "/status")[0] == 200
+    code, body = local_request(sock, "POST", "/switchover", {})
+    assert code == 403 and "only reads" in body["error"]
+    assert pair.master() == master

@@ -149,4 +149,6 @@ def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:
     agent = agent_main.build_agent(cfg, paths, host)
     assert set(threading.enumerate()) == threads
     assert not (paths.run_dir / "agent.sock").exists()
-    assert len(agent.starters) == 4  # local API, peer API, poller, health checks (no gateway)
+    assert not paths.agent_status_socket.exists()
+    # local API, its read-only twin for the portal, peer API, poller, health checks (no gateway)
+    assert len(agent.starters) == 5

@@ -59,7 +59,9 @@ def test_the_api_certificate_names_every_address_a_client_may_dial(tmp_path: Pat
     ensure_certificate(paths, cfg(bgp=False).manager, cfg(bgp=False))
     assert "203.0.113.1" not in names(cert) and cert.read_bytes() != first
     # the operator's own certificate wins
-    own = c.manager.model_copy(update={"cert_file": str(tmp_path / "o.crt"), "key_file": "k"})
+    own = c.manager.model_copy(
+        update={"cert_file": str(tmp_path / "o.crt"), "key_file": str(tmp_path / "o.key")}
+    )
     assert ensure_certificate(paths, own, c)[0] == tmp_path / "o.crt"
 
 

@@ -99,8 +99,10 @@ def test_hba_allows_only_the_peer_for_replication() -> None:
     lines = [ln.split() for ln in text.splitlines() if ln and not ln.startswith("#")]
     # No local path to the superuser: peer authentication through the esc map, never trust.
     assert ["local", "all", "postgres", "peer", "map=esc"] in lines
+    # and esc-manager's own role (no superuser) to the application database only
     assert [ln for ln in lines if ln[0] == "local"] == [
-        ["local", "all", "postgres", "peer", "map=esc"]
+        ["local", "all", "postgres", "peer", "map=esc"],
+        ["local", "esc", "escmanager", "peer"],
     ]
     # The replicator: from the peer only, over TLS with a certificate of the pair's CA, and
     # only streaming and pg_rewind's database (never the application's).

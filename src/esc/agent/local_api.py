@@ -23,8 +23,9 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     io_timeout: float | None = None  # root only; escadm's requests may wait for the loop
     one_request_per_connection = False
 
-    def __init__(self, path: Path, handle: Handler) -> None:
+    def __init__(self, path: Path, handle: Handler, owner: tuple[int, int] | None = None) -> None:
         self.handle_api = handle
+        path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         old = os.umask(0o177)
@@ -32,6 +33,8 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().__init__(str(path), _JsonHandler)
         finally:
             os.umask(old)
+        if owner is not None:
+            os.chown(path, *owner)
 
     def authorize(self, _method: str, _path: str, _length: int, _headers: Any) -> None:
         return None  # the socket is mode 0600: only root gets here
@@ -50,10 +53,28 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return conn, ("local", 0)
 
 
-def serve_unix(path: Path, handle: Handler) -> socketserver.BaseServer:
-    srv = _UnixServer(path, handle)
+def serve_unix(
+    path: Path, handle: Handler, owner: tuple[int, int] | None = None
+) -> socketserver.BaseServer:
+    """Serve ``handle`` on ``path`` (0600, root's or ``owner``'s)."""
+    srv = _UnixServer(path, handle, owner)
     threading.Thread(target=srv.serve_forever, name="local-api", daemon=True).start()
     return srv
+
+
+READ_ONLY = (("GET", "/status"), ("GET", "/history"))
+
+
+def read_only(handle: Handler) -> Handler:
+    """``handle`` for reads only (:data:`READ_ONLY`): what the portal's socket serves to
+    esc-manager's user. Anything else is 403 and never reaches the agent."""
+
+    def serve(method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if (method, path.split("?", 1)[0]) not in READ_ONLY:
+            return 403, {"error": f"{method} {path.split('?', 1)[0]}: this socket only reads"}
+        return handle(method, path, body)
+
+    return serve
 
 
 def local_request(

@@ -24,6 +24,7 @@ from esc.agent.api import PeerPoller, serve_peer, serve_unix
 from esc.agent.execute import Threaded
 from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
+from esc.agent.local_api import read_only
 from esc.agent.loop import Agent
 from esc.agent.quorum_setup import build_keeper, build_member
 from esc.agent.service import ManagedService
@@ -154,7 +155,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     gateway = (
         GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
     )
-    service = ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr))
+    service = ManagedService(paths, primary_url=peer_api_url(cfg, peer_addr), cfg=cfg)
     bgp = make_bgp(cfg, paths)
     agent = Agent(
         cfg=cfg,
@@ -177,6 +178,12 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     # Started by Agent.start(), not here: constructing the agent starts nothing.
     agent.starters = [
         lambda: serve_unix(paths.run_dir / "agent.sock", agent.handle_local),
+        # the portal's view, for esc-manager's user: reads only
+        lambda: serve_unix(
+            paths.agent_status_socket,
+            read_only(agent.handle_local),
+            owner=service.account.owner if service.account else None,
+        ),
         lambda: serve_peer(
             str(self_addr),
             cfg.agent.peer_port,

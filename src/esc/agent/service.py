@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esc.config.schema import NodePaths
+from esc.agent.manager_files import TlsCopy, manager_account, setpriv_options, stage
+from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.proc import Child
 from esc.errors import DriverError
 from esc.manager.control import ManagerControl
@@ -33,15 +34,24 @@ class ManagedService:
         self,
         paths: NodePaths,
         primary_url: str | None = None,
+        cfg: EscConfig | None = None,
         timeout: float = 2.0,
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.paths = paths
         self.primary_url = primary_url
-        self.control = ManagerControl(paths.run_dir / "manager.sock", timeout)
+        self.control = ManagerControl(paths.manager_socket, timeout)
         env = dict(os.environ, ESC_ROOT=str(paths.root))
-        self.child = Child("esc-manager", manager_argv(), paths.log_dir / "escmanager.stdout", env)
+        # With the config: the manager runs as its own unprivileged user, on the files
+        # manager_files.stage makes for it (a copy of the config without secrets among them).
+        self.cfg = cfg
+        self.account = manager_account() if cfg is not None else None
+        self.tls: TlsCopy | None = None
+        opts = setpriv_options(cfg, self.account) if cfg is not None else []
+        self.child = Child(
+            "esc-manager", manager_argv(), paths.log_dir / "escmanager.stdout", env, opts
+        )
         self.check_interval = check_interval
         self.clock = clock
         self._failures = 0
@@ -59,6 +69,9 @@ class ManagedService:
             if self.child.starts:
                 log.warning("esc-manager exited; restarting it")
             self._active = False
+            if self.cfg is not None:
+                extra, self.tls = stage(self.cfg, self.paths, self.account)
+                self.child.argv = [*manager_argv(), *extra]
             self.child.start()
 
     def start_checks(self) -> None:
@@ -69,8 +82,20 @@ class ManagedService:
     def _check_loop(self) -> None:
         while True:
             t0 = self.clock()
+            self._sync_tls()
             self._check()
             time.sleep(max(0.0, self.check_interval / 2 - (self.clock() - t0)))
+
+    def _sync_tls(self) -> None:
+        """A replaced northbound certificate (`escadm cert rotate`) copied for the manager,
+        which reloads it into its listeners by itself."""
+        if self.tls is None:
+            return
+        try:
+            if self.tls.sync():
+                log.info("copied the new northbound certificate %s for esc-manager", self.tls.cert)
+        except OSError as exc:
+            log.warning("the northbound certificate not copied for esc-manager: %s", exc)
 
     def _check(self) -> None:
         try:

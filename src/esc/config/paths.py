@@ -45,6 +45,22 @@ class NodePaths:
         return self.run_dir / "keepalived_state"
 
     @property
+    def manager_run_dir(self) -> Path:
+        """esc-manager's own directory (its user's, 0700): its control socket, the copy of the
+        config it reads (no secret in it), its certificate's copy, the agent's read-only
+        status socket for the portal."""
+        return self.run_dir / "manager"
+
+    @property
+    def manager_socket(self) -> Path:
+        return self.manager_run_dir / "manager.sock"
+
+    @property
+    def agent_status_socket(self) -> Path:
+        """The agent's local API for esc-manager's portal: GET /status and /history only."""
+        return self.manager_run_dir / "agent.sock"
+
+    @property
     def pg_socket_dir(self) -> Path:
         """PostgreSQL's unix socket directory (per node: /run is shared between lab nodes)."""
         return self.run_dir / "postgresql"

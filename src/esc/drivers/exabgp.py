@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from esc.accounts import EXABGP_USER, Account, lookup, setpriv_drop
 from esc.config.schema import EscConfig, NodePaths, write_atomic
 from esc.drivers.base import BgpStatus
 from esc.drivers.exabgp_conf import (
@@ -56,7 +57,7 @@ from esc.drivers.exabgp_conf import (
     render_exabgp,
     withdraw_command,
 )
-from esc.errors import BgpError
+from esc.errors import BgpError, ConfigError
 
 log = logging.getLogger("esc.exabgp")
 
@@ -67,7 +68,7 @@ Kind = Literal["announce", "withdraw"]
 DIE_WITH_PARENT_KILL = ["setpriv", "--pdeathsig", "KILL", "--"]
 # ExaBGP runs unprivileged: it only connects out (no port 179), and TCP MD5 needs no privilege.
 # Debian's exabgp package makes this system user. None: as the agent's own user (tests).
-RUN_AS = "exabgp"
+RUN_AS = EXABGP_USER
 ACK_TIMEOUT_S = 0.15
 HANG_S = 2.0
 RETRY_S = 1.0
@@ -81,23 +82,15 @@ def conf_path(paths: NodePaths) -> Path:
     return paths.run_dir / "exabgp.conf"
 
 
-@dataclass(frozen=True)
-class Account:
-    name: str
-    uid: int
-    gid: int
-
-
 def _account(name: str | None) -> Account | None:
     if name is None:
         return None
     try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
+        return lookup(name, "bgp")
+    except ConfigError as exc:
         raise BgpError(
-            f"user {name!r} to run ExaBGP as does not exist (apt-get install exabgp)"
+            f"cannot run ExaBGP as {name!r}: {exc.message} (apt-get install exabgp)"
         ) from None
-    return Account(name, pw.pw_uid, pw.pw_gid)
 
 
 def unsearchable_parent(path: Path, uid: int) -> Path | None:
@@ -343,10 +336,7 @@ class ExabgpDriver:
         exe = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if exe is None:
             raise BgpError(f"{name} not found (apt-get install exabgp)")
-        drop: list[str] = []
-        if self.run_as is not None:  # pdeathsig is set after the change of user (setpriv)
-            u = self.run_as
-            drop = ["--reuid", str(u.uid), "--regid", str(u.gid), "--clear-groups"]
+        drop = setpriv_drop(self.run_as) if self.run_as is not None else []
         setpriv = [*DIE_WITH_PARENT_KILL[:-1], *drop, "--"]
         return [*setpriv, exe, *self.exabgp_argv[1:], str(self.conf)]
 

@@ -34,10 +34,18 @@ class Child:
     """One supervised child process, logging to a file."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        setpriv: Sequence[str] = (),
     ) -> None:
+        """``setpriv``: more options for util-linux setpriv (a user to run as:
+        :func:`esc.accounts.setpriv_drop`)."""
         self.name = name
         self.argv = list(argv)
+        self.setpriv = list(setpriv)
         self.log_file = log_file
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,7 +64,7 @@ class Child:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [*DIE_WITH_PARENT, *self.argv],
+                [*DIE_WITH_PARENT[:-1], *self.setpriv, "--", *self.argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

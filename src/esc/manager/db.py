@@ -8,6 +8,8 @@ each version commits with its ``schema_version`` row, so a crash mid-way leaves 
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 from typing import Any, LiteralString
 
 import psycopg
@@ -16,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
+from esc.accounts import MANAGER_USER as APP_ROLE
 from esc.config.schema import EscConfig, NodePaths
 
 log = logging.getLogger(__name__)
@@ -109,15 +112,23 @@ _CURRENT = "SELECT coalesce(max(version), 0) FROM schema_version"
 _HAS_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 
 
+def db_user() -> str:
+    """The role of this process: esc-manager runs as the OS user ``escmanager`` and logs in as
+    the role of that name (no superuser; it owns the application database only). root
+    (escadm, and the manager in tests run in-process) is let in as ``postgres`` by the
+    server's ``esc`` ident map."""
+    return APP_ROLE if pwd.getpwuid(os.geteuid()).pw_name == APP_ROLE else "postgres"
+
+
 def conninfo(cfg: EscConfig, paths: NodePaths) -> str:
-    """The local PostgreSQL over its unix socket (``paths.pg_socket_dir``, 0700), as the
-    superuser ``postgres`` by ``peer`` authentication: esc-manager and escadm run as root, which
-    the server's ``esc`` ident map lets in as postgres (``drivers/postgres/conf.py``)."""
+    """The local PostgreSQL over its unix socket (``paths.pg_socket_dir``: postgres's, and
+    the manager's group's) by ``peer`` authentication, as :func:`db_user`
+    (``drivers/postgres/conf.py``)."""
     return make_conninfo(
         host=str(paths.pg_socket_dir),
         port=cfg.database.port,
         dbname=cfg.database.name,
-        user="postgres",
+        user=db_user(),
         application_name="escmanager",
         connect_timeout=2,
     )

@@ -37,12 +37,12 @@ from esc.manager.worker import WorkerTuning
 
 log = logging.getLogger("esc.manager")
 
-CONTROL_SOCKET = "manager.sock"
 LOG_FILE = "escmanager.log"
 
 
 def control_socket(paths: NodePaths) -> Path:
-    return paths.run_dir / CONTROL_SOCKET
+    """In the manager's own directory (its user's): the agent, as root, reaches it there."""
+    return paths.manager_socket
 
 
 def listen_tcp(bind: str, port: int) -> socket.socket:
@@ -65,7 +65,7 @@ def listen_tcp(bind: str, port: int) -> socket.socket:
 
 
 def listen_unix(path: Path) -> socket.socket:
-    """The control socket, mode 0600 from the moment it exists (root only)."""
+    """The control socket, mode 0600 from the moment it exists (its user and root only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -204,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)  # --help prints and exits 0, anything else exits 2
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the config to read (default <etc>/esc.toml); the agent gives the copy it makes "
+        "for the manager, without the pair's secrets",
+    )
+    args = parser.parse_args(argv)  # --help prints and exits 0, anything else exits 2
     paths = NodePaths.from_env()
     try:
-        cfg = load_config(paths.config_file) if paths.config_file.exists() else EscConfig()
+        config = args.config or paths.config_file
+        cfg = load_config(config) if args.config or config.exists() else EscConfig()
         setup_logging(paths)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_main(cfg, paths))

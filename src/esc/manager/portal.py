@@ -56,7 +56,6 @@ from esc.unixhttp import UnixHTTPConnection, request
 
 log = logging.getLogger(__name__)
 
-AGENT_SOCKET = "agent.sock"  # the agent's local API (esc.agent.main), root only
 DEPLOYMENTS_SHOWN = 200
 TRANSACTIONS_SHOWN = 20
 TRANSITIONS_SHOWN = 10
@@ -480,7 +479,7 @@ def live_portal(cfg: EscConfig, paths: NodePaths, manager: Manager) -> ASGIApp:
     source = LiveSource(
         cfg.node_name,
         manager.pool,
-        paths.run_dir / AGENT_SOCKET,
+        paths.agent_status_socket,
         anycast_ip=str(cfg.bgp.anycast_ip) if cfg.bgp else None,
     )
     return build_portal(source, manager, Authenticator(manager.pool))

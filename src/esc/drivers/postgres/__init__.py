@@ -42,6 +42,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from esc.accounts import MANAGER_USER
 from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.base import Database, FollowResult, Progress
 from esc.drivers.postgres.bootstrap import Primary
@@ -149,6 +150,7 @@ class PostgresDriver:
         replicated: bool = True,
         slot_keep_mb: int = 4096,
         pki: Path | None = None,
+        app_group: str | None = None,
     ) -> None:
         if node_name == peer_name:
             raise ConfigError("node_name", "must differ from the peer's name")
@@ -170,6 +172,7 @@ class PostgresDriver:
             replicated=replicated,
             slot_keep_mb=slot_keep_mb,
             pki=pki,
+            app_group=app_group,
         )
         tools = PgTools(self.node)
         self._sessions = Sessions(self.node)
@@ -216,6 +219,7 @@ class PostgresDriver:
             slot_keep_mb=cfg.database.max_slot_wal_keep_size_mb,
             # replication over TLS against the pair CA (its files: pki.ensure_node at start)
             pki=paths.pki_dir if cfg.ha.ha_mode != "cinder" else None,
+            app_group=MANAGER_USER,  # esc-manager's group reaches the socket
         )
 
     # --- names and paths (of self.node) ---------------------------------------------------

@@ -11,12 +11,43 @@ from psycopg import sql
 
 from esc.drivers.postgres.conf import merge_conf_block, render_shared_conf
 from esc.drivers.postgres.session import Connection, Sessions
-from esc.drivers.postgres.settings import PROMOTE_TIMEOUT_S, REPL_ROLE, REWIND_FUNCTIONS, PgNode
+from esc.drivers.postgres.settings import (
+    APP_ROLE,
+    PROMOTE_TIMEOUT_S,
+    REPL_ROLE,
+    REWIND_FUNCTIONS,
+    PgNode,
+)
 from esc.drivers.postgres.tools import PgTools
 from esc.errors import DbError
 from esc.files import read_nofollow
 
 log = logging.getLogger("esc.drivers.postgres")
+
+
+# The manager's tables, views and free-standing sequences made before it had a role of its own
+# (by the superuser) become its role's; a sequence owned by a column follows its table. In the
+# application database only, in its public schema (owned by the database's owner in PG 15).
+HAND_OVER_SQL = f"""
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN
+    SELECT c.oid::regclass AS name,
+           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                          WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+      AND c.relowner <> '{APP_ROLE}'::regrole
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.deptype IN ('a', 'i'))
+  LOOP
+    EXECUTE format('ALTER %s %s OWNER TO {APP_ROLE}', r.kind, r.name);
+  END LOOP;
+END
+$$
+"""
 
 
 class Primary:
@@ -86,11 +117,27 @@ class Primary:
                 conn, sql.SQL("GRANT pg_checkpoint TO {}").format(sql.Identifier(REPL_ROLE))
             )
             if not self.sessions.exec(
-                conn, "SELECT 1 FROM pg_database WHERE datname = %s", [self.node.db_name]
+                conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]
             ):
                 self.sessions.exec(
-                    conn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.node.db_name))
+                    conn,
+                    sql.SQL(
+                        "CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                        "NOREPLICATION NOBYPASSRLS"
+                    ).format(sql.Identifier(APP_ROLE)),
                 )
+            db = sql.Identifier(self.node.db_name)
+            if not self.sessions.exec(
+                conn, "SELECT 1 FROM pg_database WHERE datname = %s", [self.node.db_name]
+            ):
+                self.sessions.exec(conn, sql.SQL("CREATE DATABASE {}").format(db))
+            self.sessions.exec(
+                conn,
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(APP_ROLE)),
+            )
+        with self.sessions.session(self.node.db_name) as conn:
+            self.sessions.exec(conn, "SET synchronous_commit = local")
+            self.sessions.exec(conn, HAND_OVER_SQL)
         self.ensure_peer_slot()
 
     def scram_verifier(self, conn: Connection) -> str:

@@ -11,7 +11,14 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from esc.drivers.postgres.settings import CONF_BEGIN, CONF_END, IDENT_MAP, REPL_ROLE, SUPERUSER
+from esc.drivers.postgres.settings import (
+    APP_ROLE,
+    CONF_BEGIN,
+    CONF_END,
+    IDENT_MAP,
+    REPL_ROLE,
+    SUPERUSER,
+)
 from esc.errors import ConfigError
 
 
@@ -56,12 +63,13 @@ def hba_address(host: str) -> str:
     return f"{addr}/{addr.max_prefixlen}"
 
 
-def render_hba(peer_host: str, tls: bool = True) -> str:
+def render_hba(peer_host: str, tls: bool = True, db_name: str = "esc") -> str:
     """The local superuser by socket with ``peer`` authentication (the OS user the kernel
     reports must be in the ``esc`` map: :func:`render_ident`), the replication role from the
     peer only: streaming (``replication``) and pg_rewind's reads (database ``postgres``), over
-    TLS with a certificate of the pair's CA (``clientcert=verify-ca``) and its password. No
-    ``trust`` line: a local account that reaches the socket is still refused. ``tls`` False
+    TLS with a certificate of the pair's CA (``clientcert=verify-ca``) and its password; the
+    manager's role, by socket from the OS user of its name, to the application database only.
+    No ``trust`` line: a local account that reaches the socket is still refused. ``tls`` False
     only for a node built without certificates (tests of the driver alone)."""
     peer = hba_address(peer_host)
     kind, cert = ("hostssl", " clientcert=verify-ca") if tls else ("host   ", "")
@@ -70,6 +78,7 @@ def render_hba(peer_host: str, tls: bool = True) -> str:
         "# this file from the peer, so it is never trusted as found).\n"
         "# TYPE  DATABASE     USER        ADDRESS  METHOD\n"
         f"local   all          {SUPERUSER}             peer map={IDENT_MAP}\n"
+        f"local   {db_name:<12} {APP_ROLE}             peer\n"
         f"{kind} postgres     {REPL_ROLE}  {peer}  scram-sha-256{cert}\n"
         f"{kind} replication  {REPL_ROLE}  {peer}  scram-sha-256{cert}\n"
     )
@@ -77,8 +86,8 @@ def render_hba(peer_host: str, tls: bool = True) -> str:
 
 def render_ident(os_users: Sequence[str]) -> str:
     """pg_ident.conf: the OS users that connect as the superuser over the socket. ``root``
-    (the agent, escadm, esc-manager run as root) and the server's own user (``runuser -u
-    postgres -- psql``). Rewritten before every start, like pg_hba."""
+    (the agent and escadm; esc-manager has its own role, :func:`render_hba`) and the server's
+    own user (``runuser -u postgres -- psql``). Rewritten before every start, like pg_hba."""
     names: list[str] = []
     for name in os_users:
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
@@ -151,7 +160,12 @@ def render_standby_auto_conf(primary_conninfo: str, slot: str) -> str:
 
 
 def server_options(
-    node_name: str, port: int, socket_dir: Path, listen: str, tls_dir: Path | None = None
+    node_name: str,
+    port: int,
+    socket_dir: Path,
+    listen: str,
+    tls_dir: Path | None = None,
+    app_group: str | None = None,
 ) -> str:
     """The ``pg_ctl -o`` string. pg_ctl hands it to ``/bin/sh``, so every token is shell-quoted.
     ``tls_dir``: the server's copies of the pair CA, this node's certificate and key (node-local
@@ -160,7 +174,10 @@ def server_options(
         f"cluster_name={node_name}",  # becomes the walreceiver's application_name
         f"port={port}",
         f"unix_socket_directories={socket_dir}",  # own dir: a shared one collides (gotcha 1)
-        "unix_socket_permissions=0700",  # and the directory is 0700: only root and postgres
+        # The directory (0700, or 2750 for the manager's group: setgid, so the socket gets
+        # that group without postgres being in it) keeps other local users out; the socket
+        # itself 0700, or 0770 for that group.
+        f"unix_socket_permissions={'0770' if app_group else '0700'}",
         f"listen_addresses={listen}",
     ]
     if tls_dir is not None:

@@ -6,7 +6,9 @@ recovery and statements in single-user mode.
 from __future__ import annotations
 
 import errno
+import grp
 import logging
+import os
 
 from esc.drivers.postgres.conf import render_hba, render_ident, server_options
 from esc.drivers.postgres.session import Sessions
@@ -92,6 +94,7 @@ class Server:
                 self.node.socket_dir,
                 self.node.listen,
                 self.node.tls_dir,
+                self.node.app_group,
             ),
             "-w",
             "-t",
@@ -149,18 +152,40 @@ class Server:
             sock_lock.unlink(missing_ok=True)
 
     def prepare_runtime(self) -> None:
-        """Before every start: the socket dir (0700: only root and postgres enter it), the log
-        file and the node-local pg_hba and pg_ident."""
-        self.tools.ensure_dir(self.node.socket_dir, 0o700)
+        """Before every start: the socket dir (0700: only root and postgres enter it; 0750 with
+        the manager's group), the log file and the node-local pg_hba and pg_ident."""
+        self.ensure_socket_dir()
         self.node.log_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.node.log_file.exists():
             self.node.log_file.touch(mode=0o640)
         self.tools.chown(self.node.log_file)
         self.write_access_files()
 
+    def ensure_socket_dir(self) -> None:
+        """postgres's, 0700; with the manager's group, that group's too (2750: setgid, so the
+        socket the server makes there belongs to that group), the only other account that
+        may enter it."""
+        d = self.node.socket_dir
+        if self.node.app_group is None:
+            self.tools.ensure_dir(d, 0o700)
+            return
+        try:
+            gid = grp.getgrnam(self.node.app_group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                "database",
+                f"no group {self.node.app_group!r} for escmanager (the package makes it)",
+            ) from None
+        self.tools.ensure_dir(d, 0o700)
+        if os.geteuid() == 0:
+            os.chown(d, -1, gid, follow_symlinks=False)
+        os.chmod(d, 0o2750)
+
     def write_access_files(self) -> None:
         self.write_tls_files()
-        hba = render_hba(self.node.peer_host, tls=self.node.pki is not None)
+        hba = render_hba(
+            self.node.peer_host, tls=self.node.pki is not None, db_name=self.node.db_name
+        )
         self.tools.write_file(self.node.pgdata / "pg_hba.conf", hba)
         self.tools.write_file(
             self.node.pgdata / "pg_ident.conf", render_ident(["root", self.node.os_user])
@@ -190,7 +215,7 @@ class Server:
         if not self.has_cluster():
             return
         if self.node.socket_dir.is_dir():
-            self.tools.ensure_dir(self.node.socket_dir, 0o700)
+            self.ensure_socket_dir()
         self.write_access_files()
         if self.postmaster() is not None:
             with self.sessions.session() as conn:

@@ -6,9 +6,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esc.accounts import MANAGER_USER
 from esc.errors import ConfigError
 
 REPL_ROLE = "replicator"
+# escmanager's own role: no superuser, owner of the application database and its tables only,
+# reached by peer authentication from the OS user of the same name (the agent runs the
+# manager as that user) through the socket, whose directory that user's group may enter.
+APP_ROLE = MANAGER_USER
 SUPERUSER = "postgres"  # the database superuser every local connection of ours uses
 IDENT_MAP = "esc"  # pg_ident.conf: the OS users that may connect as SUPERUSER (peer auth)
 CONF_BEGIN = "# --- ESC-HA shared settings: begin (written by esc, identical on both nodes) ---"
@@ -61,6 +66,9 @@ class PgNode:
     # None: no TLS (a driver built alone, in tests). The server and the tools use copies owned
     # by postgres in ``tls_dir``.
     pki: Path | None = None
+    # The OS group (the manager's) that may reach the socket: the directory 0750 and the
+    # socket 0770 for it. None: only root and postgres (a driver built alone, in tests).
+    app_group: str | None = None
 
     @property
     def tls_dir(self) -> Path | None:
