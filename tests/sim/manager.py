@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from esc.config.schema import EscConfig
 from esc.errors import ServiceError
 from esc.model import DbRole, ServiceView
 
@@ -193,6 +194,9 @@ class SimService:
 
     def lease(self, until: float | None) -> None:
         raise NotImplementedError("the simulation runs the two-node pair only (no quorum mode)")
+
+    def reconfigure(self, cfg: EscConfig) -> None:
+        pass  # the simulated manager reads no config
 
     def deactivate(self, primary: str | None) -> None:
         m = self.node.manager

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from esc import pki
 from esc.accounts import Account, setpriv_drop
 from esc.agent.local_api import read_only
 from esc.agent.manager_files import (
@@ -21,18 +22,20 @@ from esc.agent.manager_files import (
     setpriv_options,
     stage,
 )
+from esc.agent.service import ManagedService
 from esc.config.load import load_config
 from esc.config.schema import EscConfig, NodePaths, dump_config, parse_config
+from esc.manager.tls import pair_addresses
 
 SECRETS = ("peer-secret-Zq1", "repl-password-Xw2", "md5-password-Vy3")
 
 
-def cfg(vim: str = "fake") -> EscConfig:
+def cfg(vim: str = "fake", vip: str = "192.0.2.100") -> EscConfig:
     return parse_config(
         {
             "ha": {
                 "ha_node_list": ["192.0.2.10", "192.0.2.11"],
-                "kad_vip": "192.0.2.100",
+                "kad_vip": vip,
                 "kad_vif": "eth0",
             },
             "agent": {"peer_secret": SECRETS[0]},
@@ -165,3 +168,20 @@ def test_the_manager_keeps_capabilities_only_for_the_lab_vim() -> None:
     caps = ",".join(f"+{c}" for c in LAB_VIM_CAPS)
     assert lab == [*plain, "--inh-caps", caps, "--ambient-caps", caps]
     assert setpriv_drop(a) == plain
+
+
+def test_a_reloaded_vip_reaches_the_managers_certificate(tmp_path: Path) -> None:
+    paths = NodePaths(tmp_path)
+    pki.ensure_node(paths.pki_dir, "esc-ha-0", ["192.0.2.10"], make_ca=True)
+    before = cfg()
+    svc = ManagedService(paths, cfg=before)
+    _, svc.tls = stage(before, paths, None)
+    crt = svc.tls.copies[0]
+    assert pki.cert_matches(paths.pki_dir / "ca.crt", crt, pair_addresses(before))
+    after = cfg(vip="192.0.2.101")
+    svc.reconfigure(after)
+    assert svc.cfg is after
+    assert svc.tls.sync() is True  # what the check loop does next
+    assert "192.0.2.101" in pair_addresses(after)
+    assert pki.cert_matches(paths.pki_dir / "ca.crt", crt, pair_addresses(after))
+    assert not pki.cert_matches(paths.pki_dir / "ca.crt", crt, pair_addresses(before))

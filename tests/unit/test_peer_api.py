@@ -35,7 +35,7 @@ from esc.agent.peerauth import (
     derive_key,
     sign_request,
 )
-from esc.config.schema import NodePaths, parse_config
+from esc.config.schema import EscConfig, NodePaths, parse_config
 from esc.core.facts import DecideConfig
 from esc.drivers.fake import FakeDatabase
 from esc.errors import DriverError
@@ -410,6 +410,7 @@ class _Service:
     def activate(self, primary: str) -> None: ...
     def deactivate(self, primary: str | None) -> None: ...
     def lease(self, until: float | None) -> None: ...
+    def reconfigure(self, cfg: EscConfig) -> None: ...
 
 
 def _agent(tmp_path: Path, peer_source: PeerPoller) -> Agent:

@@ -311,6 +311,7 @@ class Agent:
         if new.ha is not None and (self.cfg.ha is None or new.ha.routes != self.cfg.ha.routes):
             changed += [f"route {r}" for r in apply_routes(new.ha.routes)]
         self.cfg = new
+        self.service.reconfigure(new)
         self.dcfg = replace(
             self.dcfg,
             policy=new.replication.on_standby_loss,

@@ -17,8 +17,9 @@ from pathlib import Path
 from esc.agent.manager_files import TlsCopy, manager_account, setpriv_options, stage
 from esc.config.schema import EscConfig, NodePaths
 from esc.drivers.proc import Child
-from esc.errors import DriverError
+from esc.errors import DriverError, EscError
 from esc.manager.control import ManagerControl
+from esc.manager.tls import ensure_certificate
 from esc.model import ServiceView
 
 log = logging.getLogger("esc.service")
@@ -164,6 +165,20 @@ class ManagedService:
             return
         self.control.deactivate(primary, self.primary_url if primary else None)
         self._active = False
+
+    def reconfigure(self, cfg: EscConfig) -> None:
+        """The reloaded config for the next start; the pair's certificate reissued now if the
+        addresses it names changed (the check loop copies it, the manager reloads it)."""
+        if self.cfg is None:
+            return
+        self.cfg = cfg
+        try:
+            cert, key = ensure_certificate(self.paths, cfg.manager, cfg)
+        except (EscError, OSError) as exc:
+            log.warning("reload: the northbound certificate not reissued: %s", exc)
+            return
+        if self.tls is not None and (cert, key) != (self.tls.cert, self.tls.key):
+            self.tls.cert, self.tls.key = cert, key
 
     def stop(self) -> None:
         self.child.stop()

@@ -135,6 +135,10 @@ class Service(Protocol):
         unless told again; it stops by itself at that instant when the agent is stuck.
         Called every cycle; None: no bound."""
 
+    def reconfigure(self, cfg: EscConfig) -> None:
+        """`escadm reload` applied ``cfg``: what the manager is given follows it (its
+        certificate names a changed VIP or anycast address; its next start reads ``cfg``)."""
+
     def stop(self) -> None: ...
 
 
