@@ -99,6 +99,14 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
         CREATE INDEX deployments_tenant_page ON deployments (tenant, created_at, id);
         """,
     ),
+    (
+        3,
+        # northbound roles (auth.py): every user made before roles existed could write
+        """
+        ALTER TABLE users ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'admin'
+            CONSTRAINT users_role CHECK (role IN ('read-only', 'admin'));
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
