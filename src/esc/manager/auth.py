@@ -1,33 +1,88 @@
-"""HTTP basic authentication against the ``users`` table.
+"""HTTP basic authentication against the ``users`` table, and the roles' authorisation.
 
-scrypt is slow on purpose (tens of ms), too slow to run per request at hundreds of requests a
-second, so a successful check is remembered for a few seconds, keyed by an HMAC of the
-credentials under a per-process random key (the password itself is never kept). A password
-change takes effect on the next check after that; failures are never cached.
+**Cache.** scrypt is slow on purpose (~0.4 s at OWASP's cost), far too slow to run per request
+at hundreds of requests a second, so a successful check is remembered for a few seconds, keyed
+by an HMAC of the credentials under a per-process random key (the password itself is never
+kept). A password or role change takes effect on the next check after that; failures are
+never cached.
+
+**No user enumeration by timing.** An unknown user name (or one that cannot be a user name)
+is verified against a dummy hash at the current cost (:func:`users.dummy_hash`): the same
+scrypt work as a known user's wrong password, so "no such user" and "wrong password" take the
+same time and give the same 401. The cache does not undo that: only *successful* credentials
+are cached, so a fast answer only ever goes to a client that sent a valid name *and* its
+password (which the 200 tells it anyway); an unknown name can never be in the cache, and
+neither can a known name with a wrong password, both always pay one scrypt. What still differs
+a little: the database lookup (a primary-key probe, microseconds either way), and a known user
+whose hash predates the current cost (N=2^14 before) costs less until their next successful
+login rehashes it. The throttle below answers a 429 without looking at the name's existence
+at all (a client's or user's failures count alike for known and unknown names).
+
+**Throttling** (the backoff rule is in :mod:`esc.manager.throttle`). On top of it:
+
+* at most ``SCRYPT_SLOTS`` scrypt runs at a time (each takes 128 MiB and a core), so a flood
+  cannot take every thread or the memory;
+* a client that has failed recently does not queue for a slot: if none is free it gets 429
+  (Retry-After 1) at once, without running scrypt, so wrong passwords cannot starve a real
+  login behind them;
+* a client runs at most ``CLIENT_INFLIGHT`` verifications at a time; more get 429 at once
+  (64 concurrent wrong passwords from one address cost at most that many scrypt runs);
+* concurrent requests with the *same* credentials share one verification (a client opening
+  with 20 parallel requests runs one scrypt, not 20, and is not refused).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
+import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from esc.manager.users import verify_password
+from esc.errors import ConfigError
+from esc.manager.throttle import LoginThrottle, client_key
+from esc.manager.users import (
+    SCRYPT_COST,
+    Role,
+    ScryptCost,
+    check_role,
+    check_user_name,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+
+log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 5.0
 _CACHE_MAX = 4096
-_SCRYPT_PARALLEL = 4  # a flood of wrong passwords must not take every thread
+SCRYPT_SLOTS = 4
+CLIENT_INFLIGHT = 2
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def allowed(role: Role, method: str) -> bool:
+    """Authorisation: ``admin`` may do anything, ``read-only`` only read (GET, HEAD)."""
+    return role == "admin" or method.upper() in READ_METHODS
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
-    """``Basic base64(user:password)`` → (user, password); None if absent or malformed."""
+    """``Basic base64(user:password)`` → (user, password); None if absent or malformed
+    (including a user name with a control character: a plain 401, never a database query)."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -35,49 +90,176 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII in it, not UTF-8 in it
         return None
     user, sep, password = text.partition(":")
-    if not sep or not user:
+    if not sep or not user or _has_control(user):
         return None
     return user, password
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's answer: the user's role (None: refused, 401) or, throttled, the seconds to
+    wait (429 with Retry-After)."""
+
+    role: Role | None = None
+    retry_after: int = 0
+
+
+REFUSED = Verdict()
 
 
 class CredentialCheck(Protocol):
     """What the basic-auth layer needs: the API and the portal share it; tests pass a fake."""
 
-    async def check(self, user: str, password: str) -> bool: ...
+    async def check(self, user: str, password: str, client: str | None = None) -> Verdict: ...
+
+
+class UserStore(Protocol):
+    """The ``users`` table as the authenticator needs it (:class:`PgUsers`; tests: a dict)."""
+
+    async def lookup(self, name: str) -> tuple[str, str] | None:
+        """(password hash, role) of ``name``, None if there is no such user."""
+        ...
+
+    async def replace_hash(self, name: str, old: str, new: str) -> None:
+        """Store ``new`` for ``name`` if its hash is still ``old`` (a concurrent passwd wins)."""
+        ...
+
+
+class PgUsers:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def lookup(self, name: str) -> tuple[str, str] | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT password_hash, role FROM users WHERE name = %s", (name,)
+            )
+            row = await cur.fetchone()
+            await conn.rollback()
+        return None if row is None else (row[0], row[1])
+
+    async def replace_hash(self, name: str, old: str, new: str) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE users SET password_hash = %s, updated_at = now() "
+                "WHERE name = %s AND password_hash = %s",
+                (new, name, old),
+            )
+
+
+def _is_user_name(name: str) -> bool:
+    try:
+        check_user_name(name)
+    except ConfigError:
+        return False
+    return True
 
 
 class Authenticator:
-    def __init__(self, pool: AsyncConnectionPool[Any], ttl_s: float = CACHE_TTL_S) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        users: UserStore,
+        ttl_s: float = CACHE_TTL_S,
+        *,
+        cost: ScryptCost = SCRYPT_COST,
+        clock: Callable[[], float] = time.monotonic,
+        verify: Callable[[str, str], bool] = verify_password,
+        slots: int = SCRYPT_SLOTS,
+        client_inflight: int = CLIENT_INFLIGHT,
+    ) -> None:
+        self._users = users
         self._ttl = ttl_s
+        self._cost = cost
+        self._clock = clock
+        self._verify = verify
+        self._dummy = dummy_hash(cost)
         self._key = os.urandom(32)
-        self._ok: dict[bytes, float] = {}  # credential HMAC -> monotonic expiry
-        self._slots = asyncio.Semaphore(_SCRYPT_PARALLEL)
+        self._ok: dict[bytes, tuple[float, Role]] = {}  # credential HMAC -> (expiry, role)
+        self._slots = asyncio.Semaphore(slots)
+        self._client_inflight = client_inflight
+        self._inflight: Counter[str] = Counter()
+        self._flights: dict[bytes, asyncio.Future[Verdict]] = {}
+        self.throttle = LoginThrottle(clock)
 
     def _mac(self, user: str, password: str) -> bytes:
         msg = user.encode() + b"\0" + password.encode()
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
-    async def check(self, user: str, password: str) -> bool:
-        """True if the credentials are valid. Database errors propagate (caller answers 503)."""
+    async def check(self, user: str, password: str, client: str | None = None) -> Verdict:
+        """The verdict on these credentials from ``client`` (its address). Database errors
+        propagate (the caller answers 503)."""
+        # the backoff first, even before the cache: else a backed-off client guessing the
+        # password a real user just logged in with would learn it is right (200, not 429)
+        who = client_key(client)
+        wait = self.throttle.retry_after(who, user)
+        if wait:
+            return Verdict(retry_after=wait)
         mac = self._mac(user, password)
-        now = time.monotonic()
-        expiry = self._ok.get(mac)
-        if expiry is not None and expiry > now:
-            return True
-        async with self._pool.connection() as conn:
-            cur = await conn.execute("SELECT password_hash FROM users WHERE name = %s", (user,))
-            row = await cur.fetchone()
-            await conn.rollback()
-        if row is None:
-            return False
-        async with self._slots:
-            ok = await asyncio.to_thread(verify_password, password, row[0])
-        if ok:
+        hit = self._ok.get(mac)
+        if hit is not None and hit[0] > self._clock():
+            return Verdict(hit[1])
+        while (shared := self._flights.get(mac)) is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # the request that ran it went away: run our own
+        if self._inflight[who] >= self._client_inflight:
+            return Verdict(retry_after=1)
+        if self._slots.locked() and self.throttle.suspect(who):
+            return Verdict(retry_after=1)
+        flight: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._flights[mac] = flight
+        self._inflight[who] += 1
+        try:
+            verdict = await self._check(user, password, who)
+        except BaseException:
+            flight.cancel()
+            raise
+        else:
+            flight.set_result(verdict)
+        finally:
+            del self._flights[mac]
+            self._inflight[who] -= 1
+            if self._inflight[who] <= 0:
+                del self._inflight[who]
+        if verdict.role is not None:
             if len(self._ok) >= _CACHE_MAX:
                 self._ok.clear()
-            self._ok[mac] = now + self._ttl
-        return ok
+            self._ok[mac] = (self._clock() + self._ttl, verdict.role)
+        return verdict
+
+    async def _check(self, user: str, password: str, who: str) -> Verdict:
+        found = await self._users.lookup(user) if _is_user_name(user) else None
+        stored = self._dummy if found is None else found[0]
+        async with self._slots:
+            ok = await asyncio.to_thread(self._verify, password, stored)
+        if found is None or not ok:
+            self.throttle.failed(who, user)
+            return REFUSED
+        self.throttle.succeeded(who)
+        try:
+            role = check_role(found[1])
+        except ConfigError:
+            log.warning("auth: user %r has an unknown role %r: refused", user, found[1])
+            return REFUSED
+        if needs_rehash(stored, self._cost):
+            await self._rehash(user, password, stored)
+        return Verdict(role)
+
+    async def _rehash(self, user: str, password: str, stored: str) -> None:
+        """Store the password at the current cost (it just verified at a lower one). A failure
+        is logged and the login still succeeds: the next one tries again."""
+        async with self._slots:
+            new = await asyncio.to_thread(hash_password, password, cost=self._cost)
+        try:
+            await self._users.replace_hash(user, stored, new)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("auth: could not rehash the password of %r: %s", user, exc)
+            return
+        log.info("auth: password of %r rehashed at scrypt N=%d", user, self._cost.n)

@@ -20,6 +20,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from esc.errors import ServiceError
+from esc.manager.auth import Authenticator, PgUsers
 from esc.manager.control import ControlStatus
 from esc.manager.db import make_pool, migrate
 from esc.manager.vim import Vim
@@ -56,6 +57,8 @@ class Manager:
         # pool, and a check that queued behind them would report a working database as
         # unreachable; the agent would then close the gate before the grace could run out.
         self.health_pool = make_pool(conninfo, min_size=1, max_size=1, name="escmanager-health")
+        # one for the API and the portal: a client's failed logins count on both
+        self.authenticator = Authenticator(PgUsers(self.pool))
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
         self.active = False
