@@ -210,8 +210,27 @@ def test_retry_after_counts_down_and_doubles_up_to_the_cap() -> None:
     for _ in range(30):
         throttle.failed("192.0.2.9", "ops")
     assert throttle.retry_after("192.0.2.9", "ops") == 300  # capped
-    throttle.succeeded("192.0.2.9")
+    throttle.succeeded("192.0.2.9", "ops")  # a typo, then the right password
     assert throttle.retry_after("192.0.2.9", "ops") == 0
+
+
+def test_another_accounts_login_does_not_reset_the_backoff() -> None:
+    users = users_with(admin="admin", viewer="read-only")
+    verify, clock = CountingVerify(), Clock()
+    auth = make_auth(users, verify, clock)
+
+    async def scenario() -> list[Verdict]:
+        got = []
+        for i in range(CLIENT_FREE + 3):
+            clock.now += 60  # past any backoff and the cache: each login is checked
+            assert await auth.check("viewer", PW, "192.0.2.66") == Verdict("read-only")
+            got.append(await auth.check("admin", f"guess {i}", "192.0.2.66"))
+        got.append(await auth.check("admin", "one more", "192.0.2.66"))
+        return got
+
+    got = asyncio.run(scenario())
+    assert got[:-1] == [Verdict()] * (CLIENT_FREE + 3)
+    assert got[-1].retry_after > 0  # the viewer's logins did not wipe the guesses at admin
 
 
 def test_a_user_under_attack_is_throttled_only_for_failing_clients() -> None:

@@ -242,7 +242,7 @@ class Authenticator:
         if found is None or not ok:
             self.throttle.failed(who, user)
             return REFUSED
-        self.throttle.succeeded(who)
+        self.throttle.succeeded(who, user)
         try:
             role = check_role(found[1])
         except ConfigError:

@@ -5,7 +5,10 @@ The rule (what :class:`LoginThrottle` decides before any password is checked):
 * **Per client** (the remote address; an IPv6 client by its /64, what one host can pick from):
   the first ``CLIENT_FREE`` failures cost nothing; each further failure refuses the client for
   ``1, 2, 4, ...`` seconds, capped at ``CLIENT_CAP_S``. Refused means 429 with Retry-After and
-  no password check at all (no scrypt, no database). A success from the client forgets it.
+  no password check at all (no scrypt, no database), even for the right password. A success
+  from the client forgets its failures only if they were all for the user that succeeded (a
+  typo, then the right password); else they stand: one valid account, say a read-only one,
+  must not reset the backoff of guesses at another.
 * **Per user** (the name tried, known or not): after ``USER_FREE`` failures from any clients
   the user is backed off the same way (capped at ``USER_CAP_S``), but *only for clients that
   have failed themselves* (recently, see below). A client with no failure on record always
@@ -52,11 +55,15 @@ def client_key(host: str | None) -> str:
     return str(addr)
 
 
+_MANY = "\0"  # a record's subject when its failures were for more than one user
+
+
 @dataclass
 class _Record:
     failures: int
     last: float  # when the last failure was
     until: float  # refused before this instant
+    subject: str | None = None  # the one user they were all for (_MANY: several)
 
 
 class Backoff:
@@ -101,23 +108,28 @@ class Backoff:
             return 0
         return max(1, math.ceil(rec.until - now))
 
-    def failed(self, key: str, now: float) -> None:
+    def failed(self, key: str, now: float, subject: str | None = None) -> None:
         rec = self._live(key, now)
         if rec is None:
-            rec = _Record(0, now, now)
+            rec = _Record(0, now, now, subject)
             self._records[key] = rec
             while len(self._records) > self.max_keys:
                 self._records.popitem(last=False)
         else:
             self._records.move_to_end(key)
+            if rec.subject != subject:
+                rec.subject = _MANY
         rec.failures += 1
         rec.last = now
         over = rec.failures - self.free
         if over > 0:
             rec.until = max(rec.until, now + min(self.base_s * 2 ** min(over - 1, 62), self.cap_s))
 
-    def forget(self, key: str) -> None:
-        self._records.pop(key, None)
+    def forget(self, key: str, subject: str | None = None) -> None:
+        """Drop ``key``'s record (with ``subject``: only if its failures were all for it)."""
+        rec = self._records.get(key)
+        if rec is not None and (subject is None or rec.subject == subject):
+            del self._records[key]
 
 
 class LoginThrottle:
@@ -148,8 +160,8 @@ class LoginThrottle:
 
     def failed(self, client: str, user: str) -> None:
         now = self.clock()
-        self.clients.failed(client, now)
+        self.clients.failed(client, now, subject=user)
         self.users.failed(user, now)
 
-    def succeeded(self, client: str) -> None:
-        self.clients.forget(client)
+    def succeeded(self, client: str, user: str) -> None:
+        self.clients.forget(client, subject=user)
