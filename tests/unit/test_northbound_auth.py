@@ -404,6 +404,17 @@ def test_every_write_route_needs_admin() -> None:
         assert allowed("read-only", m) == (m in ("GET", "HEAD")), m
 
 
+def test_openapi_documents_401_429_everywhere_and_403_on_writes() -> None:
+    auth = make_auth(users_with(viewer="read-only"), CountingVerify())
+    doc = call(auth, "GET", "/openapi.json", f"viewer:{PW}").json()
+    ops = [(m, op) for path in doc["paths"].values() for m, op in path.items()]
+    assert {m for m, _ in ops} == {"get", "post", "delete"}
+    for method, op in ops:
+        assert {"401", "429"} <= set(op["responses"]), (method, op["operationId"])
+        assert ("403" in op["responses"]) == (method != "get"), (method, op["operationId"])
+        assert "Retry-After" in op["responses"]["429"]["headers"]
+
+
 def test_the_api_answers_429_with_retry_after() -> None:
     auth = make_auth(users_with(ops="admin"), CountingVerify())
     for i in range(CLIENT_FREE + 1):

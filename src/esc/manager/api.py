@@ -216,6 +216,43 @@ def _refusal(creds: tuple[str, str] | None, verdict: Verdict) -> JSONResponse:
     return JSONResponse(body, status_code=401, headers=_CHALLENGE)
 
 
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"detail": {"type": "string"}}
+    props.update({k: {"type": "string", "enum": v} for k, v in extra.items()})
+    body = {"type": "object", "properties": props, "required": ["detail", *extra]}
+    return {"description": description, "content": {"application/json": {"schema": body}}}
+
+
+# The answers of BasicAuth, on every route (the 403 on writes only): in the OpenAPI document
+AUTH_RESPONSES: dict[str, dict[str, Any]] = {
+    "401": _error("No credentials, or wrong ones (with WWW-Authenticate: Basic)."),
+    "429": {
+        **_error(
+            "Too many failed logins from this client (or for this user, from a client that "
+            "failed too): the password was not checked. Retry after Retry-After seconds."
+        ),
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        },
+    },
+}
+WRITE_RESPONSES: dict[str, dict[str, Any]] = {
+    "403": _error("The user's role may only read.", role=["read-only"]),
+}
+
+
+def document_auth(schema: dict[str, Any]) -> None:
+    """Add :data:`AUTH_RESPONSES` to every operation and :data:`WRITE_RESPONSES` to writes."""
+    for ops in schema.get("paths", {}).values():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            extra = AUTH_RESPONSES
+            if not allowed("read-only", method):
+                extra = {**AUTH_RESPONSES, **WRITE_RESPONSES}
+            for code, doc in extra.items():
+                responses.setdefault(code, doc)
+
+
 def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -277,6 +314,7 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
                 "basic": {"type": "http", "scheme": "basic"}
             }
             schema["security"] = [{"basic": []}]
+            document_auth(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
