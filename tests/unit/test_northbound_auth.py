@@ -265,6 +265,13 @@ def test_backoff_memory_is_bounded_oldest_evicted() -> None:
     assert b.failures("k9", 112.0 + 10_000) == 0
 
 
+def test_the_throttle_keeps_no_long_names() -> None:
+    auth = make_auth(Users(), CountingVerify())
+    for i in range(20):  # 20 names of 100 kB that cannot be users': counted as one
+        asyncio.run(auth.check(f"{i}" + "x" * 100_000, "pw", f"192.0.2.{i + 1}"))
+    assert (len(auth.throttle.users), len(auth.throttle.clients)) == (1, 20)
+
+
 def test_client_key() -> None:
     assert client_key("192.0.2.1") == "192.0.2.1"
     assert client_key("2001:db8::1") == client_key("2001:db8::ffff") == "2001:db8::/64"

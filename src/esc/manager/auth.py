@@ -72,7 +72,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def allowed(role: Role, method: str) -> bool:
-    """Authorisation: ``admin`` may do anything, ``read-only`` only read (GET, HEAD)."""
+    """Authorisation: ``admin`` may do anything, ``read-only`` only read (GET, HEAD,
+    OPTIONS)."""
     return role == "admin" or method.upper() in READ_METHODS
 
 
@@ -150,12 +151,16 @@ class PgUsers:
             )
 
 
-def _is_user_name(name: str) -> bool:
+_NOT_A_NAME = "\0"  # what the throttle counts a name that cannot be a user's by (any length)
+
+
+def _throttle_name(name: str) -> str:
+    """``name`` if it can be a user's (at most 63 characters), else one shared key: the
+    throttle's memory must not grow with the names clients send."""
     try:
-        check_user_name(name)
+        return check_user_name(name)
     except ConfigError:
-        return False
-    return True
+        return _NOT_A_NAME
 
 
 class Authenticator:
@@ -194,7 +199,8 @@ class Authenticator:
         # the backoff first, even before the cache: else a backed-off client guessing the
         # password a real user just logged in with would learn it is right (200, not 429)
         who = client_key(client)
-        wait = self.throttle.retry_after(who, user)
+        name = _throttle_name(user)
+        wait = self.throttle.retry_after(who, name)
         if wait:
             return Verdict(retry_after=wait)
         mac = self._mac(user, password)
@@ -217,7 +223,7 @@ class Authenticator:
         self._flights[mac] = flight
         self._inflight[who] += 1
         try:
-            verdict = await self._check(user, password, who)
+            verdict = await self._check(user, name, password, who)
         except BaseException:
             flight.cancel()
             raise
@@ -234,15 +240,15 @@ class Authenticator:
             self._ok[mac] = (self._clock() + self._ttl, verdict.role)
         return verdict
 
-    async def _check(self, user: str, password: str, who: str) -> Verdict:
-        found = await self._users.lookup(user) if _is_user_name(user) else None
+    async def _check(self, user: str, name: str, password: str, who: str) -> Verdict:
+        found = None if name == _NOT_A_NAME else await self._users.lookup(user)
         stored = self._dummy if found is None else found[0]
         async with self._slots:
             ok = await asyncio.to_thread(self._verify, password, stored)
         if found is None or not ok:
-            self.throttle.failed(who, user)
+            self.throttle.failed(who, name)
             return REFUSED
-        self.throttle.succeeded(who, user)
+        self.throttle.succeeded(who, name)
         try:
             role = check_role(found[1])
         except ConfigError:
