@@ -6,17 +6,19 @@ by an HMAC of the credentials under a per-process random key (the password itsel
 kept). A password or role change takes effect on the next check after that; failures are
 never cached.
 
-**No user enumeration by timing.** An unknown user name (or one that cannot be a user name)
-is verified against a dummy hash at the current cost (:func:`users.dummy_hash`): the same
-scrypt work as a known user's wrong password, so "no such user" and "wrong password" take the
-same time and give the same 401. The cache does not undo that: only *successful* credentials
-are cached, so a fast answer only ever goes to a client that sent a valid name *and* its
-password (which the 200 tells it anyway); an unknown name can never be in the cache, and
-neither can a known name with a wrong password, both always pay one scrypt. What still differs
-a little: the database lookup (a primary-key probe, microseconds either way), and a known user
-whose hash predates the current cost (N=2^14 before) costs less until their next successful
-login rehashes it. The throttle below answers a 429 without looking at the name's existence
-at all (a client's or user's failures count alike for known and unknown names).
+**No user enumeration by timing.** An unknown user name is verified against a dummy hash at
+the current cost (:func:`users.dummy_hash`): the same scrypt work as a known user's wrong
+password, so "no such user" and "wrong password" take the same time and give the same 401 (a
+name that cannot be a user's is not even looked up, but pays the scrypt too). The cache does
+not undo that: only *successful* credentials are cached, so a fast answer only ever goes to a
+client that sent a valid name *and* its password (which the 200 tells it anyway); an unknown
+name can never be in the cache, and neither can a known name with a wrong password: both
+always pay one scrypt. And the cache is consulted only after the backoff: a backed-off client
+guessing the password a real user has just logged in with gets the same 429 as for any other
+guess, not a cached 200. What still differs a little: the database lookup (a primary-key
+probe, microseconds either way), and a known user whose hash predates the current cost (N=2^14
+before) costs less until their next successful login rehashes it (that login pays a second
+scrypt, once). The throttle does not depend on whether a name exists (failures count alike).
 
 **Throttling** (the backoff rule is in :mod:`esc.manager.throttle`). On top of it:
 
@@ -247,6 +249,9 @@ class Authenticator:
             ok = await asyncio.to_thread(self._verify, password, stored)
         if found is None or not ok:
             self.throttle.failed(who, name)
+            wait = self.throttle.retry_after(who, name)
+            if wait:  # once per backoff: the client's next tries are refused unchecked
+                log.info("auth: client %s backed off %d s after failed logins", who, wait)
             return REFUSED
         self.throttle.succeeded(who, name)
         try:
