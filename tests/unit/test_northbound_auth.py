@@ -38,6 +38,7 @@ from esc.manager.users import (
     hash_cost,
     hash_password,
     needs_rehash,
+    set_role,
     verify_password,
 )
 
@@ -469,6 +470,13 @@ def test_a_bad_role_is_refused_naming_it_and_nothing_changes(
     with pytest.raises(ConfigError) as err:
         add_user(Untouchable(), "bob", "long enough password", "bogus")  # type: ignore[arg-type]
     assert err.value.field == "--role"
+    with pytest.raises(ConfigError) as err:
+        set_role(Untouchable(), "bob", "root")  # type: ignore[arg-type]
+    assert err.value.field == "--role"
+    for argv in (["user", "role", "bob", "--role", "root"], ["user", "role", "bob"]):
+        with pytest.raises(SystemExit):
+            parse_args(build_parser(), argv)
+        assert "--role" in capsys.readouterr().err
     args = parse_args(build_parser(), ["user", "add", "bob", "--password-stdin"])
     assert args.role == DEFAULT_ROLE == "admin"
     args = parse_args(build_parser(), ["user", "add", "bob", "--role", "read-only"])

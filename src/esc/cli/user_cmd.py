@@ -1,4 +1,4 @@
-"""``escadm user add|passwd|list``: northbound credentials and roles, stored hashed in the
+"""``escadm user add|passwd|role|list``: northbound credentials and roles, stored hashed in the
 replicated database. Run on the primary (the standby's database is read-only)."""
 
 from __future__ import annotations
@@ -38,6 +38,18 @@ def add_user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 default=users.DEFAULT_ROLE,
                 help="admin: may read and write (the default); read-only: may only read (GET)",
             )
+    r = us.add_parser(
+        "role",
+        help="change a user's role",
+        epilog="example: escadm user role viewer --role read-only",
+    )
+    r.add_argument("name")
+    r.add_argument(
+        "--role",
+        choices=users.ROLES,
+        required=True,
+        help="admin: may read and write; read-only: may only read (GET)",
+    )
     ls = us.add_parser("list", help="list users", epilog="example: escadm user list --json")
     ls.add_argument("--json", action="store_true")
 
@@ -70,6 +82,10 @@ def run_user(args: argparse.Namespace, paths: NodePaths) -> int:
                     file=sys.stderr,
                 )
                 return 1
+            if args.user_cmd == "role":
+                users.set_role(conn, args.name, args.role)
+                print(f"user {args.name} is now {args.role}")
+                return 0
             password = _password(args)
             if args.user_cmd == "add":
                 users.add_user(conn, args.name, password, args.role)

@@ -166,6 +166,23 @@ def set_password(conn: psycopg.Connection[Any], name: str, password: str) -> Non
     )
 
 
+def set_role(conn: psycopg.Connection[Any], name: str, role: str) -> None:
+    """Change a user's role; ConfigError (before anything is written) for a bad role or name,
+    or if there is no such user. Applies pending migrations first."""
+    check_user_name(name)
+    checked = check_role(role)
+    try:
+        migrate_sync(conn)
+        with conn.transaction():
+            cur = conn.execute(
+                "UPDATE users SET role = %s, updated_at = now() WHERE name = %s", (checked, name)
+            )
+            if cur.rowcount != 1:
+                raise ConfigError("user", f"no user {name!r}")
+    except psycopg.Error as exc:
+        raise DbError(f"set role of {name!r}: {exc}") from exc
+
+
 def _store_password(
     conn: psycopg.Connection[Any],
     name: str,
