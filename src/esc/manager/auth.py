@@ -219,8 +219,6 @@ class Authenticator:
                 # the request that ran it went away: run our own
         if self._inflight[who] >= self._client_inflight:
             return Verdict(retry_after=1)
-        if self._slots.locked() and self.throttle.suspect(who):
-            return Verdict(retry_after=1)
         flight: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._flights[mac] = flight
         self._inflight[who] += 1
@@ -245,6 +243,8 @@ class Authenticator:
     async def _check(self, user: str, name: str, password: str, who: str) -> Verdict:
         found = None if name == _NOT_A_NAME else await self._users.lookup(user)
         stored = self._dummy if found is None else found[0]
+        if self._slots.locked() and self.throttle.suspect(who):
+            return Verdict(retry_after=1)  # no queueing behind the others for a failing client
         async with self._slots:
             ok = await asyncio.to_thread(self._verify, password, stored)
         if found is None or not ok:
