@@ -26,7 +26,14 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esc.manager import paging, store
-from esc.manager.auth import REFUSED, CredentialCheck, Verdict, allowed, parse_basic
+from esc.manager.auth import (
+    REFUSED,
+    CredentialCheck,
+    Verdict,
+    allowed,
+    document_auth,
+    parse_basic,
+)
 from esc.manager.models import (
     AFTER_DOC,
     NAME_PATTERN,
@@ -214,43 +221,6 @@ def _refusal(creds: tuple[str, str] | None, verdict: Verdict) -> JSONResponse:
         )
     body = {"detail": "authentication required" if creds is None else "bad credentials"}
     return JSONResponse(body, status_code=401, headers=_CHALLENGE)
-
-
-def _error(description: str, **extra: Any) -> dict[str, Any]:
-    props: dict[str, Any] = {"detail": {"type": "string"}}
-    props.update({k: {"type": "string", "enum": v} for k, v in extra.items()})
-    body = {"type": "object", "properties": props, "required": ["detail", *extra]}
-    return {"description": description, "content": {"application/json": {"schema": body}}}
-
-
-# The answers of BasicAuth, on every route (the 403 on writes only): in the OpenAPI document
-AUTH_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": _error("No credentials, or wrong ones (with WWW-Authenticate: Basic)."),
-    "429": {
-        **_error(
-            "Too many failed logins from this client (or for this user, from a client that "
-            "failed too): the password was not checked. Retry after Retry-After seconds."
-        ),
-        "headers": {
-            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
-        },
-    },
-}
-WRITE_RESPONSES: dict[str, dict[str, Any]] = {
-    "403": _error("The user's role may only read.", role=["read-only"]),
-}
-
-
-def document_auth(schema: dict[str, Any]) -> None:
-    """Add :data:`AUTH_RESPONSES` to every operation and :data:`WRITE_RESPONSES` to writes."""
-    for ops in schema.get("paths", {}).values():
-        for method, op in ops.items():
-            responses = op.setdefault("responses", {})
-            extra = AUTH_RESPONSES
-            if not allowed("read-only", method):
-                extra = {**AUTH_RESPONSES, **WRITE_RESPONSES}
-            for code, doc in extra.items():
-                responses.setdefault(code, doc)
 
 
 def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:

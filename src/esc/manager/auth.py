@@ -101,6 +101,43 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {"detail": {"type": "string"}}
+    props.update({k: {"type": "string", "enum": v} for k, v in extra.items()})
+    body = {"type": "object", "properties": props, "required": ["detail", *extra]}
+    return {"description": description, "content": {"application/json": {"schema": body}}}
+
+
+# What api.BasicAuth answers, on every route (the 403 on writes only), for the OpenAPI document
+AUTH_RESPONSES: dict[str, dict[str, Any]] = {
+    "401": _error("No credentials, or wrong ones (with WWW-Authenticate: Basic)."),
+    "429": {
+        **_error(
+            "Too many failed logins from this client (or for this user, from a client that "
+            "failed too): the password was not checked. Retry after Retry-After seconds."
+        ),
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        },
+    },
+}
+WRITE_RESPONSES: dict[str, dict[str, Any]] = {
+    "403": _error("The user's role may only read.", role=["read-only"]),
+}
+
+
+def document_auth(schema: dict[str, Any]) -> None:
+    """Add :data:`AUTH_RESPONSES` to every operation and :data:`WRITE_RESPONSES` to writes."""
+    for ops in schema.get("paths", {}).values():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            extra = AUTH_RESPONSES
+            if not allowed("read-only", method):
+                extra = {**AUTH_RESPONSES, **WRITE_RESPONSES}
+            for code, doc in extra.items():
+                responses.setdefault(code, doc)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A check's answer: the user's role (None: refused, 401) or, throttled, the seconds to
