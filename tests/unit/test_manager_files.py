@@ -23,6 +23,7 @@ from esc.agent.manager_files import (
 )
 from esc.config.load import load_config
 from esc.config.schema import EscConfig, NodePaths, dump_config, parse_config
+from esc.manager.tickets import derive_key, load_key
 
 SECRETS = ("peer-secret-Zq1", "repl-password-Xw2", "md5-password-Vy3")
 
@@ -165,3 +166,16 @@ def test_the_manager_keeps_capabilities_only_for_the_lab_vim() -> None:
     caps = ",".join(f"+{c}" for c in LAB_VIM_CAPS)
     assert lab == [*plain, "--inh-caps", caps, "--ambient-caps", caps]
     assert setpriv_drop(a) == plain
+
+
+def test_stage_gives_the_manager_the_pairs_ticket_key_not_its_secret(tmp_path: Path) -> None:
+    paths = NodePaths(tmp_path)
+    stage(cfg(), paths, None)
+    key = paths.manager_run_dir / "login.key"
+    assert load_key(key) == derive_key(SECRETS[0]) and _mode(key) == 0o600
+    assert SECRETS[0] not in key.read_text()
+    no_secret = cfg().model_copy(
+        update={"agent": cfg().agent.model_copy(update={"peer_secret": ""})}
+    )
+    stage(no_secret, paths, None)
+    assert not key.exists()

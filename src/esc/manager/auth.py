@@ -31,6 +31,10 @@ scrypt, once). The throttle does not depend on whether a name exists (failures c
   (64 concurrent wrong passwords from one address cost at most that many scrypt runs);
 * concurrent requests with the *same* credentials share one verification (a client opening
   with 20 parallel requests runs one scrypt, not 20, and is not refused).
+
+**Tickets** (:mod:`esc.manager.tickets`): a successful check is also remembered in the
+database, for the node that takes over after a failover; a ticket found lets the request in
+without scrypt, after the same backoff and the same user lookup.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from esc.errors import ConfigError
 from esc.manager.throttle import LoginThrottle, client_key
+from esc.manager.tickets import TICKET_TTL_S, TicketStore, ticket
 from esc.manager.users import (
     SCRYPT_COST,
     Role,
@@ -213,8 +218,15 @@ class Authenticator:
         verify: Callable[[str, str], bool] = verify_password,
         slots: int = SCRYPT_SLOTS,
         client_inflight: int = CLIENT_INFLIGHT,
+        tickets: TicketStore | None = None,
+        ticket_key: bytes | None = None,
+        ticket_ttl_s: float = TICKET_TTL_S,
     ) -> None:
         self._users = users
+        # both or neither: a ticket needs the pair's key (tickets.py)
+        self._tickets = tickets if ticket_key is not None else None
+        self._ticket_key = ticket_key or b""
+        self._ticket_ttl = ticket_ttl_s
         self._ttl = ttl_s
         self._cost = cost
         self._clock = clock
@@ -280,6 +292,14 @@ class Authenticator:
     async def _check(self, user: str, name: str, password: str, who: str) -> Verdict:
         found = None if name == _NOT_A_NAME else await self._users.lookup(user)
         stored = self._dummy if found is None else found[0]
+        mac = b""
+        if found is not None and self._tickets is not None:
+            mac = ticket(self._ticket_key, user, stored, password)
+            left = await self._tickets.left(mac)
+            if left is not None:
+                if left < self._ticket_ttl / 2:
+                    await self._put_ticket(mac)
+                return self._succeeded(user, found[1], who, name)
         if self._slots.locked() and self.throttle.suspect(who):
             return Verdict(retry_after=1)  # no queueing behind the others for a failing client
         async with self._slots:
@@ -290,24 +310,43 @@ class Authenticator:
             if wait:  # once per backoff: the client's next tries are refused unchecked
                 log.info("auth: client %s backed off %d s after failed logins", who, wait)
             return REFUSED
+        verdict = self._succeeded(user, found[1], who, name)
+        if verdict.role is None:
+            return verdict
+        if needs_rehash(stored, self._cost):
+            stored = await self._rehash(user, password, stored)
+            mac = b"" if self._tickets is None else ticket(self._ticket_key, user, stored, password)
+        if mac:
+            await self._put_ticket(mac)
+        return verdict
+
+    def _succeeded(self, user: str, role: str, who: str, name: str) -> Verdict:
         self.throttle.succeeded(who, name)
         try:
-            role = check_role(found[1])
+            return Verdict(check_role(role))
         except ConfigError:
-            log.warning("auth: user %r has an unknown role %r: refused", user, found[1])
+            log.warning("auth: user %r has an unknown role %r: refused", user, role)
             return REFUSED
-        if needs_rehash(stored, self._cost):
-            await self._rehash(user, password, stored)
-        return Verdict(role)
 
-    async def _rehash(self, user: str, password: str, stored: str) -> None:
-        """Store the password at the current cost (it just verified at a lower one). A failure
-        is logged and the login still succeeds: the next one tries again."""
+    async def _put_ticket(self, mac: bytes) -> None:
+        """Write or renew a ticket; a failure is logged (the login stands: the next check of
+        these credentials on the other node pays scrypt, that is all)."""
+        assert self._tickets is not None
+        try:
+            await self._tickets.put(mac, self._ticket_ttl)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("auth: login ticket not written: %s", exc)
+
+    async def _rehash(self, user: str, password: str, stored: str) -> str:
+        """Store the password at the current cost (it just verified at a lower one); the
+        stored hash after it. A failure is logged and the login still succeeds: the next one
+        tries again."""
         async with self._slots:
             new = await asyncio.to_thread(hash_password, password, cost=self._cost)
         try:
             await self._users.replace_hash(user, stored, new)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("auth: could not rehash the password of %r: %s", user, exc)
-            return
+            return stored
         log.info("auth: password of %r rehashed at scrypt N=%d", user, self._cost.n)
+        return new

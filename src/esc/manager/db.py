@@ -107,6 +107,17 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
             CONSTRAINT users_role CHECK (role IN ('read-only', 'admin'));
         """,
     ),
+    (
+        4,
+        # login tickets (tickets.py): a password check remembered for both nodes
+        """
+        CREATE TABLE login_tickets (
+            mac bytea PRIMARY KEY,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX login_tickets_expiry ON login_tickets (expires_at);
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
