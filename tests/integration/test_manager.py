@@ -43,7 +43,7 @@ from esc.errors import ServiceError
 from esc.manager.control import ManagerControl
 from esc.manager.main import control_socket, serve
 from esc.manager.models import DeploymentPage, TenantPage, TransactionPage
-from esc.manager.users import add_user, set_password
+from esc.manager.users import add_user, list_users, set_password
 from esc.manager.vim import FakeVim, Vim
 from esc.manager.worker import WorkerTuning
 
@@ -725,6 +725,20 @@ def test_password_change_applies(active: Instance) -> None:
         eventually(lambda: c.get("/v0/tenants").status_code == 200, 10, "new password works")
     with active.client() as c:
         eventually(lambda: c.get("/v0/tenants").status_code == 401, 10, "old password refused")
+
+
+def test_roles(active: Instance) -> None:
+    """A read-only user reads but may not write (403 naming the role); the admin writes."""
+    with psycopg.connect(active.conninfo) as conn:
+        add_user(conn, "viewer", "viewer password", "read-only")
+        assert list_users(conn) == [(USER, "admin"), ("viewer", "read-only")]
+    with active.client(auth=("viewer", "viewer password")) as c:
+        assert c.get("/v0/tenants").status_code == 200
+        r = c.post("/v0/tenants", json={"name": "ro"})
+        assert r.status_code == 403 and r.json()["role"] == "read-only", r.text
+    with active.client() as c:
+        assert c.post("/v0/tenants", json={"name": "rw"}).status_code == 202
+        assert [t["name"] for t in c.get("/v0/tenants").json()["tenants"]] == ["rw"]
 
 
 def test_deployment_resumes_on_new_primary_without_duplicate_vms(

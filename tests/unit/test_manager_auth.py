@@ -15,6 +15,7 @@ from esc.errors import ConfigError, ServiceError
 from esc.manager.auth import parse_basic
 from esc.manager.control import ManagerControl
 from esc.manager.users import (
+    ScryptCost,
     check_password,
     check_user_name,
     hash_password,
@@ -22,10 +23,12 @@ from esc.manager.users import (
 )
 from esc.manager.vim import FakeVim, VimError, VmSpec
 
+SMALL = ScryptCost(n=1024, r=8, p=1)
+
 
 def test_hash_roundtrip_and_salt() -> None:
-    h1 = hash_password("secret password", n=2**10)
-    h2 = hash_password("secret password", n=2**10)
+    h1 = hash_password("secret password", cost=SMALL)
+    h2 = hash_password("secret password", cost=SMALL)
     assert h1 != h2  # per-user random salt
     assert h1.startswith("scrypt$1024$8$1$")
     assert verify_password("secret password", h1)

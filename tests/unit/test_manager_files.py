@@ -25,6 +25,7 @@ from esc.agent.manager_files import (
 from esc.agent.service import ManagedService
 from esc.config.load import load_config
 from esc.config.schema import EscConfig, NodePaths, dump_config, parse_config
+from esc.manager.tickets import derive_key, load_key
 from esc.manager.tls import pair_addresses
 
 SECRETS = ("peer-secret-Zq1", "repl-password-Xw2", "md5-password-Vy3")
@@ -185,3 +186,16 @@ def test_a_reloaded_vip_reaches_the_managers_certificate(tmp_path: Path) -> None
     assert "192.0.2.101" in pair_addresses(after)
     assert pki.cert_matches(paths.pki_dir / "ca.crt", crt, pair_addresses(after))
     assert not pki.cert_matches(paths.pki_dir / "ca.crt", crt, pair_addresses(before))
+
+
+def test_stage_gives_the_manager_the_pairs_ticket_key_not_its_secret(tmp_path: Path) -> None:
+    paths = NodePaths(tmp_path)
+    stage(cfg(), paths, None)
+    key = paths.manager_run_dir / "login.key"
+    assert load_key(key) == derive_key(SECRETS[0]) and _mode(key) == 0o600
+    assert SECRETS[0] not in key.read_text()
+    no_secret = cfg().model_copy(
+        update={"agent": cfg().agent.model_copy(update={"peer_secret": ""})}
+    )
+    stage(no_secret, paths, None)
+    assert not key.exists()

@@ -21,6 +21,7 @@ from statuses import T0, UNREACHABLE, status
 from esc.agent.api import serve_unix
 from esc.config.schema import parse_config
 from esc.errors import ConfigError
+from esc.manager.auth import Verdict
 from esc.manager.db import make_pool
 from esc.manager.portal import (
     LiveSource,
@@ -413,8 +414,8 @@ class FakeRole:
 
 
 class FakeUsers:
-    async def check(self, user: str, password: str) -> bool:
-        return (user, password) == ("admin", "s3cret")
+    async def check(self, user: str, password: str, client: str | None = None) -> Verdict:
+        return Verdict("admin") if (user, password) == ("admin", "s3cret") else Verdict()
 
 
 @dataclass

@@ -9,6 +9,8 @@ Before each start of the manager, in ``<run>/manager`` (the manager's user's, 07
   from the pair CA, or the operator's own), the key 0600 for the manager's user.
   :class:`TlsCopy` refreshes them when the originals change (`escadm cert rotate`); the
   manager's ``CertWatch`` then reloads them into its listeners.
+* ``login.key``: the pair's login-ticket key, derived from ``agent.peer_secret``
+  (``manager/tickets.py``; 0600), absent without a secret.
 * its control socket (it makes it) and the agent's read-only status socket for the portal
   (``GET /status``, ``GET /history``; the agent makes it there, owned by the manager's user).
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from esc.accounts import MANAGER_USER, Account, lookup, setpriv_drop
 from esc.config.schema import EscConfig, NodePaths, dump_config
 from esc.files import write_atomic
+from esc.manager.tickets import KEY_FILE, derive_key
 from esc.manager.tls import ensure_certificate
 
 LAB_VIM_CAPS = ("net_admin", "sys_admin", "sys_ptrace", "dac_override", "kill")
@@ -103,6 +106,11 @@ def stage(cfg: EscConfig, paths: NodePaths, account: Account | None) -> tuple[li
     tls.sync()
     conf = d / "esc.toml"
     write_atomic(conf, dump_config(redacted(cfg, *tls.copies)), 0o600, owner=owner)
+    key = d / KEY_FILE
+    if cfg.agent.peer_secret:
+        write_atomic(key, derive_key(cfg.agent.peer_secret).hex() + "\n", 0o600, owner=owner)
+    else:
+        key.unlink(missing_ok=True)
     log = paths.log_dir / LOG_FILE
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)

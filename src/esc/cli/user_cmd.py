@@ -1,5 +1,5 @@
-"""``escadm user add|passwd|list``: northbound credentials, stored hashed in the replicated
-database. Run on the primary (the standby's database is read-only)."""
+"""``escadm user add|passwd|role|list``: northbound credentials and roles, stored hashed in the
+replicated database. Run on the primary (the standby's database is read-only)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,25 @@ def add_user_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             action="store_true",
             help="read the password from standard input (first line)",
         )
+        if name == "add":
+            p.add_argument(
+                "--role",
+                choices=users.ROLES,
+                default=users.DEFAULT_ROLE,
+                help="admin: may read and write (the default); read-only: may only read (GET)",
+            )
+    r = us.add_parser(
+        "role",
+        help="change a user's role",
+        epilog="example: escadm user role viewer --role read-only",
+    )
+    r.add_argument("name")
+    r.add_argument(
+        "--role",
+        choices=users.ROLES,
+        required=True,
+        help="admin: may read and write; read-only: may only read (GET)",
+    )
     ls = us.add_parser("list", help="list users", epilog="example: escadm user list --json")
     ls.add_argument("--json", action="store_true")
 
@@ -49,8 +68,11 @@ def run_user(args: argparse.Namespace, paths: NodePaths) -> int:
         cfg = load_config(paths.config_file) if paths.config_file.exists() else EscConfig()
         with psycopg.connect(conninfo(cfg, paths), autocommit=False) as conn:
             if args.user_cmd == "list":
-                names = users.list_users(conn)
-                print(json.dumps(names) if args.json else "\n".join(names))
+                found = users.list_users(conn)
+                if args.json:
+                    print(json.dumps([{"name": n, "role": r} for n, r in found]))
+                else:
+                    print("\n".join(f"{n}\t{r}" for n, r in found))
                 return 0
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
             conn.rollback()
@@ -60,10 +82,14 @@ def run_user(args: argparse.Namespace, paths: NodePaths) -> int:
                     file=sys.stderr,
                 )
                 return 1
+            if args.user_cmd == "role":
+                users.set_role(conn, args.name, args.role)
+                print(f"user {args.name} is now {args.role}")
+                return 0
             password = _password(args)
             if args.user_cmd == "add":
-                users.add_user(conn, args.name, password)
-                print(f"user {args.name} added")
+                users.add_user(conn, args.name, password, args.role)
+                print(f"user {args.name} added ({args.role})")
             else:
                 users.set_password(conn, args.name, password)
                 print(f"password of {args.name} changed")

@@ -1,8 +1,10 @@
 """The northbound REST API under /v0 (FastAPI).
 
 Order of checks for every request, in two plain ASGI layers in front of the routes:
-inactive → 503 naming the primary (no credentials needed to learn where to go); no or wrong
-credentials → 401; then the route validates its input (422 naming the field).
+inactive → 503 naming the primary (no credentials needed to learn where to go); too many
+failed logins → 429 with Retry-After (before the password is looked at); no or wrong
+credentials → 401; a write by a ``read-only`` user → 403 naming the role; then the route
+validates its input (422 naming the field).
 Every write answers 202 with the transaction, its id also in ``ESC-Transaction-Id``.
 """
 
@@ -24,7 +26,14 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esc.manager import paging, store
-from esc.manager.auth import Authenticator, CredentialCheck, parse_basic
+from esc.manager.auth import (
+    REFUSED,
+    CredentialCheck,
+    Verdict,
+    allowed,
+    document_auth,
+    parse_basic,
+)
 from esc.manager.models import (
     AFTER_DOC,
     NAME_PATTERN,
@@ -158,7 +167,9 @@ class ActiveGate:
 
 
 class BasicAuth:
-    """401 unless the request carries valid basic credentials (every path, OpenAPI too)."""
+    """401 unless the request carries valid basic credentials (every path, OpenAPI too), 429
+    while its client or user is backed off (auth.py), 403 for a write the user's role may not
+    make. The user and role are left in the request's state."""
 
     def __init__(self, app: ASGIApp, auth: CredentialCheck) -> None:
         self.app = app
@@ -174,19 +185,42 @@ class BasicAuth:
                 header = value.decode("latin-1")
                 break
         creds = parse_basic(header)
+        client = scope.get("client")
         try:
-            ok = creds is not None and await self.auth.check(*creds)
+            verdict = REFUSED
+            if creds is not None:
+                verdict = await self.auth.check(*creds, client=client[0] if client else None)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("auth: database unavailable: %s", exc)
             resp = JSONResponse({"detail": "database unavailable"}, status_code=503, headers=_RETRY)
             await resp(scope, receive, send)
             return
-        if not ok:
-            body = {"detail": "authentication required" if creds is None else "bad credentials"}
-            await JSONResponse(body, status_code=401, headers=_CHALLENGE)(scope, receive, send)
+        if creds is None or verdict.role is None or verdict.retry_after:
+            await _refusal(creds, verdict)(scope, receive, send)
             return
-        scope.setdefault("state", {})["user"] = creds[0] if creds else None
+        if not allowed(verdict.role, scope["method"]):
+            body = {
+                "detail": f"user {creds[0]!r} has role {verdict.role}: it may only read",
+                "role": verdict.role,
+            }
+            await JSONResponse(body, status_code=403)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["user"], state["role"] = creds[0], verdict.role
         await self.app(scope, receive, send)
+
+
+def _refusal(creds: tuple[str, str] | None, verdict: Verdict) -> JSONResponse:
+    """429 while backed off, else 401 with the challenge."""
+    if verdict.retry_after:
+        wait = verdict.retry_after
+        return JSONResponse(
+            {"detail": f"too many failed logins: retry in {wait} s"},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    body = {"detail": "authentication required" if creds is None else "bad credentials"}
+    return JSONResponse(body, status_code=401, headers=_CHALLENGE)
 
 
 def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
@@ -198,7 +232,8 @@ def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def build_api(manager: Manager) -> ASGIApp:
+def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
+    """The API of ``manager``; ``auth`` checks the credentials (default: the manager's)."""
     app = FastAPI(
         title="ESC-HA northbound API",
         version="0",
@@ -249,6 +284,7 @@ def build_api(manager: Manager) -> ASGIApp:
                 "basic": {"type": "http", "scheme": "basic"}
             }
             schema["security"] = [{"basic": []}]
+            document_auth(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -431,4 +467,4 @@ def build_api(manager: Manager) -> ASGIApp:
             )
         return found
 
-    return ActiveGate(BasicAuth(app, Authenticator(manager.pool)), manager)
+    return ActiveGate(BasicAuth(app, auth or manager.authenticator), manager)

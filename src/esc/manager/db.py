@@ -99,6 +99,25 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
         CREATE INDEX deployments_tenant_page ON deployments (tenant, created_at, id);
         """,
     ),
+    (
+        3,
+        # northbound roles (auth.py): every user made before roles existed could write
+        """
+        ALTER TABLE users ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'admin'
+            CONSTRAINT users_role CHECK (role IN ('read-only', 'admin'));
+        """,
+    ),
+    (
+        4,
+        # login tickets (tickets.py): a password check remembered for both nodes
+        """
+        CREATE TABLE login_tickets (
+            mac bytea PRIMARY KEY,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX login_tickets_expiry ON login_tickets (expires_at);
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -31,6 +31,7 @@ from esc.manager import db
 from esc.manager.api import build_api
 from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
+from esc.manager.tickets import KEY_FILE, load_key
 from esc.manager.tls import CertWatch, ensure_certificate
 from esc.manager.vim import Vim, build_vim
 from esc.manager.worker import WorkerTuning
@@ -122,6 +123,7 @@ async def serve(
         vim,
         tuning,
         shared_storage=cfg.ha is not None and cfg.ha.ha_mode == "cinder",
+        login_key=load_key(paths.manager_run_dir / KEY_FILE),
     )
     tls = ensure_certificate(paths, mcfg, cfg)
     api = build_api(manager)

@@ -38,7 +38,7 @@ from esc.config.schema import EscConfig, NodePaths
 from esc.errors import DriverError
 from esc.manager import store
 from esc.manager.api import BasicAuth
-from esc.manager.auth import Authenticator, CredentialCheck
+from esc.manager.auth import CredentialCheck
 from esc.manager.portal_page import (
     JSON_HEADERS,
     PAGE_HEADERS,
@@ -482,4 +482,4 @@ def live_portal(cfg: EscConfig, paths: NodePaths, manager: Manager) -> ASGIApp:
         paths.agent_status_socket,
         anycast_ip=str(cfg.bgp.anycast_ip) if cfg.bgp else None,
     )
-    return build_portal(source, manager, Authenticator(manager.pool))
+    return build_portal(source, manager, manager.authenticator)

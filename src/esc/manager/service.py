@@ -20,8 +20,10 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from esc.errors import ServiceError
+from esc.manager.auth import Authenticator, PgUsers
 from esc.manager.control import ControlStatus
 from esc.manager.db import make_pool, migrate
+from esc.manager.tickets import PgTickets
 from esc.manager.vim import Vim
 from esc.manager.worker import Worker, WorkerTuning
 
@@ -45,6 +47,7 @@ class Manager:
         vim: Vim,
         tuning: WorkerTuning | None = None,
         shared_storage: bool = False,
+        login_key: bytes | None = None,
     ) -> None:
         self.node_name = node_name
         # ha_mode cinder: the database lives on a volume only the primary mounts, so an
@@ -56,6 +59,11 @@ class Manager:
         # pool, and a check that queued behind them would report a working database as
         # unreachable; the agent would then close the gate before the grace could run out.
         self.health_pool = make_pool(conninfo, min_size=1, max_size=1, name="escmanager-health")
+        # one for the API and the portal: a client's failed logins count on both
+        # with the pair's key, login tickets carry a check over a failover (tickets.py)
+        self.authenticator = Authenticator(
+            PgUsers(self.pool), tickets=PgTickets(self.pool), ticket_key=login_key
+        )
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
         self.active = False
