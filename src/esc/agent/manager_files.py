@@ -28,7 +28,7 @@ from pathlib import Path
 
 from esc.accounts import MANAGER_USER, Account, lookup, setpriv_drop
 from esc.config.schema import EscConfig, NodePaths, dump_config
-from esc.files import write_atomic
+from esc.files import open_append, write_atomic
 from esc.manager.tls import ensure_certificate
 
 LAB_VIM_CAPS = ("net_admin", "sys_admin", "sys_ptrace", "dac_override", "kill")
@@ -105,9 +105,8 @@ def stage(cfg: EscConfig, paths: NodePaths, account: Account | None) -> tuple[li
     write_atomic(conf, dump_config(redacted(cfg, *tls.copies)), 0o600, owner=owner)
     log = paths.log_dir / LOG_FILE
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    fd = open_append(log)
     try:
-        os.fchmod(fd, 0o640)
         if owner is not None:
             os.fchown(fd, *owner)
     finally:
