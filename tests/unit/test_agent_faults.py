@@ -218,6 +218,8 @@ def test_a_fault_cycle_that_cannot_observe_assumes_the_worst(paths: NodePaths) -
     assert d is not None and d.rule_id == "agent-fault"
     assert "OSError: no fifo" in d.reason
     assert not vip.held and not svc.active  # given up although not seen
+    code, st = agent.handle_local("GET", "/status", {})  # still served, saying why
+    assert code == 200 and st["state"] == "FAULT" and "OSError: no fifo" in st["reason"]
     obs = agent.last_obs
     assert obs is not None and obs == unobserved(obs.now, obs.wall, agent.fault() or "")
 
