@@ -86,6 +86,20 @@ class Peer:
         return PeerView(False, silent_for=10.0)
 
 
+class Wake:
+    """agent.wake: never waits (each cycle's wait is counted)."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def wait(self, _timeout: float) -> bool:
+        self.waits += 1
+        return True
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 100.0
@@ -168,13 +182,16 @@ def test_run_survives_exceptions_until_stopped(
 
     def state() -> VrrpState:
         seen.append(agent.failed_cycles)
-        agent.wake.set()  # the next cycle at once: no waiting in a test
         if len(seen) == 8:
             agent._stop.set()
         raise (ValueError if len(seen) % 2 else KeyError)("boom")
 
     v.state = state  # type: ignore[method-assign]
+    agent.wake = Wake()  # type: ignore[assignment]
     agent.run()
+    # every cycle waited: a FAULT decided blind (VIP and service given up, actions that would
+    # run the next cycle at once) does not hurry a failing agent into a busy loop
+    assert agent.wake.waits == 6  # type: ignore[attr-defined]
     # each failure counted; from the fifth on, the FAULT cycle looks again (and fails too)
     assert seen == [*range(MAX_FAILED_CYCLES + 1), MAX_FAILED_CYCLES, MAX_FAILED_CYCLES + 1]
     assert agent.failed_cycles == MAX_FAILED_CYCLES + 1
@@ -213,8 +230,12 @@ def test_cycles_failing_in_a_row_mean_fault_naming_the_exception_then_a_good_one
 def test_a_fault_cycle_that_cannot_observe_assumes_the_worst(paths: NodePaths) -> None:
     agent, v, vip, svc, _ = _agent(paths, held=True, active=True)
     v.raises = [OSError("no fifo")] * (2 * MAX_FAILED_CYCLES)
-    for _ in range(MAX_FAILED_CYCLES):
-        d = agent.guarded_cycle()
+    for _ in range(MAX_FAILED_CYCLES - 1):
+        agent.guarded_cycle()
+    req = Request("switchover")
+    agent.requests.put(req)
+    d = agent.guarded_cycle()
+    assert req.done.is_set() and not req.ok and "switchover refused" in req.message
     assert d is not None and d.rule_id == "agent-fault"
     assert "OSError: no fifo" in d.reason
     assert not vip.held and not svc.active  # given up although not seen

@@ -481,7 +481,8 @@ class Agent:
             self.notifier.watchdog()
             t0 = self.clock()
             d = self.guarded_cycle()
-            busy = hurried(d, self.action_failed)
+            # (never while cycles fail: a FAULT decided blind gives up the VIP each time)
+            busy = hurried(d, self.action_failed) and not self.failed_cycles
             if busy and back_to_back < MAX_BACK_TO_BACK:
                 back_to_back += 1
                 continue
@@ -501,9 +502,13 @@ class Agent:
         try:
             d = self.cycle()
         except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
             self.failed_cycles += 1
-            self.failure = f"{type(exc).__name__}: {exc}"
-            log.exception("cycle failed (%d in a row): %s", self.failed_cycles, self.failure)
+            if self.failed_cycles <= MAX_FAILED_CYCLES or failure != self.failure:
+                log.exception("cycle failed (%d in a row): %s", self.failed_cycles, failure)
+            else:  # the same failure again, its traceback already logged: one line
+                log.error("cycle failed (%d in a row): %s", self.failed_cycles, failure)
+            self.failure = failure
             if self.failed_cycles >= MAX_FAILED_CYCLES:
                 return self.fault_cycle()
             return None
@@ -522,7 +527,8 @@ class Agent:
         except Exception:
             obs = unobserved(self.clock(), time.time(), fault)
         try:
-            d = decide(obs, self.mem, self.dcfg)
+            # (operator requests are answered: a switchover is refused, a reload applies)
+            d = decide(obs, self._take_requests(obs, self.mem), self.dcfg)
         except Exception:
             log.exception("FAULT not decided")
             return None
