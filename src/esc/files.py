@@ -20,12 +20,19 @@ remove the files in its own directory, but it can no longer make root write to, 
 hand over a file elsewhere.
 
 :func:`read_nofollow` reads such a file without following a symlink in its last component.
+
+:func:`open_append` opens a file that only grows (a log, a child's stdout, the history) the
+same way: never through a symlink, a new file created ``LOG_MODE`` (0640: logs name addresses,
+users and errors, not for every local account), an older one with wider permissions narrowed
+to it. :class:`LogFile` is the ``logging`` handler on such a file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
+import logging
 import os
 import secrets
 import stat
@@ -33,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _TEMP_TRIES = 8
+LOG_MODE = 0o640  # every log under <log> (open_append)
 READ_LIMIT = 1 << 20  # read_nofollow: a file root reads from someone else's directory
 
 
@@ -132,3 +140,33 @@ def read_nofollow(path: Path, limit: int = READ_LIMIT) -> str:
 
 def _is_regular(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def open_append(path: Path, mode: int = LOG_MODE) -> int:
+    """A descriptor appending to ``path`` (module docstring): created with ``mode`` exactly (not
+    subject to the umask); an existing file keeps its owner, and loses any permission bit
+    beyond ``mode``; a symlink or anything but a regular file is refused (``OSError``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags, mode)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        os.set_blocking(fd, True)  # (O_NONBLOCK only so that a planted FIFO cannot hang us)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class LogFile(logging.FileHandler):
+    """``logging.FileHandler`` opening its file with :func:`open_append` (0640, no symlink)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+
+    def _open(self) -> io.TextIOWrapper:
+        return os.fdopen(open_append(Path(self.baseFilename)), "a", encoding=self.encoding)

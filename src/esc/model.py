@@ -158,6 +158,10 @@ class Observation:
     busy: str | None = None  # a long action under way ("following esc-ha-0"): no database look
     wall: float = 0.0  # the wall clock (epoch seconds), for what is shown to operators only
     quorum: QuorumObs | None = None  # quorum mode only
+    # The agent's own fault, in words (None: none): its memory file cannot be trusted, or its
+    # cycles keep failing (agent/loop.py). The node goes FAULT and gives up the VIP (rule
+    # agent-fault) until the cause is gone.
+    fault: str | None = None
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------

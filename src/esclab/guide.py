@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esc.errors import LabError
+from esc.files import write_atomic
 from esclab.booted import BootedNode
 from esclab.image import ensure_image
 from esclab.run import run
@@ -117,8 +118,7 @@ def set_up_witness(nodes: Sequence[BootedNode], witness: BootedNode) -> None:
         host.exec(["escadm", "ha", "pki", "install", "/root/esc-pki-host"])
         shutil.rmtree(dest)
     conf = witness.file_root() / "etc" / "esc" / "esc.toml"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_bytes((nodes[0].file_root() / "etc" / "esc" / "esc.toml").read_bytes())
-    conf.chmod(0o600)
+    # 0600 from the start (it holds the pair's secrets), replaced atomically
+    write_atomic(conf, (nodes[0].file_root() / "etc" / "esc" / "esc.toml").read_bytes(), 0o600)
     witness.exec(["systemctl", "disable", "--now", "esc-haagent.service"])
     witness.exec(["systemctl", "enable", "--now", "esc-witness.service"], timeout=120)

@@ -1,6 +1,7 @@
 """The lab's record and what follows from it: ``<root>/lab.json`` (read and written
 atomically), the topology and kind of hosts it names, each node's files as seen from here,
-which of the lab's namespaces exist, and whether the lab is up and running or stale.
+which of the lab's namespaces exist, and whether the lab is up and running or stale. The record
+holds the lab API's admin password: it is root's only (0600).
 :class:`LabState` is the base of :class:`esclab.lab.Lab`; the steps that build, run and
 inspect the lab build on it (:mod:`esclab.lab_build`, :mod:`esclab.lab_pair`).
 """
@@ -51,7 +52,8 @@ class LabState:
     def write_state(self, **changes: Any) -> None:
         state = self.read_state()
         state.update(changes)
-        write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True))
+        # 0600: it holds the lab API's admin password
+        write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True), 0o600)
 
     def topology(self) -> Topology:
         kind = self.read_state().get("topology")

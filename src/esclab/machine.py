@@ -20,6 +20,7 @@ from pathlib import Path
 from esc.config.paths import NodePaths
 from esc.drivers.proc import pid_is_live
 from esc.errors import CommandError
+from esc.files import open_append
 from esclab.run import in_ns, run
 
 
@@ -95,7 +96,8 @@ def start_daemon(ns: str, root: Path, program: str) -> int:
     paths = NodePaths(root)
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, ESC_ROOT=str(root))
-    with open(paths.log_dir / f"{program.replace('-', '_')}.stdout", "ab") as log:
+    out = paths.log_dir / f"{program.replace('-', '_')}.stdout"
+    with os.fdopen(open_append(out), "ab") as log:  # 0640, as the node's other logs
         proc = subprocess.Popen(
             in_ns(ns, str(Path(sys.executable).parent / program)),
             stdout=log,

@@ -17,13 +17,13 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from esc.addresses import IPAddress, IPInterface
+from esc.files import write_atomic
 from esc.manager.vim import VimError, VmInfo, VmSpec
 
 # The logger of esclab.vim, which this code came from: log configuration keeps matching it.
@@ -185,17 +185,9 @@ class Registry:
             raise VimError(f"lab VIM: unreadable record {path}: {exc}") from exc
 
     def write(self, vm: LabVm) -> None:
-        path = self.record(vm.vm_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # unique per writer: two threads of one process may write at once
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, json.dumps(vm.to_json(), indent=2, sort_keys=True).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        # (a random temporary name per write: two threads of one process may write at once)
+        text = json.dumps(vm.to_json(), indent=2, sort_keys=True)
+        write_atomic(self.record(vm.vm_id), text, 0o644)
 
     def remove(self, vid: str) -> None:
         self.record(vid).unlink(missing_ok=True)

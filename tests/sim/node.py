@@ -401,7 +401,7 @@ class Node:
         except AgentGone:
             return
         except IllegalTransition:
-            raise  # the real loop would log "cycle failed" and retry for ever: a finding
+            raise  # the real loop would log "cycle failed", retry, then go FAULT: a finding
         except (EscError, OSError) as exc:
             self.trace(f"cycle failed: {exc}")
         finally:

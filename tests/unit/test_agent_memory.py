@@ -1,5 +1,5 @@
 """agent_memory.json: the outdated and forced flags survive a restart, and a file that cannot
-be trusted stops the agent (naming the file, shown by `escadm status`) instead of silently
+be trusted keeps the node FAULT (naming the file, shown by `escadm status`) instead of silently
 resetting them: an outdated standby that forgot it is outdated could be promoted."""
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import pytest
 
 from esc.agent import main as agent_main
 from esc.agent.memory import MEMORY_FILE, load_memory, memory_text
-from esc.agent.systemd import Notifier
-from esc.cli.agent_cmd import run_status
 from esc.config.schema import NodePaths, parse_config
 from esc.errors import ConfigError
 from esc.host import FakeHostFacts
@@ -115,11 +113,10 @@ def paths() -> Iterator[NodePaths]:
         yield p
 
 
-def test_the_agent_does_not_start_and_status_names_the_file(
-    paths: NodePaths, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An outdated standby's memory, torn: build_agent refuses (the exception main() turns into
-    the setup error), and `escadm status` shows the reason naming the file."""
+def test_the_agent_starts_fault_naming_the_file(paths: NodePaths) -> None:
+    """An outdated standby's memory, torn: build_agent no longer refuses; the agent runs FAULT
+    with the reason naming the file (test_agent_faults: never rewritten, no role taken,
+    `escadm status` shows it)."""
     cfg = parse_config(
         {"ha": {"ha_node_list": ["192.0.2.10", "192.0.2.11"], "kad_vip": "192.0.2.100",
                 "kad_vif": "eth0"}}
@@ -127,14 +124,11 @@ def test_the_agent_does_not_start_and_status_names_the_file(
     host = FakeHostFacts({"eth0": [ipaddress.ip_interface("192.0.2.11/24")]})
     memory = paths.data_dir / MEMORY_FILE
     memory.write_text(memory_text(Memory(self_outdated_from=0x3000060))[:30])
-    with pytest.raises(ConfigError) as info:
-        agent_main.build_agent(cfg, paths, host)
-    assert agent_main.setup_failed(paths, str(info.value), Notifier(None)) == 2
-    capsys.readouterr()
-    assert run_status(paths, as_json=False) == 3
-    out = capsys.readouterr().out
-    assert out.startswith(f"STOP  (agent not running: {memory}: not valid JSON")
-    assert not (paths.run_dir / "agent.sock").exists()  # nothing was served
+    agent = agent_main.build_agent(cfg, paths, host)
+    assert agent.memory_fault is not None
+    assert agent.memory_fault.startswith(f"{memory}: not valid JSON")
+    assert agent.fault() == agent.memory_fault
+    assert agent.mem == Memory()  # in memory only: the file is the operator's
 
 
 def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:

@@ -204,3 +204,29 @@ def test_read_nofollow_refuses_a_symlink_and_what_is_not_a_file(tmp_path: Path) 
     with pytest.raises(OSError, match="over 100 bytes"):
         read_nofollow(tmp_path / "big", limit=100)  # refused, never read truncated
     assert read_nofollow(tmp_path / "big", limit=101) == "x" * 101
+
+
+@pytest.mark.parametrize("name", ["keepalived_state", "agent_memory.json", "lab.json"])
+def test_a_short_write_then_enospc_leaves_the_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The state file, the memory, the lab's record (all write_atomic): the first write is
+    short (continued), the next fails with ENOSPC: the old file is intact, nothing left."""
+    path = tmp_path / name
+    write_atomic(path, "old content\n")
+    calls: list[int] = []
+
+    def short_then_full(fd: int, data: memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return os.write(fd, data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = files.write_all
+    monkeypatch.setattr(files, "write_all", lambda fd, data: real(fd, data, short_then_full))
+    with pytest.raises(OSError) as info:
+        write_atomic(path, "new content, longer\n")
+    assert info.value.errno == errno.ENOSPC
+    assert calls == [20, 17]  # the short write was continued, not taken for the end
+    assert path.read_text() == "old content\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]

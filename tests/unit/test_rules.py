@@ -111,10 +111,29 @@ def _grid() -> list[tuple[Observation, Memory]]:
             busy="following esc-ha-0" if extra == 3 and db.role is DbRole.STOPPED else None,
         )
         out.append((o, replace(mem, state=state)))
+        if i % 50 == 0:  # the agent's own fault (a corrupt memory file, cycles failing)
+            out.append((replace(o, fault="agent_memory.json: not valid JSON"), out[-1][1]))
     return out
 
 
 GRID = _grid()
+
+
+@pytest.mark.parametrize("mode", list(RULES))
+def test_the_agents_own_fault_always_wins_and_gives_everything_up(mode: Mode) -> None:
+    """Whatever keepalived, the database, the peer and the memory say: FAULT, the gate closed,
+    the VIP and the service given up, no promotion, no campaign for etcd's key."""
+    cfg = replace(CFG, mode=mode, quorum=True)
+    for o, mem in GRID[::7]:
+        d = decide(replace(o, fault="cycles failing"), mem, cfg)
+        assert d.rule_id == "agent-fault" and d.next_state is S.FAULT, (o, mem)
+        assert d.reason.startswith("agent fault: cycles failing")
+        kinds = [a.kind for a in d.actions]
+        assert kinds[0] == "CloseGate"
+        assert ("RemoveVip" in kinds) is o.vip_held
+        assert ("DeactivateService" in kinds) is o.service.active
+        assert set(kinds) <= {"CloseGate", "RemoveVip", "DeactivateService"}
+        assert not d.campaign and not d.announce
 
 
 AVAILABLE_ONLY = {"promote-alone"}  # under strict, a promoted standby waits for its peer

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from esc.config.schema import write_atomic
+from esc.files import LOG_MODE, open_append, write_atomic
 
 KEEP = 1000
 
@@ -39,10 +40,11 @@ class History:
             self._items.append(item)
             if len(self._items) > KEEP + KEEP // 10:
                 self._items = self._items[-KEEP:]
-                write_atomic(self.path, "".join(json.dumps(i) + "\n" for i in self._items))
+                text = "".join(json.dumps(i) + "\n" for i in self._items)
+                write_atomic(self.path, text, LOG_MODE)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a") as fh:
+                # (append-only: 0640, never through a symlink; one write per line)
+                with os.fdopen(open_append(self.path), "a") as fh:
                     fh.write(json.dumps(item) + "\n")
         return item
 

@@ -24,7 +24,7 @@ from esc.agent.routes import apply_routes
 from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
 from esc.core.decide import decide
-from esc.core.facts import DecideConfig
+from esc.core.facts import DecideConfig, unobserved
 from esc.core.requests import force_primary, request_switchover
 from esc.drivers.base import (
     Bgp,
@@ -36,7 +36,7 @@ from esc.drivers.base import (
     Vip,
     Vrrp,
 )
-from esc.errors import DriverError, EscError
+from esc.errors import ConfigError, DriverError, EscError
 from esc.model import (
     DbRole,
     DbStatus,
@@ -49,6 +49,10 @@ from esc.status_view import StatusView, status_json
 
 log = logging.getLogger("esc.agent")
 MAX_BACK_TO_BACK = 8
+# Cycles that fail in a row (any exception: a driver's parser, a bug) before the node goes
+# FAULT (rule agent-fault): it gives up the VIP rather than hold it blind. Fewer are retried
+# quietly (a transient error); the first cycle that succeeds again ends the fault.
+MAX_FAILED_CYCLES = 5
 # A standby stopping on purpose waits at most this for its primary to stop waiting for it.
 LEAVE_NOTICE_S = 1.5
 
@@ -142,7 +146,12 @@ class Agent:
         self.wake = threading.Event()
         self.requests: queue.Queue[Request] = queue.Queue()
         self.published = Published()
+        # A memory file that cannot be trusted: the node stays FAULT (rule agent-fault) and
+        # the file is never written, until the operator fixes or removes it and restarts.
+        self.memory_fault: str | None = None
         self.mem = self._load_memory()
+        self.failed_cycles = 0  # cycles failed in a row (MAX_FAILED_CYCLES: FAULT)
+        self.failure: str | None = None  # the last cycle failure, while they go on failing
         self.last: Decision | None = None
         self.last_obs: Observation | None = None
         self.since = time.time()
@@ -178,11 +187,27 @@ class Agent:
         return self.paths.data_dir / MEMORY_FILE
 
     def _load_memory(self) -> Memory:
-        """A bad file refuses the start (ConfigError naming it), never resets the flags."""
-        return load_memory(self._memory_file)
+        """A bad file is never reset: the agent runs FAULT with the reason naming it
+        (``memory_fault``), on the defaults, which it never writes over the file."""
+        try:
+            return load_memory(self._memory_file)
+        except ConfigError as exc:
+            self.memory_fault = f"{exc} (then restart the agent)"
+            log.error("FAULT until fixed: %s", self.memory_fault)
+            return Memory()
 
     def _save_memory(self, mem: Memory) -> None:
+        if self.memory_fault is not None:
+            return  # the operator's to fix: never replaced by what this run learnt
         write_atomic(self._memory_file, memory_text(mem))
+
+    def fault(self) -> str | None:
+        """The agent's own fault for this cycle's observation (``Observation.fault``)."""
+        if self.memory_fault is not None:
+            return self.memory_fault
+        if self.failed_cycles >= MAX_FAILED_CYCLES:
+            return f"{self.failed_cycles} cycles failed in a row, the last: {self.failure}"
+        return None
 
     # --- one cycle --------------------------------------------------------------------------
 
@@ -208,6 +233,7 @@ class Agent:
             gate_open=self.vrrp.gate_open,
             busy=busy,
             quorum=self.quorum.observe() if self.quorum is not None else None,
+            fault=self.fault(),
         )
 
     def cycle(self) -> Decision:
@@ -221,6 +247,10 @@ class Agent:
             q = obs.quorum
             self.service.lease(obs.now + q.serve_left if q.holder else obs.now)
         mem = self._take_requests(obs, self.mem)
+        if obs.fault is not None and self.memory_fault is None:
+            # Failing cycles: would the rules decide without the fault? (pure: raises if not;
+            # then this cycle fails too and the node stays FAULT)
+            decide(replace(obs, fault=None), mem, self.dcfg)
         d = decide(obs, mem, self.dcfg)
         # The state file says SWITCHING before the promote runs, not after.
         self._record(obs, d)
@@ -272,6 +302,8 @@ class Agent:
                     req.message = f"switchover refused: {why}"
             elif req.kind == "reload":
                 req.ok, req.message = self._reload()
+            elif req.kind == "force-primary" and self.memory_fault is not None:
+                req.message = f"force-primary refused: {self.memory_fault}"
             elif req.kind == "force-primary":
                 mem = force_primary(mem)
                 req.ok = True
@@ -437,7 +469,8 @@ class Agent:
 
     def run(self) -> None:
         self.paths.run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.paths.state_file, self.mem.state.value + "\n")
+        first = NodeState.FAULT if self.memory_fault is not None else self.mem.state
+        write_atomic(self.paths.state_file, first.value + "\n")
         self.vrrp.start()
         if self.cfg.ha is not None:
             # (also when none are configured: removes ours left from an older config)
@@ -448,14 +481,9 @@ class Agent:
         while not self._stop.is_set():
             self.notifier.watchdog()
             t0 = self.clock()
-            try:
-                d = self.cycle()
-            except (EscError, OSError) as exc:
-                # A full disk (history, memory, state file) or a driver failure must not end
-                # the agent: a node without its agent drops the VIP.
-                log.error("cycle failed: %s", exc)
-                d = None
-            busy = hurried(d, self.action_failed)
+            d = self.guarded_cycle()
+            # (never while cycles fail: a FAULT decided blind gives up the VIP each time)
+            busy = hurried(d, self.action_failed) and not self.failed_cycles
             if busy and back_to_back < MAX_BACK_TO_BACK:
                 back_to_back += 1
                 continue
@@ -466,6 +494,58 @@ class Agent:
                 wait = min(wait, q.serve_left)
             self.wake.wait(wait)
             self.wake.clear()
+
+    def guarded_cycle(self) -> Decision | None:
+        """One cycle that never raises. Any exception (a full disk, a driver failure, a bug) is
+        logged with its traceback and the agent goes on: a node without its agent drops the
+        VIP. After MAX_FAILED_CYCLES in a row the node goes FAULT (``fault_cycle``); the first
+        cycle that succeeds again resets the count."""
+        try:
+            d = self.cycle()
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            self.failed_cycles += 1
+            if self.failed_cycles <= MAX_FAILED_CYCLES or failure != self.failure:
+                log.exception("cycle failed (%d in a row): %s", self.failed_cycles, failure)
+            else:  # the same failure again, its traceback already logged: one line
+                log.error("cycle failed (%d in a row): %s", self.failed_cycles, failure)
+            self.failure = failure
+            if self.failed_cycles >= MAX_FAILED_CYCLES:
+                return self.fault_cycle()
+            return None
+        if self.failed_cycles:
+            log.info("cycle succeeded again after %d failed", self.failed_cycles)
+        self.failed_cycles, self.failure = 0, None
+        return d
+
+    def fault_cycle(self) -> Decision | None:
+        """The cycles keep failing: decide with the fault (rule agent-fault: FAULT, the gate
+        closed, the VIP and the service given up), on what can still be observed, else on
+        ``unobserved`` (the worst assumed). Each step is best effort, and never raises."""
+        fault = self.fault() or "cycles failing"
+        try:
+            obs = replace(self.observe(), fault=fault)
+        except Exception:
+            obs = unobserved(self.clock(), time.time(), fault)
+        try:
+            # (operator requests are answered: a switchover is refused, a reload applies)
+            d = decide(obs, self._take_requests(obs, self.mem), self.dcfg)
+        except Exception:
+            log.exception("FAULT not decided")
+            return None
+        steps: list[Callable[[], object]] = [
+            lambda: self._record(obs, d),
+            lambda: self._execute(d),
+            lambda: self.service.lease(self.clock()),  # the manager's lease ends now
+        ]
+        if self.quorum is not None:
+            steps.append(functools.partial(self.quorum.want_leader, False))
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("FAULT: a step failed")
+        return d
 
     def stop(self) -> None:
         """Stop on purpose: STOP in the state file, service off, VIP released gracefully, the

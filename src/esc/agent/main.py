@@ -40,6 +40,7 @@ from esc.drivers.shared_db import SharedVolumeDatabase
 from esc.drivers.vip import VipDriver
 from esc.drivers.volume import Volume, VolumeLease, mountpoint_of, resolve_device
 from esc.errors import ConfigError, EscError
+from esc.files import LogFile
 from esc.host import HostFacts, SystemHostFacts
 
 
@@ -61,7 +62,7 @@ def peer_api_url(cfg: EscConfig, peer_addr: IPAddress) -> str:
 
 def setup_logging(paths: NodePaths, name: str = "esc_haagent.log") -> None:
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths.log_dir / name)
+    handler = LogFile(paths.log_dir / name)  # 0640, never through a symlink
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from esc.accounts import MANAGER_USER, Account, lookup, setpriv_drop
 from esc.config.schema import EscConfig, NodePaths, dump_config
-from esc.files import write_atomic
+from esc.files import open_append, write_atomic
 from esc.manager.tickets import KEY_FILE, derive_key
 from esc.manager.tls import ensure_certificate
 
@@ -113,9 +113,8 @@ def stage(cfg: EscConfig, paths: NodePaths, account: Account | None) -> tuple[li
         key.unlink(missing_ok=True)
     log = paths.log_dir / LOG_FILE
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    fd = open_append(log)
     try:
-        os.fchmod(fd, 0o640)
         if owner is not None:
             os.fchown(fd, *owner)
     finally:

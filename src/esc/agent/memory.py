@@ -11,10 +11,12 @@ only makes a split brain fall back to comparing timelines (``core/facts.peer_out
 
 A missing file is a first start (nothing to remember). A file that exists but cannot be read
 or is not exactly what :func:`memory_text` writes (not JSON, a key missing, a wrong type) is
-refused with a :class:`ConfigError` naming the file: the agent does not start, and the reason
-is shown by ``escadm status`` (``esc.agent.setup_error``). Starting with the defaults instead
-would silently forget that this node is outdated, and an outdated standby could then be
-promoted over newer data. The file is always replaced atomically (``write_atomic``), so a
+refused with a :class:`ConfigError` naming the file. The agent then runs ``FAULT`` with that
+reason (``Agent.memory_fault``, rule ``agent-fault``: never promotes, never holds the VIP),
+never writes over the file, and serves its status, so ``escadm status`` shows why; the operator
+fixes or removes the file and restarts the agent. Running on the defaults instead would
+silently forget that this node is outdated, and an outdated standby could then be promoted
+over newer data. The file is always replaced atomically (``write_atomic``), so a
 power cut cannot tear it; a bad file means a disk or a hand did it, and an operator decides.
 """
 

@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Literal
 from esc.model import (
     Action,
     DbRole,
+    DbStatus,
     DeactivateService,
     Memory,
     NodeState,
     Observation,
+    PeerView,
+    ServiceView,
+    VrrpState,
     fmt_lsn,
 )
 
@@ -78,6 +82,22 @@ class Ctx:
     def quiet(self) -> list[Action]:
         """Deactivate the service if it is active (actions are idempotent, this avoids noise)."""
         return [DeactivateService()] if self.obs.service.active else []
+
+
+def unobserved(now: float, wall: float, fault: str) -> Observation:
+    """What a cycle decides on when the agent could not even observe (its drivers raise): the
+    worst is assumed where it matters, the VIP held and the service active, so that rule
+    agent-fault gives both up; nothing is known of keepalived, the database or the peer."""
+    return Observation(
+        now=now,
+        wall=wall,
+        vrrp=VrrpState.DEAD,
+        vip_held=True,
+        db=DbStatus(DbRole.STOPPED),
+        service=ServiceView(active=True, healthy=False),
+        peer=PeerView(False, silent_for=float("inf")),
+        fault=fault,
+    )
 
 
 def peer_desc(obs: Observation, timed: bool = True) -> str:

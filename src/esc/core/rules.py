@@ -2,9 +2,9 @@
 
 One rule set per storage mode (``RULES``): ``replicated`` (each node its database, the standby
 streams) and ``shared`` (ha_mode cinder: one database on a volume only one node attaches).
-Groups, in order: guards (keepalived dead, gateway lost) -> first boot (no database) ->
-database stopped -> keepalived MASTER (serving.py) -> keepalived BACKUP -> keepalived
-FAULT/INIT/STOP. The gate (keepalived's track file) is open exactly when there is no veto
+Groups, in order: guards (the agent's own fault, keepalived dead, gateway lost) -> first boot
+(no database) -> database stopped -> keepalived MASTER (serving.py) -> keepalived BACKUP ->
+keepalived FAULT/INIT/STOP. The gate (keepalived's track file) is open exactly when there is no veto
 (veto.py), except where a rule closes it.
 """
 
@@ -40,6 +40,13 @@ UNELECTED = frozenset({VrrpState.FAULT, VrrpState.INIT, VrrpState.STOP})
 # --- guards -----------------------------------------------------------------------------------
 
 
+def _agent_fault(c: Ctx) -> Then:
+    acts: list[Action] = [CloseGate()]
+    if c.obs.vip_held:
+        acts.append(RemoveVip())
+    return Then([*acts, *c.quiet], f"{_said(c)}: VIP given up, service off", c.mem)
+
+
 def _vrrp_dead(c: Ctx) -> Then:
     acts: list[Action] = [CloseGate()]
     if c.obs.vip_held:
@@ -66,6 +73,9 @@ def _busy(c: Ctx) -> Then:
 _STAY = MappingProxyType({s: s for s in S})
 
 GUARDS = (
+    Rule("agent-fault", "the agent's own fault (its memory file unreadable, its cycles failing):"
+         " give up the VIP, deactivate, never promote", lambda c: c.obs.fault is not None,
+         to(S.FAULT), _agent_fault),
     Rule("vrrp-dead", "keepalived not running: drop its VIP, deactivate, restart it",
          lambda c: True, to(S.FAULT), _vrrp_dead, vrrp=frozenset({VrrpState.DEAD})),
     Rule("gateway-lost", "the gateway does not answer: an isolated node never serves",

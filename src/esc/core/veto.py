@@ -16,6 +16,7 @@ from esc.model import DbRole, NodeState
 class Veto(StrEnum):
     """Published in history and status as the rule's reason only; the values are stable."""
 
+    AGENT_FAULT = "agent-fault"  # the agent's own fault (Observation.fault)
     DB_NOT_RUNNING = "db-not-running"
     OUTDATED = "outdated"  # the primary dropped us from sync: our data may lack writes
     UNHEALTHY = "unhealthy"  # the service failed its health checks
@@ -43,6 +44,8 @@ STANDBY_WAITS = frozenset(
 def veto(c: Ctx) -> Veto | None:
     """None if this node may hold the VIP now, else the first reason it must not."""
     db, p, mem = c.obs.db, c.obs.peer, c.mem
+    if c.obs.fault is not None:
+        return Veto.AGENT_FAULT
     if not db.is_running:
         return Veto.DB_NOT_RUNNING
     if mem.self_outdated_from is not None and not mem.forced:
@@ -100,6 +103,8 @@ def campaigning(c: Ctx) -> bool:
 def render(v: Veto, c: Ctx) -> str:
     peer, p = c.cfg.peer_name, c.obs.peer
     match v:
+        case Veto.AGENT_FAULT:
+            return f"agent fault: {c.obs.fault}"
         case Veto.DB_NOT_RUNNING:
             return f"database {c.obs.db.role.value}"
         case Veto.OUTDATED:

@@ -58,6 +58,7 @@ from esc.drivers.exabgp_conf import (
     withdraw_command,
 )
 from esc.errors import BgpError, ConfigError
+from esc.files import open_append
 
 log = logging.getLogger("esc.exabgp")
 
@@ -345,8 +346,7 @@ class ExabgpDriver:
         self._restart_at = now + restart_delay(self._quick_deaths + 1)
         argv = self._argv()
         try:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_file, "ab") as out:
+            with os.fdopen(open_append(self.log_file), "ab") as out:  # 0640, no symlink
                 # ExaBGP logs to the file itself; its stdout/stderr (start-up failures,
                 # tracebacks, the helper's stderr) go there too.
                 self._proc = subprocess.Popen(

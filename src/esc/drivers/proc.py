@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from esc.errors import CommandError
+from esc.files import open_append
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ class Child:
     def start(self) -> None:
         if self.is_alive():
             return
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        with os.fdopen(open_append(self.log_file), "ab") as log:  # 0640, no symlink
             self.proc = subprocess.Popen(
                 [*DIE_WITH_PARENT[:-1], *self.setpriv, "--", *self.argv],
                 stdout=log,

@@ -17,7 +17,7 @@ from esc.drivers.postgres.status import STATUS_SQL, Probe, probe_from_row
 from esc.drivers.postgres.tools import PgTools
 from esc.drivers.proc import pid_is_live
 from esc.errors import CommandError, ConfigError, DbError
-from esc.files import read_nofollow
+from esc.files import open_append, read_nofollow
 from esc.model import DbRole, DbStatus
 
 log = logging.getLogger("esc.drivers.postgres")
@@ -155,9 +155,7 @@ class Server:
         """Before every start: the socket dir (0700: only root and postgres enter it; 0750 with
         the manager's group), the log file and the node-local pg_hba and pg_ident."""
         self.ensure_socket_dir()
-        self.node.log_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.node.log_file.exists():
-            self.node.log_file.touch(mode=0o640)
+        os.close(open_append(self.node.log_file))  # 0640 (pg_ctl -l appends to it)
         self.tools.chown(self.node.log_file)
         self.write_access_files()
 
