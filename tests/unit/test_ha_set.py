@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from escadm_run import escadm
 
-from esc.cli.config_flags import FIELD_OF_FLAG, flag_of
+from esc.cli.config_flags import FIELD_OF_FLAG, NUMBER_FLAGS, flag_of
+from esc.cli.escadm import build_parser, parse_args
 from esc.cli.ha_set import (
     add_bgp_set_parser,
     add_ha_set_parser,
@@ -267,6 +269,22 @@ def test_every_flag_sets_a_schema_field_and_the_table_reads_back() -> None:
     assert flag_of("ha.node_names") is None  # no flag sets it: the field is named as it is
 
 
+def test_every_numeric_field_a_flag_sets_is_parsed_as_a_number() -> None:
+    """The schema is strict: a flag setting a number must be in NUMBER_FLAGS, or its text
+    would be refused as not a number even when it is one."""
+    numeric = set()
+    for flag, field in FIELD_OF_FLAG.items():
+        section, name = field.split(".")
+        model = HaConfig if section == "ha" else BgpConfig
+        types = [model.model_fields[name].annotation]
+        while types:  # through Optional and Annotated
+            t = types.pop()
+            if t in (int, float):
+                numeric.add(flag)
+            types += get_args(t)
+    assert numeric == set(NUMBER_FLAGS) == {"kad_vri", "advert_int", "local_as", "remote_as"}
+
+
 def test_ha_set_without_any_ha_yet_needs_the_three_flags(
     paths: NodePaths, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -353,6 +371,79 @@ def test_bgp_set_refuses_a_bad_secret_without_echoing_it(
     rc = escadm(["bgp", "set", *BGP_FLAGS, "--md5", secret], paths, HA0)
     err = _assert_refused(rc, capsys, "--md5", configured, paths)
     assert secret not in err
+
+
+# Not ASCII decimal digits: int() takes the Arabic-Indic three, the fullwidth one and the
+# spaces; the superscript two passes str.isdigit() and then fails int().
+NOT_DIGITS = ["\u00b2", "\u0663", "\uff11", " 3", "3 ", "0x3", "", "+3", "3.0", "1_0"]
+
+
+@pytest.mark.parametrize("text", NOT_DIGITS)
+@pytest.mark.parametrize(
+    ("command", "flags", "flag"),
+    [
+        ("ha", IPV4_FLAGS, "--kad_vri"),
+        ("bgp", BGP_FLAGS, "--local_as"),
+        ("bgp", BGP_FLAGS, "--remote_as"),
+    ],
+)
+def test_integer_flags_take_ascii_digits_only(
+    text: str,
+    command: str,
+    flags: list[str],
+    flag: str,
+    configured: bytes,
+    paths: NodePaths,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    rc = escadm([command, "set", *_replace(flags, [flag, text])], paths, HA0)
+    err = _assert_refused(rc, capsys, flag, configured, paths)
+    assert "is not a decimal integer (1-20 ASCII digits 0-9)" in err
+
+
+@pytest.mark.parametrize("text", ["\u0660.\u0662", "0.2 ", "\uff10.2", "2e-1", "inf", ""])
+def test_advert_int_takes_ascii_decimals_only(
+    text: str, configured: bytes, paths: NodePaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    rc = escadm(["ha", "set", "--advert_int", text], paths, HA0)
+    _assert_refused(rc, capsys, "--advert_int", configured, paths)
+
+
+def test_integer_flags_in_ascii_digits_are_set(paths: NodePaths) -> None:
+    assert (
+        escadm(["ha", "set", *IPV4_FLAGS, "--kad_vri", "077", "--advert_int", "1"], paths, HA0) == 0
+    )
+    assert (
+        escadm(["bgp", "set", *_replace(BGP_FLAGS, ["--remote_as", "4294967295"])], paths, HA0) == 0
+    )
+    cfg = load_config(paths.config_file)
+    assert cfg.ha is not None and cfg.ha.kad_vri == 77 and cfg.ha.advert_int == 1.0
+    assert cfg.bgp is not None and (cfg.bgp.local_as, cfg.bgp.remote_as) == (65010, 4294967295)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *(["ha", "history", "-n", t] for t in NOT_DIGITS),
+        *(["log", "-n", t] for t in NOT_DIGITS),
+        *(["ha", "switchover", "--wait", t] for t in ["\u0663", "nan", "inf", "1e3", " 3", ""]),
+    ],
+)
+def test_other_number_flags_take_ascii_digits_only(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(build_parser(), argv)
+    assert exc.value.code == 2
+    assert f"argument {argv[-2]}: {argv[-1]!r} is not " in capsys.readouterr().err
+
+
+def test_other_number_flags_in_ascii_digits() -> None:
+    assert parse_args(build_parser(), ["ha", "history", "-n", "7"]).n == 7
+    assert parse_args(build_parser(), ["log", "-n", "0"]).n == 0
+    assert parse_args(build_parser(), ["ha", "switchover", "--wait", "2.5"]).wait == 2.5
 
 
 def test_bgp_set_needs_its_partner_flags(
