@@ -62,6 +62,13 @@ def _line(payload: dict[str, object]) -> str:
     return PREFIX + base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
+def test_a_secret_in_standard_base64_is_taken() -> None:
+    """`openssl rand -base64 32` (44 characters, '+', '/', '='), as the upgrade notes suggest."""
+    value = "ab+/" * 10 + "xyz="
+    cfg = import_line(EscConfig(), _line({**GOOD, "peer_secret": value}))
+    assert cfg.agent.peer_secret == value
+
+
 def test_the_generated_format_and_a_pem_pair_are_taken() -> None:
     cfg = import_line(EscConfig(), _line({**GOOD, "ca_crt": CERT, "ca_key": KEY}))
     assert (cfg.agent.peer_secret, cfg.replication.password) == (

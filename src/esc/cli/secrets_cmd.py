@@ -28,9 +28,10 @@ from esc.errors import ConfigError, EscError
 
 PREFIX = "esc-pair-secrets:"
 # The two secrets as generate_missing makes them: token_urlsafe(n) is n random bytes in base64url
-# without padding (43 characters for 32 bytes, 32 for 24). Longer is accepted, shorter not.
+# without padding (43 characters for 32 bytes, 32 for 24). Longer is accepted, shorter not, and
+# standard base64 too (`openssl rand -base64 32`, as docs/operations.md suggests for a new one).
 SECRET_BYTES = {"agent.peer_secret": 32, "replication.password": 24}
-_URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
+_BASE64 = re.compile(r"[A-Za-z0-9_+/=-]+")
 _MAX_SECRET = 256
 _LINE_KEYS = {"peer_secret", "password"}
 _CA_KEYS = {"ca_crt", "ca_key"}
@@ -48,10 +49,11 @@ def check_secret(field: str, value: object) -> str:
     need = len(secrets.token_urlsafe(SECRET_BYTES[field]))
     if not isinstance(value, str) or not value:
         raise ConfigError(field, "missing or empty")
-    if not (need <= len(value) <= _MAX_SECRET and _URLSAFE.fullmatch(value)):
+    if not (need <= len(value) <= _MAX_SECRET and _BASE64.fullmatch(value)):
         raise ConfigError(
             field,
-            f"not in the generated format: {need}-{_MAX_SECRET} characters of A-Z a-z 0-9 - _ "
+            f"not in the generated format: {need}-{_MAX_SECRET} characters of base64 "
+            "(A-Z a-z 0-9 - _ + / =) "
             "(clear it on the node that holds it and run `escadm ha set` to generate one)",
         )
     return value
