@@ -760,6 +760,12 @@ def test_config_validate_ok(
          'kad_vif = "eth0"\nroutes = ["203.0.113.0/24:[2001:db8::1]:eth0"]\n', "ha.routes"),
         ('node_name = "bad name"\n', "node_name"),
         ("not toml [", ""),
+        # strict types: TOML's own type or refused, never converted
+        ("[manager]\nhttp_port = true\n", "manager.http_port"),
+        ('[database]\nport = "5432"\n', "database.port"),
+        ("[agent]\ncycle_s = false\n", "agent.cycle_s"),
+        ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "198.51.100.254"\n'
+         'kad_vif = "eth0"\nkad_vri = "7"\n', "ha.kad_vri"),
     ],
 )  # fmt: skip
 def test_config_validate_names_the_field(

@@ -95,9 +95,15 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
     # written into the standby's connection then). Both nodes must change them together:
     # docs/operations.md section 12 has the order.
     if old.agent.peer_secret != new.agent.peer_secret:
-        return "agent.peer_secret (the pair's shared secret: change it on both nodes)"
+        return (
+            "agent.peer_secret (the pair's shared secret: change it on both nodes, then restart "
+            "both agents, docs/operations.md section 12)"
+        )
     if old.replication.password != new.replication.password:
-        return "replication.password (the pair's shared secret: change it on both nodes)"
+        return (
+            "replication.password (the pair's shared secret: change it on both nodes and the "
+            "primary's replicator role, docs/operations.md section 12)"
+        )
     if old.manager != new.manager:
         return "manager"
     return None
