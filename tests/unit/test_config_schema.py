@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from esc.config.schema import EscConfig, Route, Vip, dump_config, load_config, parse_config
+from esc.config.types import decimal_int, decimal_seconds
 from esc.errors import ConfigError
 
 
@@ -290,3 +291,27 @@ def test_quorum_mode_round_trips_with_its_defaults() -> None:
     assert parse_config(tomllib.loads(dump_config(cfg))) == cfg
     tuned = parse_config({**_ha(**QUORUM), "quorum": {"lease_ttl_s": 4, "election_ms": 1000}})
     assert tuned.quorum_cfg.lease_ttl_s == 4
+
+
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "\u0663", "\uff11", " 3", "3 ", "0x3", "", "+3", "3.0", "1_0", "-", "--3"]
+)
+def test_decimal_int_takes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a decimal integer"):
+        decimal_int(text)
+    with pytest.raises(ValueError, match="is not a decimal integer"):
+        decimal_int(text, signed=True)
+
+
+def test_decimal_int_and_seconds() -> None:
+    assert decimal_int("0") == 0 and decimal_int("007") == 7
+    assert decimal_int("9" * 20) == 10**20 - 1
+    with pytest.raises(ValueError):
+        decimal_int("1" * 21)  # beyond any field, and int() of thousands of digits is slow
+    with pytest.raises(ValueError):
+        decimal_int("-3")  # no flag takes a negative number
+    assert decimal_int("-3", signed=True) == -3
+    assert decimal_seconds("30") == 30.0 and decimal_seconds("0.25") == 0.25
+    for text in ["nan", "inf", "1e3", ".5", "5.", "-1", " 1", "\u0661"]:
+        with pytest.raises(ValueError, match="is not a number of seconds"):
+            decimal_seconds(text)
