@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from esc.cli.config_flags import arg_count, arg_seconds
 from esc.config.schema import QuorumConfig
 from esclab.lab import Lab
 
@@ -65,10 +66,10 @@ def fresh_pair(
 
 def add_quorum_flags(ap: argparse.ArgumentParser) -> None:
     """``[quorum]``'s timing as flags (each left out keeps the schema's default)."""
-    ap.add_argument("--lease-ttl", type=int, help="[quorum] lease_ttl_s")
-    ap.add_argument("--margin", type=float, help="[quorum] margin_s")
-    ap.add_argument("--election-ms", type=int, help="[quorum] election_ms")
-    ap.add_argument("--heartbeat-ms", type=int, help="[quorum] heartbeat_ms")
+    ap.add_argument("--lease-ttl", type=arg_count, help="[quorum] lease_ttl_s")
+    ap.add_argument("--margin", type=arg_seconds, help="[quorum] margin_s")
+    ap.add_argument("--election-ms", type=arg_count, help="[quorum] election_ms")
+    ap.add_argument("--heartbeat-ms", type=arg_count, help="[quorum] heartbeat_ms")
 
 
 def quorum_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> QuorumConfig:

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from esc.cli.config_flags import arg_count
 from esc.errors import EscError, LabError
 from esclab import faults
 from esclab.lab import Lab
@@ -49,7 +50,7 @@ def add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     up.add_argument(
         "--heartbeat",
-        type=int,
+        type=arg_count,
         choices=[4, 6],
         default=4,
         help="address family of ha_node_list (VRRP, replication, peer API); 6 also makes the "

@@ -102,7 +102,7 @@ def lab_node_config(
         remote_ip=topo.address("router", nb).ip,
         local_as=NODES_AS,
         remote_as=ROUTER_AS,
-        local_router_id=topo.address(host, nb).ip,
+        local_router_id=ipaddress.IPv4Address(str(topo.address(host, nb).ip)),
     )
     return EscConfig(
         node_name=host,

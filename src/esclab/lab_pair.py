@@ -74,7 +74,7 @@ class LabPair(LabState):
 
     def configure_nodes(self, topo: Topology, advert_int: float | None = None) -> None:
         """Write each node's esc.toml as `escadm ha set` would, with shared secrets."""
-        secret = secrets.token_urlsafe(24)
+        secret = secrets.token_urlsafe(32)  # as `escadm ha set` generates it
         password = secrets.token_urlsafe(24)
         state = self.read_state()
         mode: HaMode = state.get("ha_mode", "drbd")

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from esc.config.schema import EscConfig, Route, Vip, dump_config, load_config, parse_config
+from esc.config.types import decimal_int, decimal_seconds
 from esc.errors import ConfigError
 
 
@@ -89,7 +90,7 @@ def test_vrid_defaults_to_vip_last_byte_and_round_trips() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [100, 0, 0.001, 0.015, 41, 40.96, -1, True, "nan", "fast", "1e-2"]
+    "value", [100, 0, 0.001, 0.015, 41, 40.96, -1, True, "nan", "fast", "1e-2", "0.2"]
 )
 def test_advert_int_outside_keepalived_vrrp_v3_is_refused(value: object) -> None:
     """VRRPv3 counts the interval in centiseconds, 1 to 4095."""
@@ -99,9 +100,7 @@ def test_advert_int_outside_keepalived_vrrp_v3_is_refused(value: object) -> None
     assert "multiple of 0.01 between 0.01 and 40.95" in exc.value.message
 
 
-@pytest.mark.parametrize(
-    ("value", "seconds"), [(0.01, 0.01), (40.95, 40.95), (1, 1.0), ("0.2", 0.2)]
-)
+@pytest.mark.parametrize(("value", "seconds"), [(0.01, 0.01), (40.95, 40.95), (1, 1.0)])
 def test_advert_int_in_range(value: object, seconds: float) -> None:
     ha = parse_config(_ha(advert_int=value)).ha
     assert ha is not None and ha.advert_int == seconds
@@ -145,10 +144,106 @@ def test_a_rule_over_several_fields_names_its_field_as_data() -> None:
     )
 
 
-@pytest.mark.parametrize(("value", "vrid"), [("7", 7), (255, 255)])
-def test_kad_vri_from_text_or_number(value: object, vrid: int) -> None:
-    ha = parse_config(_ha(kad_vri=value)).ha
-    assert ha is not None and ha.vrid == vrid
+def test_kad_vri_is_a_number_not_text() -> None:
+    """In the file it is a TOML integer; the flag's text is made one by escadm."""
+    ha = parse_config(_ha(kad_vri=255)).ha
+    assert ha is not None and ha.vrid == 255
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_ha(kad_vri="7"))
+    assert exc.value.field == "ha.kad_vri"
+
+
+# Strict types: a value of another type is refused naming the field, never converted (before,
+# pydantic's lax mode made `http_port = true` port 1, and "8080" port 8080).
+STRICT_BAD = [
+    ({"manager": {"http_port": True}}, "manager.http_port"),
+    ({"manager": {"http_port": "8080"}}, "manager.http_port"),
+    ({"manager": {"https_port": 8443.0}}, "manager.https_port"),
+    ({"manager": {"portal_port": False}}, "manager.portal_port"),
+    ({"manager": {"cert_file": 1}}, "manager.cert_file"),
+    ({"database": {"port": True}}, "database.port"),
+    ({"database": {"port": "5432"}}, "database.port"),
+    ({"database": {"name": 3}}, "database.name"),
+    ({"database": {"max_slot_wal_keep_size_mb": 4096.5}}, "database.max_slot_wal_keep_size_mb"),
+    ({"agent": {"peer_port": True}}, "agent.peer_port"),
+    ({"agent": {"cycle_s": True}}, "agent.cycle_s"),
+    ({"agent": {"cycle_s": "0.2"}}, "agent.cycle_s"),
+    ({"agent": {"health_failures": 3.0}}, "agent.health_failures"),
+    ({"agent": {"peer_secret": 12345}}, "agent.peer_secret"),
+    ({"replication": {"password": ["x"]}}, "replication.password"),
+    ({"replication": {"standby_loss_grace_s": False}}, "replication.standby_loss_grace_s"),
+    ({"node_name": 7}, "node_name"),
+]
+
+
+@pytest.mark.parametrize(("data", "field"), STRICT_BAD)
+def test_a_value_of_another_type_is_refused_naming_the_field(
+    data: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert exc.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"kad_vif": 3}, "ha.kad_vif"),
+        ({"ha_node_list": [3232235530, 3232235531]}, "ha.ha_node_list.0"),
+        ({"kad_vip": {"address": "192.0.2.100", "prefixlen": "24"}}, "ha.kad_vip.prefixlen"),
+        ({"node_names": ["a", 2]}, "ha.node_names.1"),
+        ({"db_volume_id": 42}, "ha.db_volume_id"),
+        ({"routes": [{"dest": 0, "gateway": "192.0.2.1", "iface": "eth0"}]}, "ha.routes.0.dest"),
+    ],
+)
+def test_ha_values_of_another_type_are_refused(over: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_ha(**over))
+    assert exc.value.field == field
+
+
+def test_bgp_values_of_another_type_are_refused() -> None:
+    bgp = {
+        "local_ip": "192.0.2.10",
+        "anycast_ip": "203.0.113.1",
+        "remote_ip": "192.0.2.1",
+        "local_as": 65010,
+        "remote_as": 65001,
+        "local_router_id": "192.0.2.10",
+    }
+    assert parse_config({"bgp": bgp}).bgp is not None
+    for key, value in [
+        ("local_as", "65010"),
+        ("remote_as", True),
+        ("hold_time", True),
+        ("hold_time", 9.0),
+        ("reannounce_s", "5"),
+        ("local_router_id", 3232235530),
+        ("md5", 1234),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"bgp": {**bgp, key: value}})
+        assert exc.value.field == f"bgp.{key}", (key, value)
+
+
+def test_a_toml_array_is_still_a_tuple_and_ints_are_floats(tmp_path: Path) -> None:
+    """Strictness keeps what TOML itself writes: arrays for the tuple fields, an integer for
+    seconds."""
+    path = tmp_path / "esc.toml"
+    text = dump_config(parse_config(_ha(node_names=["a", "b"])))
+    assert "cycle_s = 0.2" in text
+    path.write_text(text.replace("cycle_s = 0.2", "cycle_s = 1"))
+    cfg = load_config(path)
+    assert cfg.ha is not None and cfg.ha.node_names == ("a", "b")
+    assert cfg.agent.cycle_s == 1.0
+
+
+@pytest.mark.parametrize("plen", ["\u0663", "\uff11", "\u00b2", " 3", "+3", "0x3", ""])
+def test_a_vip_prefix_length_is_ascii_digits(plen: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_ha(kad_vip=f"192.0.2.100/{plen}"))
+    assert exc.value.field == "ha.kad_vip"
+    assert "bad prefix length" in exc.value.message
 
 
 QUORUM = {"quorum": "etcd", "witness": "192.0.2.30"}
@@ -196,3 +291,27 @@ def test_quorum_mode_round_trips_with_its_defaults() -> None:
     assert parse_config(tomllib.loads(dump_config(cfg))) == cfg
     tuned = parse_config({**_ha(**QUORUM), "quorum": {"lease_ttl_s": 4, "election_ms": 1000}})
     assert tuned.quorum_cfg.lease_ttl_s == 4
+
+
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "\u0663", "\uff11", " 3", "3 ", "0x3", "", "+3", "3.0", "1_0", "-", "--3"]
+)
+def test_decimal_int_takes_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a decimal integer"):
+        decimal_int(text)
+    with pytest.raises(ValueError, match="is not a decimal integer"):
+        decimal_int(text, signed=True)
+
+
+def test_decimal_int_and_seconds() -> None:
+    assert decimal_int("0") == 0 and decimal_int("007") == 7
+    assert decimal_int("9" * 20) == 10**20 - 1
+    with pytest.raises(ValueError):
+        decimal_int("1" * 21)  # beyond any field, and int() of thousands of digits is slow
+    with pytest.raises(ValueError):
+        decimal_int("-3")  # no flag takes a negative number
+    assert decimal_int("-3", signed=True) == -3
+    assert decimal_seconds("30") == 30.0 and decimal_seconds("0.25") == 0.25
+    for text in ["nan", "inf", "1e3", ".5", "5.", "-1", " 1", "\u0661"]:
+        with pytest.raises(ValueError, match="is not a number of seconds"):
+            decimal_seconds(text)

@@ -6,14 +6,18 @@ keepalived/ExaBGP text equals the golden files. Host facts come from FakeHostFac
 from __future__ import annotations
 
 import argparse
+import io
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from escadm_run import escadm
 
-from esc.cli.config_flags import FIELD_OF_FLAG, flag_of
+from esc.cli.config_flags import FIELD_OF_FLAG, NUMBER_FLAGS, flag_of
+from esc.cli.escadm import build_parser, parse_args
 from esc.cli.ha_set import (
+    MD5_ON_ARGV_WARNING,
     add_bgp_set_parser,
     add_ha_set_parser,
     node_name_from,
@@ -175,9 +179,19 @@ def _replace(flags: list[str], changes: list[str]) -> list[str]:
 
 
 def _assert_refused(
-    rc: int, capsys: pytest.CaptureFixture[str], flag: str, before: bytes, paths: NodePaths
+    rc: int,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    before: bytes,
+    paths: NodePaths,
+    *,
+    warned: bool = False,
 ) -> str:
+    """The one error line (after the warning of `--md5 SECRET`, when ``warned``)."""
     out, err = capsys.readouterr()
+    if warned:
+        assert err.startswith(MD5_ON_ARGV_WARNING + "\n"), err
+        err = err.removeprefix(MD5_ON_ARGV_WARNING + "\n")
     assert rc == 2, (out, err)
     assert err.startswith(f"escadm: {flag}: "), err
     assert err.count("\n") == 1, err
@@ -267,6 +281,22 @@ def test_every_flag_sets_a_schema_field_and_the_table_reads_back() -> None:
     assert flag_of("ha.node_names") is None  # no flag sets it: the field is named as it is
 
 
+def test_every_numeric_field_a_flag_sets_is_parsed_as_a_number() -> None:
+    """The schema is strict: a flag setting a number must be in NUMBER_FLAGS, or its text
+    would be refused as not a number even when it is one."""
+    numeric = set()
+    for flag, field in FIELD_OF_FLAG.items():
+        section, name = field.split(".")
+        model = HaConfig if section == "ha" else BgpConfig
+        types = [model.model_fields[name].annotation]
+        while types:  # through Optional and Annotated
+            t = types.pop()
+            if t in (int, float):
+                numeric.add(flag)
+            types += get_args(t)
+    assert numeric == set(NUMBER_FLAGS) == {"kad_vri", "advert_int", "local_as", "remote_as"}
+
+
 def test_ha_set_without_any_ha_yet_needs_the_three_flags(
     paths: NodePaths, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -337,8 +367,10 @@ def test_bgp_set_refuses(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     capsys.readouterr()
-    rc = escadm(["bgp", "set", *_replace(BGP_FLAGS, changes), "--md5", SECRET], paths, HA0)
-    err = _assert_refused(rc, capsys, flag, configured, paths)
+    argv = [*_replace(BGP_FLAGS, changes), "--md5-file", str(_secret_file(paths, SECRET))]
+    err = _assert_refused(
+        escadm(["bgp", "set", *argv], paths, HA0), capsys, flag, configured, paths
+    )
     assert SECRET not in err
 
 
@@ -351,8 +383,197 @@ def test_bgp_set_refuses_a_bad_secret_without_echoing_it(
 ) -> None:
     capsys.readouterr()
     rc = escadm(["bgp", "set", *BGP_FLAGS, "--md5", secret], paths, HA0)
-    err = _assert_refused(rc, capsys, "--md5", configured, paths)
+    err = _assert_refused(rc, capsys, "--md5", configured, paths, warned=True)
     assert secret not in err
+
+
+def _secret_file(paths: NodePaths, text: str, mode: int = 0o600) -> Path:
+    path = paths.root / "md5.secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ['quo"te', "single'", "back\\slash", "semi;colon", "tab\there", "cr\r", "x" * 81,
+     "caf\u00e9", "\u0663\u0663\u0663", "with space", "\x7fdel"],
+)  # fmt: skip
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_md5_from_a_file_or_stdin_is_checked_as_from_argv(
+    how: str,
+    secret: str,
+    configured: bytes,
+    paths: NodePaths,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if how == "file":
+        argv = ["--md5-file", str(_secret_file(paths, secret + "\n"))]
+    else:
+        monkeypatch.setattr("sys.stdin", io.StringIO(secret + "\n"))
+        argv = ["--md5", "-"]
+    capsys.readouterr()
+    rc = escadm(["bgp", "set", *BGP_FLAGS, *argv], paths, HA0)
+    err = _assert_refused(rc, capsys, "--md5", configured, paths)
+    assert secret not in err and "printable ASCII" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        ("", 0o600, "empty"),
+        ("\nsecond-line", 0o600, "empty"),
+        ("s3cret\n", 0o640, "others may access it (mode 0640); chmod 600"),
+        ("s3cret\n", 0o604, "others may access it"),
+        ("s3cret\n", 0o620, "others may access it"),
+        (None, 0o600, "no such file"),
+    ],
+)
+def test_md5_file_refused(
+    content: str | None,
+    mode: int,
+    message: str,
+    configured: bytes,
+    paths: NodePaths,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = _secret_file(paths, content or "", mode)
+    if content is None:
+        path.unlink()
+    capsys.readouterr()
+    rc = escadm(["bgp", "set", "--md5-file", str(path)], paths, HA0)
+    assert message in _assert_refused(rc, capsys, "--md5-file", configured, paths)
+
+
+def test_md5_one_way_only(
+    configured: bytes, paths: NodePaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _secret_file(paths, "s3cret\n")
+    capsys.readouterr()
+    rc = escadm(["bgp", "set", "--md5", "-", "--md5-file", str(path)], paths, HA0)
+    assert "one way" in _assert_refused(rc, capsys, "--md5-file", configured, paths)
+
+
+def test_md5_from_empty_stdin_is_refused(
+    configured: bytes,
+    paths: NodePaths,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    capsys.readouterr()
+    rc = escadm(["bgp", "set", "--md5", "-"], paths, HA0)
+    assert "none there" in _assert_refused(rc, capsys, "--md5", configured, paths)
+
+
+@pytest.mark.parametrize("how", ["file", "stdin", "prompt"])
+def test_md5_off_the_command_line_is_set_without_a_warning(
+    how: str, paths: NodePaths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = "n3w#S3cret!"  # '#' is kept inside ExaBGP's quoted string
+    if how == "file":
+        argv = ["--md5-file", str(_secret_file(paths, new + "\nnot read\n", 0o400))]
+    elif how == "stdin":
+        monkeypatch.setattr("sys.stdin", io.StringIO(new + "\nnot read\n"))
+        argv = ["--md5", "-"]
+    else:
+        monkeypatch.setattr("getpass.getpass", lambda prompt="": new)
+        argv = ["--md5"]  # alone: a prompt (twice)
+    assert escadm(["bgp", "set", *BGP_FLAGS, *argv], paths, HA0) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and new not in out and "bgp.md5: (unset) → ******" in out
+    cfg = load_config(paths.config_file)
+    assert cfg.bgp is not None and cfg.bgp.md5 == new
+    assert f'md5-password "{new}";' in render_exabgp(cfg, PROCESS)
+
+
+def test_md5_prompt_entries_must_agree(
+    configured: bytes,
+    paths: NodePaths,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    answers = iter(["first-try", "second-try"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    capsys.readouterr()
+    rc = escadm(["bgp", "set", "--md5"], paths, HA0)
+    err = _assert_refused(rc, capsys, "--md5", configured, paths)
+    assert "differ" in err and "try" not in err
+
+
+# Not ASCII decimal digits: int() takes the Arabic-Indic three, the fullwidth one and the
+# spaces; the superscript two passes str.isdigit() and then fails int().
+NOT_DIGITS = ["\u00b2", "\u0663", "\uff11", " 3", "3 ", "0x3", "", "+3", "3.0", "1_0"]
+
+
+@pytest.mark.parametrize("text", NOT_DIGITS)
+@pytest.mark.parametrize(
+    ("command", "flags", "flag"),
+    [
+        ("ha", IPV4_FLAGS, "--kad_vri"),
+        ("bgp", BGP_FLAGS, "--local_as"),
+        ("bgp", BGP_FLAGS, "--remote_as"),
+    ],
+)
+def test_integer_flags_take_ascii_digits_only(
+    text: str,
+    command: str,
+    flags: list[str],
+    flag: str,
+    configured: bytes,
+    paths: NodePaths,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    rc = escadm([command, "set", *_replace(flags, [flag, text])], paths, HA0)
+    err = _assert_refused(rc, capsys, flag, configured, paths)
+    assert "is not a decimal integer (1-20 ASCII digits 0-9)" in err
+
+
+@pytest.mark.parametrize("text", ["\u0660.\u0662", "0.2 ", "\uff10.2", "2e-1", "inf", ""])
+def test_advert_int_takes_ascii_decimals_only(
+    text: str, configured: bytes, paths: NodePaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    rc = escadm(["ha", "set", "--advert_int", text], paths, HA0)
+    _assert_refused(rc, capsys, "--advert_int", configured, paths)
+
+
+def test_integer_flags_in_ascii_digits_are_set(paths: NodePaths) -> None:
+    assert (
+        escadm(["ha", "set", *IPV4_FLAGS, "--kad_vri", "077", "--advert_int", "1"], paths, HA0) == 0
+    )
+    assert (
+        escadm(["bgp", "set", *_replace(BGP_FLAGS, ["--remote_as", "4294967295"])], paths, HA0) == 0
+    )
+    cfg = load_config(paths.config_file)
+    assert cfg.ha is not None and cfg.ha.kad_vri == 77 and cfg.ha.advert_int == 1.0
+    assert cfg.bgp is not None and (cfg.bgp.local_as, cfg.bgp.remote_as) == (65010, 4294967295)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *(["ha", "history", "-n", t] for t in NOT_DIGITS),
+        *(["log", "-n", t] for t in NOT_DIGITS),
+        *(["ha", "switchover", "--wait", t] for t in ["\u0663", "nan", "inf", "1e3", " 3", ""]),
+    ],
+)
+def test_other_number_flags_take_ascii_digits_only(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(build_parser(), argv)
+    assert exc.value.code == 2
+    assert f"argument {argv[-2]}: {argv[-1]!r} is not " in capsys.readouterr().err
+
+
+def test_other_number_flags_in_ascii_digits() -> None:
+    assert parse_args(build_parser(), ["ha", "history", "-n", "7"]).n == 7
+    assert parse_args(build_parser(), ["log", "-n", "0"]).n == 0
+    assert parse_args(build_parser(), ["ha", "switchover", "--wait", "2.5"]).wait == 2.5
 
 
 def test_bgp_set_needs_its_partner_flags(
@@ -485,6 +706,7 @@ def test_bgp_set_writes_and_masks_the_secret(
     assert escadm(["bgp", "set", *BGP_FLAGS, "--md5", SECRET], paths, HA0) == 0
     out, err = capsys.readouterr()
     assert SECRET not in out + err
+    assert err == MD5_ON_ARGV_WARNING + "\n"  # the guide's form works, with a warning
     assert "bgp.md5: (unset) → ******" in out
     assert "bgp.local_as: (unset) → 65010" in out
     cfg = load_config(paths.config_file)
@@ -538,6 +760,12 @@ def test_config_validate_ok(
          'kad_vif = "eth0"\nroutes = ["203.0.113.0/24:[2001:db8::1]:eth0"]\n', "ha.routes"),
         ('node_name = "bad name"\n', "node_name"),
         ("not toml [", ""),
+        # strict types: TOML's own type or refused, never converted
+        ("[manager]\nhttp_port = true\n", "manager.http_port"),
+        ('[database]\nport = "5432"\n', "database.port"),
+        ("[agent]\ncycle_s = false\n", "agent.cycle_s"),
+        ('[ha]\nha_node_list = ["198.51.100.10", "198.51.100.11"]\nkad_vip = "198.51.100.254"\n'
+         'kad_vif = "eth0"\nkad_vri = "7"\n', "ha.kad_vri"),
     ],
 )  # fmt: skip
 def test_config_validate_names_the_field(

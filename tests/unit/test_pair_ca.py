@@ -4,6 +4,8 @@ network)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import stat
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from esc import pki
 from esc.cli.escadm import build_parser, parse_args
-from esc.cli.secrets_cmd import ca_of_line, export_line, generate_missing, run_secrets
+from esc.cli.secrets_cmd import PREFIX, ca_of_line, export_line, generate_missing, run_secrets
 from esc.config.schema import EscConfig, NodePaths, load_config, parse_config, save_config
 from esc.errors import ConfigError
 
@@ -95,14 +97,27 @@ class _Stdin:
     ("cert", "key", "field"),
     [
         ("x", "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n", "secrets.ca_crt"),
-        ("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n", "", "secrets.ca_key"),
+        (
+            f"-----BEGIN CERTIFICATE-----\n{'QUJD' * 12}\n-----END CERTIFICATE-----\n",
+            "",
+            "secrets.ca_key",
+        ),
     ],
 )
 def test_a_damaged_ca_in_the_line_is_refused_naming_it_and_changes_nothing(
     tmp_path: Path, cert: str, key: str, field: str
 ) -> None:
     cfg, _ = generate_missing(EscConfig())
-    line = export_line(cfg, (cert, key))
+    with pytest.raises(ConfigError) as exc:
+        export_line(cfg, (cert, key))  # export checks it too
+    assert exc.value.field == field
+    good = json.loads(base64.urlsafe_b64decode(export_line(cfg)[len(PREFIX) :]))
+    line = (
+        PREFIX
+        + base64.urlsafe_b64encode(
+            json.dumps({**good, "ca_crt": cert, "ca_key": key}).encode()
+        ).decode()
+    )
     with pytest.raises(ConfigError) as exc:
         ca_of_line(line)
     assert exc.value.field == field

@@ -94,6 +94,20 @@ def live_change_refusal(old: EscConfig, new: EscConfig) -> str | None:
         return "database"
     if old.agent.peer_port != new.agent.peer_port:
         return "agent.peer_port"
+    # The secrets are read once, at the start: the peer API's server and poller hold the peer
+    # secret, PostgreSQL the replication role's password (set on the primary at its start,
+    # written into the standby's connection then). Both nodes must change them together:
+    # docs/operations.md section 12 has the order.
+    if old.agent.peer_secret != new.agent.peer_secret:
+        return (
+            "agent.peer_secret (the pair's shared secret: change it on both nodes, then restart "
+            "both agents, docs/operations.md section 12)"
+        )
+    if old.replication.password != new.replication.password:
+        return (
+            "replication.password (the pair's shared secret: change it on both nodes and the "
+            "primary's replicator role, docs/operations.md section 12)"
+        )
     if old.manager != new.manager:
         return "manager"
     return None

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from esc.agent import setup_error
 from esc.agent.api import local_request
+from esc.cli.config_flags import arg_count, arg_seconds
 from esc.cli.ha_set import run_config_validate
 from esc.config.schema import NodePaths
 from esc.drivers.proc import run
@@ -496,13 +497,13 @@ def add_agent_parsers(
     hs.add_argument("--watch", action="store_true")
     hh = ha.add_parser("history", help="the transition log", epilog="example: escadm ha history")
     hh.add_argument("--json", action="store_true")
-    hh.add_argument("-n", type=int, default=50)
+    hh.add_argument("-n", type=arg_count, default=50)
     so = ha.add_parser(
         "switchover",
         help="hand the primary role to the standby",
         epilog="example: escadm ha switchover   (run on the primary)",
     )
-    so.add_argument("--wait", type=float, default=30.0, help="seconds to wait for completion")
+    so.add_argument("--wait", type=arg_seconds, default=30.0, help="seconds to wait for completion")
     fp = ha.add_parser(
         "force-primary",
         help="let this node serve without its peer",
@@ -517,7 +518,7 @@ def add_agent_parsers(
     lg = sub.add_parser("log", help="show a component's log", epilog="example: escadm log agent -f")
     lg.add_argument("which", nargs="?", choices=list(LOGS), default="agent")
     lg.add_argument("-f", action="store_true", dest="follow")
-    lg.add_argument("-n", type=int, default=50)
+    lg.add_argument("-n", type=arg_count, default=50)
     sv = sub.add_parser("service", help="escmanager on this node")
     svs = sv.add_subparsers(dest="service_cmd", required=True)
     sst = svs.add_parser("status", help="active/healthy", epilog="example: escadm service status")

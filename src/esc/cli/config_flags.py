@@ -8,9 +8,11 @@ schema parses and checks it: escadm holds no value rule. A schema error names a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from esc.config.types import decimal_int, decimal_seconds
 from esc.errors import ConfigError
 
 # flag (argparse dest, as typed without "--") -> the schema field it sets
@@ -45,6 +47,14 @@ BGP_FLAGS = tuple(BGP_FIELDS)
 # the flags that identify a section: given together, they rebuild it (ha_set.py)
 HA_REQUIRED = ("ha_node_list", "kad_vip", "kad_vif")
 BGP_REQUIRED = ("local_ip", "anycast_ip", "remote_ip", "local_as", "remote_as", "local_router_id")
+# The flags whose field is a number: their text is made one here (the schema is strict, and
+# takes no text for a number), ASCII digits only; the schema then checks the range.
+NUMBER_FLAGS: Mapping[str, Callable[[str], int | float]] = {
+    "kad_vri": decimal_int,
+    "advert_int": decimal_seconds,
+    "local_as": decimal_int,
+    "remote_as": decimal_int,
+}
 # the two volume settings are exclusive: setting one alone clears the other
 _EXCLUSIVE = {"db_volume_id": "db_volume_path", "db_volume_path": "db_volume_id"}
 
@@ -67,12 +77,19 @@ def as_flag_error(exc: ConfigError) -> ConfigError:
 
 
 def section_values(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The section's field values for the flags ``given``, as typed: the schema parses them.
+    """The section's field values for the flags ``given``, as typed: the schema parses them,
+    but for the numbers (:data:`NUMBER_FLAGS`; bad text is a ConfigError naming the flag).
     ``--ha_node_list`` takes the guide's ``IP1,IP2`` form as well as ``IP1 IP2``."""
     values: dict[str, Any] = {}
     for flag, value in given.items():
         name = FIELD_OF_FLAG[flag].split(".", 1)[1]
-        if flag == "ha_node_list":
+        number = NUMBER_FLAGS.get(flag)
+        if number is not None and isinstance(value, str):
+            try:
+                values[name] = number(value)
+            except ValueError as exc:
+                raise ConfigError(f"--{flag}", str(exc)) from None
+        elif flag == "ha_node_list":
             values[name] = [part for word in value for part in str(word).split(",") if part]
         else:
             values[name] = value
@@ -82,3 +99,19 @@ def section_values(given: Mapping[str, Any]) -> dict[str, Any]:
         if flag == "quorum" and value == "none" and "witness" not in given:
             values["witness"] = None  # leaving quorum mode forgets the witness
     return values
+
+
+def arg_count(text: str) -> int:
+    """argparse ``type`` of a count flag (``-n``): ASCII digits only, as every integer flag."""
+    try:
+        return decimal_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arg_seconds(text: str) -> float:
+    """argparse ``type`` of a seconds flag (``--wait``): ASCII decimal, no nan/inf/exponent."""
+    try:
+        return decimal_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -42,6 +42,10 @@ then: escadm reload
 BGP_SET_EXAMPLES = """example (as in the ESC install guide):
   escadm bgp set --local_ip 192.0.2.10 --anycast_ip 203.0.113.1 --remote_ip 192.0.2.1 \\
       --local_as 65010 --remote_as 65001 --local_router_id 192.0.2.10 [--md5 SECRET]
+the MD5 password off the command line (--md5 SECRET is visible in ps: a warning):
+  escadm bgp set --md5-file /root/bgp-md5      (its first line; chmod 600)
+  escadm bgp set --md5 - < /root/bgp-md5       (a line on standard input)
+  escadm bgp set --md5                         (a prompt)
 """
 
 

@@ -12,6 +12,10 @@ Rules:
   real implementation reading ``ip -j addr show`` and :class:`FakeHostFacts` for tests; the
   checks against them are ``host_checks.py``.
 - The BGP MD5 secret is never echoed: the diff prints ``******`` and no error message quotes it.
+  It need not be on the command line (where ``ps`` shows it to every user): ``--md5-file PATH``
+  (the file's first line; a file others may read is refused), ``--md5 -`` (a line on standard
+  input) or ``--md5`` alone (a prompt, twice). The guide's ``--md5 SECRET`` still works, with
+  a warning.
 
 Section semantics: when the identifying flags are given (``--ha_node_list --kad_vip --kad_vif``
 for ``ha set``, the six address/AS flags for ``bgp set``) the section is rebuilt from the flags;
@@ -21,7 +25,9 @@ when none of them is given, the other flags update the existing section.
 from __future__ import annotations
 
 import argparse
+import getpass
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -63,6 +69,13 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 
 _PLACEHOLDER_SCRIPT = Path("/usr/libexec/esc/esc-agent-alive")  # dry render only
+MD5_PROMPT = "\0prompt"  # `--md5` given alone (no secret can hold a NUL)
+MD5_STDIN = "-"
+MD5_ON_ARGV_WARNING = (
+    "escadm: warning: --md5 SECRET is visible to every user of this host (ps, /proc) and in "
+    "the shell's history; give it with --md5-file PATH, --md5 - (standard input) or --md5 "
+    "alone (a prompt)"
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -121,7 +134,19 @@ def add_bgp_set_parser(
     p.add_argument("--local_as", metavar="AS", help="1-4294967295")
     p.add_argument("--remote_as", metavar="AS", help="1-4294967295")
     p.add_argument("--local_router_id", metavar="IPV4", help="BGP router id (IPv4 form)")
-    p.add_argument("--md5", metavar="SECRET", help="TCP MD5 password (never printed)")
+    p.add_argument(
+        "--md5",
+        nargs="?",
+        const=MD5_PROMPT,
+        metavar="SECRET|-",
+        help="TCP MD5 password (never printed): alone, a prompt; '-', a line on standard input; "
+        "SECRET on the command line is visible in ps (a warning)",
+    )
+    p.add_argument(
+        "--md5-file",
+        metavar="PATH",
+        help="read the TCP MD5 password from the file's first line (mode 0600 or 0400)",
+    )
     return p
 
 
@@ -149,10 +174,13 @@ def run_ha_set(args: argparse.Namespace, paths: NodePaths, host: HostFacts) -> i
 
 def run_bgp_set(args: argparse.Namespace, paths: NodePaths, host: HostFacts) -> int:
     """``escadm bgp set``: validate, write the config atomically, print the diff (secret masked)."""
-    secret = getattr(args, "md5", None)
+    secret: str | None = None
     try:
         old = _load_or_default(paths, host)
+        secret = md5_secret(args)
         given = _given(args, BGP_FLAGS)
+        if secret is not None:
+            given["md5"] = secret
         base = _section_base(old.bgp, given, BGP_REQUIRED, "--local_ip", "BGP")
         new_bgp = _validated(BgpConfig, {**base, **section_values(given)}, ("bgp",))
         new = _whole(old, "bgp", new_bgp)
@@ -190,6 +218,63 @@ def run_config_validate(path: Path) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # flags, sections, schema
+
+
+def md5_secret(args: argparse.Namespace) -> str | None:
+    """The MD5 password ``bgp set`` was given, from wherever it was given (None: not given).
+    Only where it comes from is checked here (a ConfigError naming the flag); the schema checks
+    the value (naming ``--md5``, never quoting it)."""
+    given, path = getattr(args, "md5", None), getattr(args, "md5_file", None)
+    if given is not None and path is not None:
+        raise ConfigError("--md5-file", "give the password one way: --md5 or --md5-file")
+    if path is not None:
+        return _md5_of_file(Path(path))
+    if given == MD5_STDIN:
+        line = sys.stdin.readline()
+        if not line.strip("\r\n"):
+            raise ConfigError("--md5", "'-' reads the password from standard input: none there")
+        return line.removesuffix("\n")
+    if given == MD5_PROMPT:
+        try:
+            first = getpass.getpass("BGP MD5 password: ")
+            again = getpass.getpass("again: ")
+        except (EOFError, KeyboardInterrupt):
+            raise ConfigError("--md5", "no password entered") from None
+        if first != again:
+            raise ConfigError("--md5", "the two entries differ")
+        if not first:
+            raise ConfigError("--md5", "no password entered")
+        return first
+    if given is not None:
+        print(MD5_ON_ARGV_WARNING, file=sys.stderr)
+    return given if isinstance(given, str) else None
+
+
+def _md5_of_file(path: Path) -> str:
+    """The first line of ``path``, a regular file only its owner may read or write."""
+    flag = "--md5-file"
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(flag, f"{path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                flag,
+                f"{path}: others may access it (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"chmod 600 {path}",
+            )
+        with path.open(encoding="utf-8", newline="") as f:
+            line = f.readline()
+    except FileNotFoundError:
+        raise ConfigError(flag, f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(flag, f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(flag, f"{path}: cannot read: {exc.strerror}") from None
+    secret = line.removesuffix("\n")
+    if not secret:
+        raise ConfigError(flag, f"{path}: empty (the password is its first line)")
+    return secret
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:

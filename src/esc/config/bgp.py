@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator, model_validator
 
-from esc.config.types import AnycastIp, AsNumber, BgpPeerIp, Model, RouterId, RuleError, no_control
+from esc.config.types import AnycastIp, AsNumber, BgpPeerIp, Model, RouterId, RuleError
 
-_MD5_FORBIDDEN = " \"';{}\\"
+# The TCP MD5 key (RFC 2385): Linux takes at most 80 bytes (TCP_MD5SIG_MAXKEYLEN). ExaBGP
+# reads it as a quoted string whose line it unescapes first: a backslash escapes, and either
+# quote ends (or switches) the string. ';' and braces end statements outside a string: refused
+# too (as exabgp_conf does), and spaces, which routers' CLIs rarely take. Printable ASCII only:
+# the router is given the same characters, and a key in another encoding is other bytes.
+_MD5 = re.compile(r"[!#-&(-:<-\[\]-z|~]{1,80}")
 
 
 class BgpConfig(Model):
@@ -28,9 +35,10 @@ class BgpConfig(Model):
         """Never quoted in a message: it is a secret."""
         if v is None:
             return v
-        no_control(v)
-        if not 1 <= len(v) <= 80 or any(c in v for c in _MD5_FORBIDDEN):
-            raise ValueError("1-80 printable characters, no spaces, quotes, ';', braces")
+        if not _MD5.fullmatch(v):
+            raise ValueError(
+                "1-80 printable ASCII characters, no spaces, quotes, backslash, ';' or braces"
+            )
         return v
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, ValidationError, field_validator, model_va
 from esc.addresses import check_ifname, parse_ip, subnet_own
 from esc.config.types import (
     STR,
+    TUPLE,
     GatewayIp,
     IfName,
     Model,
@@ -21,12 +22,12 @@ from esc.config.types import (
     VipIp,
     VrId,
     absolute_path,
+    decimal_int,
     first_message,
     no_control,
 )
 
 _NODE_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
-_DECIMAL = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 # keepalived's VRRPv3 counts the advert interval in centiseconds, 1 to 4095 (12 bits)
 ADVERT_CENTIS = (1, 4095)
 
@@ -59,13 +60,17 @@ class Vip(Model):
             except ValueError:
                 if ":" in body:
                     body, iface = body.rsplit(":", 1)
-        addr_text, _, plen_text = body.partition("/")
+        addr_text, slash, plen_text = body.partition("/")
         address = parse_ip(addr_text)
-        prefixlen = None
-        if plen_text:
-            if not plen_text.isdigit() or int(plen_text) > address.max_prefixlen:
-                raise ValueError(f"{text!r}: bad prefix length {plen_text!r}")
-            prefixlen = int(plen_text)
+        prefixlen: int | None = None
+        if slash:
+            bad = ValueError(f"{text!r}: bad prefix length {plen_text!r}")
+            try:
+                prefixlen = decimal_int(plen_text)
+            except ValueError:
+                raise bad from None
+            if prefixlen > address.max_prefixlen:
+                raise bad
         if iface is not None:
             check_ifname(iface)
         try:
@@ -146,16 +151,17 @@ def _routes(value: object) -> object:
 
 
 def _two(value: object) -> object:
-    if isinstance(value, list | tuple) and len(value) != 2:
-        raise ValueError("needs exactly two addresses: IP1 IP2")
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise ValueError("needs exactly two addresses: IP1 IP2")
+        return tuple(value)
     return value
 
 
 def _advert_int(value: object) -> float:
     """Seconds in keepalived's VRRPv3 range and granularity: a multiple of 0.01 from 0.01 to
-    40.95 (sub-second intervals need v3, which counts centiseconds in 12 bits)."""
-    if isinstance(value, str) and _DECIMAL.fullmatch(value):
-        value = float(value)
+    40.95 (sub-second intervals need v3, which counts centiseconds in 12 bits). A number, not
+    text (the flag's text is made one by ``config_flags``)."""
     low, high = ADVERT_CENTIS
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         centis = round(value * 100)
@@ -184,7 +190,7 @@ class HaConfig(Model):
     db_volume_path: str | None = None
     routes: Annotated[tuple[Route, ...], BeforeValidator(_routes)] = ()
     # The nodes' names in ha_node_list order: replication application names, slots, logs.
-    node_names: tuple[str, str] = ("esc-ha-0", "esc-ha-1")
+    node_names: Annotated[tuple[str, str], TUPLE] = ("esc-ha-0", "esc-ha-1")
     # "etcd": quorum mode (esc.core.quorum), three etcd members: one per node (on its
     # ha_node_list address) and one on the witness host; timing in [quorum].
     quorum: Literal["none", "etcd"] = "none"

@@ -23,7 +23,11 @@ from pydantic import (
 from esc.addresses import IPAddress, Use, check_address, check_ifname, parse_ip
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_INTEGER = re.compile(r"-?[0-9]{1,20}")
+# ASCII digits only: int() and str.isdigit() also take other scripts' digits (U+0663 is 3,
+# U+FF11 is 1) and spaces around; superscript two passes isdigit() and then fails int().
+# Twenty digits hold every integer the schema allows.
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
 
 class RuleError(ValueError):
@@ -37,9 +41,48 @@ class RuleError(ValueError):
 
 
 class Model(BaseModel):
-    """Every section of the schema: frozen, and an unknown key is an error naming it."""
+    """Every section of the schema: frozen, an unknown key is an error naming it, and strict:
+    a value of another type is refused, never converted (``http_port = true`` is not port 1,
+    ``name = 3`` is not ``"3"``, ``kad_vri = "7"`` is not 7). An int is taken for a float.
+    Text becomes an address, an interface or a VIP only through that type's own parser (a
+    ``BeforeValidator``), and a TOML array a tuple through :data:`TUPLE`. escadm's flags are
+    text: ``config_flags.section_values`` turns the numeric ones into numbers first, with
+    :func:`decimal_int` / :func:`decimal_seconds`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def decimal_int(text: str, *, signed: bool = False) -> int:
+    """``text`` as an integer written in ASCII decimal digits (a leading '-' only if
+    ``signed``): no sign otherwise, no spaces, no '0x', no other script's digits. The one
+    parser of integers typed by an operator (escadm's flags, the seed forms' prefix length)."""
+    body = text[1:] if signed and text.startswith("-") else text
+    if not _DIGITS.fullmatch(body):
+        sign = "an optional '-' and " if signed else ""
+        raise ValueError(f"{text!r} is not a decimal integer ({sign}1-20 ASCII digits 0-9)")
+    return int(text)
+
+
+def decimal_seconds(text: str) -> float:
+    """``text`` as non-negative seconds in ASCII decimal (``30``, ``0.25``): no exponent, sign,
+    spaces, ``nan`` or ``inf``, which ``float()`` takes."""
+    if not _SECONDS.fullmatch(text):
+        raise ValueError(f"{text!r} is not a number of seconds (ASCII digits, as 30 or 0.25)")
+    return float(text)
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# a TOML array (a list) for a tuple field: strict mode takes a tuple only
+TUPLE = BeforeValidator(_as_tuple)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    return no_control(value)
 
 
 def no_control(text: str) -> str:
@@ -121,14 +164,14 @@ NextHopIp = Annotated[IPAddress, _PARSE, _checked(NEXT_HOP), STR]
 BgpPeerIp = Annotated[IPAddress, _PARSE, _checked(BGP_PEER), STR]
 ListenIp = Annotated[IPAddress, _PARSE, _checked(LISTEN), STR]
 
-IfName = Annotated[str, BeforeValidator(lambda v: check_ifname(no_control(str(v))))]
+IfName = Annotated[str, BeforeValidator(lambda v: check_ifname(_text(v)))]
 
 
 def _router_id(value: object) -> ipaddress.IPv4Address:
     if isinstance(value, ipaddress.IPv4Address):
         address = value
     else:
-        text = no_control(str(value))
+        text = _text(value)
         try:
             address = ipaddress.IPv4Address(text)
         except ValueError:
@@ -142,12 +185,10 @@ RouterId = Annotated[ipaddress.IPv4Address, BeforeValidator(_router_id), STR]
 
 
 def integer(low: int, high: int) -> BeforeValidator:
-    """An integer from ``low`` to ``high``, given as a number or as its decimal text (a flag);
-    never a boolean or a fraction."""
+    """An integer from ``low`` to ``high``: never a boolean, a fraction or text (a flag's text
+    is made a number by ``config_flags``, with :func:`decimal_int`)."""
 
     def check(value: object) -> int:
-        if isinstance(value, str) and _INTEGER.fullmatch(value):
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"must be an integer {low}-{high}")
         return value
