@@ -59,13 +59,21 @@ class _Vrrp:
         return True
 
 
+class _Service:
+    def __init__(self) -> None:
+        self.configs: list[EscConfig] = []
+
+    def reconfigure(self, cfg: EscConfig) -> None:
+        self.configs.append(cfg)
+
+
 def test_escadm_reload_refuses_a_rotated_secret_and_keeps_running_with_the_old(
     tmp_path: Path,
 ) -> None:
     """Through the agent's reload request: refused naming the field, nothing applied."""
     old = _pair()
     paths = NodePaths(tmp_path)
-    vrrp = _Vrrp()
+    vrrp, service = _Vrrp(), _Service()
     agent = Agent(
         cfg=old,
         paths=paths,
@@ -74,7 +82,7 @@ def test_escadm_reload_refuses_a_rotated_secret_and_keeps_running_with_the_old(
         vrrp=cast(Any, vrrp),
         vip=cast(Any, None),
         db=FakeDatabase("esc-ha-0", DbRole.STANDBY),
-        service=cast(Any, None),
+        service=cast(Any, service),
         peer=cast(Any, None),
         gateway=None,
         history=History(tmp_path / "history.jsonl"),
@@ -86,6 +94,7 @@ def test_escadm_reload_refuses_a_rotated_secret_and_keeps_running_with_the_old(
     assert not ok
     assert message.startswith("reload refused: agent.peer_secret ")
     assert message.endswith("cannot change live; restart the agent")
-    assert agent.cfg == old and vrrp.reloads == 0
+    assert agent.cfg == old and vrrp.reloads == 0 and service.configs == []
     save_config(old, paths.config_file)  # back as it runs: a reload applies
     assert agent._reload()[0] and vrrp.reloads == 1
+    assert service.configs == [old]  # and reaches the manager
