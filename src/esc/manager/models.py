@@ -70,7 +70,10 @@ class CallbackState(StrEnum):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A request body: unknown keys refused, and strict types: JSON ``true`` is not the
+    integer 1 nor ``"2"`` the integer 2 (422 naming the field, not a silent coercion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TenantCreate(_Body):
