@@ -23,8 +23,10 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from esc.config.manager import MIB
 from esc.manager import paging, store
 from esc.manager.auth import Authenticator, CredentialCheck, parse_basic
+from esc.manager.callbacks import CallbackGuard, CallbackRefused, PinnedCallback
 from esc.manager.models import (
     AFTER_DOC,
     NAME_PATTERN,
@@ -35,10 +37,10 @@ from esc.manager.models import (
     TenantPage,
     TransactionPage,
     TxState,
-    check_callback_url,
     pick_transaction_id,
 )
 from esc.manager.service import Manager
+from esc.manager.transport import BodyLimit
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,10 @@ CallbackHeader = Annotated[
     str | None,
     Header(
         alias="Callback",
-        description="http(s) URL that receives a POST when the transaction ends.",
+        description="http(s) URL that receives a POST when the transaction ends. Its host "
+        "(every address a name resolves to) must be allowed by manager.callback_networks; "
+        "loopback, link-local, metadata, unspecified and multicast addresses are refused "
+        "(422 naming Callback). The POST goes to the address checked here.",
         max_length=2048,
     ),
 ]
@@ -76,15 +81,15 @@ NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 @dataclass(frozen=True)
 class WriteHeaders:
     """What every write takes besides its body: the request line, the client's transaction id
-    (``ESC-Transaction-Id`` or ``Idempotency-Key``) and the ``Callback`` URL, checked."""
+    (``ESC-Transaction-Id`` or ``Idempotency-Key``) and the ``Callback``, checked and pinned."""
 
     method: str
     path: str
     transaction_id: str | None
-    callback: str | None
+    callback: PinnedCallback | None
 
 
-def _write_headers(
+async def _write_headers(
     request: Request,
     txid: TxIdHeader = None,
     idem: IdemHeader = None,
@@ -92,12 +97,14 @@ def _write_headers(
 ) -> WriteHeaders:
     try:
         client_id = pick_transaction_id(txid, idem)
-        if callback is not None:
-            check_callback_url(callback)
+        guard: CallbackGuard = request.app.state.callbacks
+        pinned = None if callback is None else await guard.pin(callback)
+    except CallbackRefused as exc:
+        raise store.RequestError(422, str(exc), field="Callback") from None
     except ValueError as exc:
         field = str(exc).split(":", 1)[0]
         raise store.RequestError(422, str(exc), field=field) from None
-    return WriteHeaders(request.method, request.url.path, client_id, callback)
+    return WriteHeaders(request.method, request.url.path, client_id, pinned)
 
 
 Writes = Annotated[WriteHeaders, Depends(_write_headers)]
@@ -198,7 +205,16 @@ def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def build_api(manager: Manager) -> ASGIApp:
+def build_api(
+    manager: Manager,
+    *,
+    max_body_bytes: int = MIB,
+    callbacks: CallbackGuard | None = None,
+    auth: CredentialCheck | None = None,
+) -> ASGIApp:
+    """The API app: the active gate, basic authentication, the body limit, the routes.
+    ``callbacks`` checks Callback headers (default: the refused classes, the system resolver);
+    ``auth`` is the credential check (default: the users table)."""
     app = FastAPI(
         title="ESC-HA northbound API",
         version="0",
@@ -210,6 +226,7 @@ def build_api(manager: Manager) -> ASGIApp:
     )
 
     app.state.manager = manager
+    app.state.callbacks = callbacks if callbacks is not None else manager.callbacks
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -273,7 +290,8 @@ def build_api(manager: Manager) -> ASGIApp:
             operation=operation,
             resource_type=resource_type,
             transaction_id=hdrs.transaction_id,
-            callback=callback,
+            callback=callback.url if callback else None,
+            callback_address=callback.address if callback else None,
         )
         accepted = await store.accept(conn, req, effect)
         headers = {"ESC-Transaction-Id": accepted.transaction_id}
@@ -294,9 +312,9 @@ def build_api(manager: Manager) -> ASGIApp:
 
     @app.post("/v0/tenants", status_code=202, response_model=None, tags=["tenants"])
     async def create_tenant(
+        hdrs: Writes,
         conn: Db,
         body: TenantCreate,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -324,9 +342,9 @@ def build_api(manager: Manager) -> ASGIApp:
 
     @app.delete("/v0/tenants/{name}", status_code=202, response_model=None, tags=["tenants"])
     async def delete_tenant(
+        hdrs: Writes,
         conn: Db,
         name: NamePath,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -341,9 +359,9 @@ def build_api(manager: Manager) -> ASGIApp:
 
     @app.post("/v0/deployments", status_code=202, response_model=None, tags=["deployments"])
     async def create_deployment(
+        hdrs: Writes,
         conn: Db,
         body: DeploymentCreate,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -386,9 +404,9 @@ def build_api(manager: Manager) -> ASGIApp:
         tags=["deployments"],
     )
     async def delete_deployment(
+        hdrs: Writes,
         conn: Db,
         deployment_id: uuid.UUID,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -431,4 +449,5 @@ def build_api(manager: Manager) -> ASGIApp:
             )
         return found
 
-    return ActiveGate(BasicAuth(app, Authenticator(manager.pool)), manager)
+    checker = auth or Authenticator(manager.pool)
+    return ActiveGate(BasicAuth(BodyLimit(app, max_body_bytes), checker), manager)

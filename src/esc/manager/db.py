@@ -99,6 +99,15 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
         CREATE INDEX deployments_tenant_page ON deployments (tenant, created_at, id);
         """,
     ),
+    (
+        3,
+        # the address a callback's name resolved to when it was checked (callbacks.py): the
+        # worker connects there and nowhere else. NULL: a row accepted before the check, which
+        # the worker checks (and pins) at delivery instead
+        """
+        ALTER TABLE callbacks ADD COLUMN address text;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 
