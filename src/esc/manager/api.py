@@ -16,11 +16,13 @@ from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from esc.config.manager import MIB
@@ -31,12 +33,18 @@ from esc.manager.models import (
     AFTER_DOC,
     NAME_PATTERN,
     TXID_PATTERN,
+    Deployment,
     DeploymentCreate,
     DeploymentPage,
+    ErrorAnswer,
+    Tenant,
     TenantCreate,
     TenantPage,
+    Transaction,
     TransactionPage,
     TxState,
+    UnavailableAnswer,
+    ValidationErrorAnswer,
     pick_transaction_id,
 )
 from esc.manager.service import Manager
@@ -138,9 +146,62 @@ def _page(
     return {key: page.items, "next": paging.next_link(request.url.path, params, page.next_after)}
 
 
-def _ok(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """The 200 answer's schema for the OpenAPI document (the answer is not re-validated)."""
-    return {200: {"model": model, "description": "One page."}}
+Responses = dict[int | str, dict[str, Any]]
+_HEADER = {"schema": {"type": "string"}, "required": True}
+# What every route may answer besides its own: the layers in front of the routes (the active
+# gate, authentication, the body limit) and the database.
+_ALWAYS: Responses = {
+    401: {
+        "model": ErrorAnswer,
+        "description": "No or wrong credentials.",
+        "headers": {"WWW-Authenticate": _HEADER | {"description": "Basic realm."}},
+    },
+    403: {"model": ErrorAnswer, "description": "The user's role does not allow this."},
+    413: {"model": ErrorAnswer, "description": "The body is larger than max_body_bytes."},
+    422: {"model": ValidationErrorAnswer, "description": "Invalid input; `field` names it."},
+    429: {"model": ErrorAnswer, "description": "Too many failed logins; retry later."},
+    503: {
+        "model": UnavailableAnswer,
+        "description": "Not the primary (see `primary_url`), or the database is unavailable.",
+        "headers": {"Retry-After": _HEADER | {"description": "Seconds."}},
+    },
+}
+_NOT_FOUND: Responses = {404: {"model": ErrorAnswer, "description": "No such resource."}}
+_CONFLICT: Responses = {
+    409: {
+        "model": ErrorAnswer,
+        "description": "The transaction id was used for a different request, or the resource "
+        "exists or is busy.",
+    }
+}
+
+
+def _ok(model: type[BaseModel], description: str = "One page.", *extra: Responses) -> Responses:
+    """The 200 answer's schema and the errors the route may answer, for the OpenAPI document
+    (the answer is not re-validated)."""
+    out: Responses = {200: {"model": model, "description": description}}
+    out |= _ALWAYS
+    for more in extra:
+        out |= more
+    return out
+
+
+def _accepted(*extra: Responses) -> Responses:
+    """A write's answers: 202 with the transaction, and its errors."""
+    out: Responses = (
+        {
+            202: {
+                "model": Transaction,
+                "description": "Accepted: the transaction (a replay: the original's answer).",
+                "headers": {"ESC-Transaction-Id": _HEADER | {"description": "Its id."}},
+            }
+        }
+        | _ALWAYS
+        | _CONFLICT
+    )
+    for more in extra:
+        out |= more
+    return out
 
 
 class ActiveGate:
@@ -243,6 +304,15 @@ def build_api(
             {"detail": detail, "field": first["field"], "errors": errors}, status_code=422
         )
 
+    @app.exception_handler(HTTPException)
+    async def _http(req: Request, exc: HTTPException) -> Any:
+        # FastAPI answers 400 for a body it cannot decode (not UTF-8): invalid input like any
+        # other, so 422 naming the body, the shape the document declares
+        if exc.status_code == 400:
+            message = "body: not valid JSON (not UTF-8 text)"
+            return JSONResponse({"detail": message, "field": "body"}, status_code=422)
+        return await http_exception_handler(req, exc)
+
     @app.exception_handler(store.RequestError)
     async def _refused(_req: Request, exc: store.RequestError) -> JSONResponse:
         return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
@@ -310,7 +380,13 @@ def build_api(
 
     # --- tenants ----------------------------------------------------------------------------
 
-    @app.post("/v0/tenants", status_code=202, response_model=None, tags=["tenants"])
+    @app.post(
+        "/v0/tenants",
+        status_code=202,
+        response_model=None,
+        tags=["tenants"],
+        responses=_accepted(),
+    )
     async def create_tenant(
         hdrs: Writes,
         conn: Db,
@@ -333,14 +409,25 @@ def build_api(
         page = await store.list_tenants(conn, limit, _after(paging.read_tenant_cursor, after))
         return _page(request, "tenants", page, [("limit", limit)])
 
-    @app.get("/v0/tenants/{name}", tags=["tenants"])
+    @app.get(
+        "/v0/tenants/{name}",
+        tags=["tenants"],
+        response_model=None,
+        responses=_ok(Tenant, "The tenant.", _NOT_FOUND),
+    )
     async def get_tenant(conn: Db, name: NamePath) -> dict[str, Any]:
         found = await store.get_tenant(conn, name)
         if found is None:
             raise store.RequestError(404, f"no tenant {name!r}", field="name")
         return found
 
-    @app.delete("/v0/tenants/{name}", status_code=202, response_model=None, tags=["tenants"])
+    @app.delete(
+        "/v0/tenants/{name}",
+        status_code=202,
+        response_model=None,
+        tags=["tenants"],
+        responses=_accepted(_NOT_FOUND),
+    )
     async def delete_tenant(
         hdrs: Writes,
         conn: Db,
@@ -357,7 +444,13 @@ def build_api(
 
     # --- deployments ------------------------------------------------------------------------
 
-    @app.post("/v0/deployments", status_code=202, response_model=None, tags=["deployments"])
+    @app.post(
+        "/v0/deployments",
+        status_code=202,
+        response_model=None,
+        tags=["deployments"],
+        responses=_accepted(),
+    )
     async def create_deployment(
         hdrs: Writes,
         conn: Db,
@@ -390,7 +483,12 @@ def build_api(
         page = await store.list_deployments(conn, tenant, limit, key)
         return _page(request, "deployments", page, [("tenant", tenant), ("limit", limit)])
 
-    @app.get("/v0/deployments/{deployment_id}", tags=["deployments"])
+    @app.get(
+        "/v0/deployments/{deployment_id}",
+        tags=["deployments"],
+        response_model=None,
+        responses=_ok(Deployment, "The deployment.", _NOT_FOUND),
+    )
     async def get_deployment(conn: Db, deployment_id: uuid.UUID) -> dict[str, Any]:
         found = await store.get_deployment(conn, str(deployment_id))
         if found is None:
@@ -402,6 +500,7 @@ def build_api(
         status_code=202,
         response_model=None,
         tags=["deployments"],
+        responses=_accepted(_NOT_FOUND),
     )
     async def delete_deployment(
         hdrs: Writes,
@@ -438,7 +537,12 @@ def build_api(
         page = await store.list_transactions(conn, state, limit, key)
         return _page(request, "transactions", page, [("state", state), ("limit", limit)])
 
-    @app.get("/v0/transactions/{transaction_id}", tags=["transactions"])
+    @app.get(
+        "/v0/transactions/{transaction_id}",
+        tags=["transactions"],
+        response_model=None,
+        responses=_ok(Transaction, "The transaction.", _NOT_FOUND),
+    )
     async def get_transaction(
         conn: Db, transaction_id: Annotated[str, Path(pattern=TXID_PATTERN)]
     ) -> dict[str, Any]:
