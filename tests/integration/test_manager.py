@@ -641,6 +641,8 @@ def test_activation_answers_in_time_after_the_database_broke_every_connection(
         ("/v0/tenants", {"name": "ok"}, {"Idempotency-Key": "x" * 129}, "Idempotency-Key"),
         ("/v0/tenants", {"name": "ok"}, {"Callback": "ftp://192.0.2.1/x"}, "Callback"),
         ("/v0/tenants", {"name": "ok"}, {"Callback": "not a url"}, "Callback"),
+        ("/v0/tenants", {"name": "ok"}, {"Callback": "http://169.254.169.254/x"}, "Callback"),
+        ("/v0/deployments", deployment_body("t", "d", count=True), {}, "vm_groups.0.count"),
         ("/v0/deployments", {"tenant": "t", "name": "d"}, {}, "vm_groups"),
         ("/v0/deployments", {**deployment_body("t", "d"), "vm_groups": []}, {}, "vm_groups"),
         ("/v0/deployments", deployment_body("t", "d", count=0), {}, "vm_groups.0.count"),

@@ -90,6 +90,16 @@ def test_a_name_is_resolved_once_and_every_address_must_be_allowed() -> None:
         pin("http://nowhere.example/", resolver)
 
 
+def test_a_name_that_does_not_resolve_in_time_is_refused() -> None:
+    async def stuck(host: str, port: int) -> Sequence[IPAddress]:
+        await asyncio.Event().wait()  # never answers
+        return []
+
+    guard = CallbackGuard(CallbackPolicy(), stuck, resolve_timeout_s=0.01)
+    with pytest.raises(CallbackRefused, match="did not resolve within"):
+        asyncio.run(guard.pin("http://slow.example/cb"))
+
+
 def test_allowed_targets_and_callback_networks() -> None:
     assert pin("http://192.0.2.5/cb").address == "192.0.2.5"
     assert pin("http://10.1.2.3/cb").address == "10.1.2.3"  # private networks are fine

@@ -30,6 +30,7 @@ from esc.manager.models import check_callback_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+RESOLVE_TIMEOUT_S = 2.0  # a name that takes longer is refused (the request waits for it)
 # (host, port) → every address the name resolves to
 Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 
@@ -136,6 +137,7 @@ class CallbackGuard:
 
     policy: CallbackPolicy = CallbackPolicy()
     resolver: Resolver = system_resolver
+    resolve_timeout_s: float = RESOLVE_TIMEOUT_S
 
     async def pin(self, url: str) -> PinnedCallback:
         """The checked, pinned callback; :class:`CallbackRefused` (``Callback: ...``) if the
@@ -151,7 +153,12 @@ class CallbackGuard:
             addresses: Sequence[IPAddress] = [ipaddress.ip_address(host)]
         else:
             try:
-                addresses = await self.resolver(host, port)
+                async with asyncio.timeout(self.resolve_timeout_s):
+                    addresses = await self.resolver(host, port)
+            except TimeoutError:
+                raise CallbackRefused(
+                    f"Callback: {host!r} did not resolve within {self.resolve_timeout_s:g} s"
+                ) from None
             except (OSError, UnicodeError) as exc:
                 raise CallbackRefused(f"Callback: {host!r} does not resolve ({exc})") from None
             if not addresses:
