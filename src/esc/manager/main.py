@@ -29,7 +29,7 @@ from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.errors import EscError
 from esc.manager import db
 from esc.manager.api import build_api
-from esc.manager.callbacks import CallbackGuard, CallbackPolicy
+from esc.manager.callbacks import CallbackGuard, CallbackPolicy, Resolver, system_resolver
 from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
 from esc.manager.tls import CertWatch, ensure_certificate
@@ -115,8 +115,10 @@ async def serve(
     *,
     conninfo: str | None = None,
     tuning: WorkerTuning | None = None,
+    resolver: Resolver | None = None,
 ) -> None:
-    """Run the service until ``stop`` is set (or a listener fails)."""
+    """Run the service until ``stop`` is set (or a listener fails). ``resolver`` resolves
+    Callback names (default: the system's)."""
     mcfg = cfg.manager
     manager = Manager(
         cfg.node_name,
@@ -124,7 +126,9 @@ async def serve(
         vim,
         tuning,
         shared_storage=cfg.ha is not None and cfg.ha.ha_mode == "cinder",
-        callbacks=CallbackGuard(CallbackPolicy(mcfg.callback_networks)),
+        callbacks=CallbackGuard(
+            CallbackPolicy(mcfg.callback_networks), resolver or system_resolver
+        ),
     )
     tls = ensure_certificate(paths, mcfg, cfg)
     # HTTPS answers carry HSTS; plain HTTP, when configured, only redirects to HTTPS (to the
