@@ -21,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,17 +35,15 @@ from esc.manager.models import (
     Deployment,
     DeploymentCreate,
     DeploymentPage,
-    ErrorAnswer,
     Tenant,
     TenantCreate,
     TenantPage,
     Transaction,
     TransactionPage,
     TxState,
-    UnavailableAnswer,
-    ValidationErrorAnswer,
     pick_transaction_id,
 )
+from esc.manager.responses import NOT_FOUND, accepted, ok
 from esc.manager.service import Manager
 from esc.manager.transport import BodyLimit
 
@@ -144,64 +141,6 @@ def _page(
     request: Request, key: str, page: store.Page, params: list[tuple[str, str | int | None]]
 ) -> dict[str, Any]:
     return {key: page.items, "next": paging.next_link(request.url.path, params, page.next_after)}
-
-
-Responses = dict[int | str, dict[str, Any]]
-_HEADER = {"schema": {"type": "string"}, "required": True}
-# What every route may answer besides its own: the layers in front of the routes (the active
-# gate, authentication, the body limit) and the database.
-_ALWAYS: Responses = {
-    401: {
-        "model": ErrorAnswer,
-        "description": "No or wrong credentials.",
-        "headers": {"WWW-Authenticate": _HEADER | {"description": "Basic realm."}},
-    },
-    403: {"model": ErrorAnswer, "description": "The user's role does not allow this."},
-    413: {"model": ErrorAnswer, "description": "The body is larger than max_body_bytes."},
-    422: {"model": ValidationErrorAnswer, "description": "Invalid input; `field` names it."},
-    429: {"model": ErrorAnswer, "description": "Too many failed logins; retry later."},
-    503: {
-        "model": UnavailableAnswer,
-        "description": "Not the primary (see `primary_url`), or the database is unavailable.",
-        "headers": {"Retry-After": _HEADER | {"description": "Seconds."}},
-    },
-}
-_NOT_FOUND: Responses = {404: {"model": ErrorAnswer, "description": "No such resource."}}
-_CONFLICT: Responses = {
-    409: {
-        "model": ErrorAnswer,
-        "description": "The transaction id was used for a different request, or the resource "
-        "exists or is busy.",
-    }
-}
-
-
-def _ok(model: type[BaseModel], description: str = "One page.", *extra: Responses) -> Responses:
-    """The 200 answer's schema and the errors the route may answer, for the OpenAPI document
-    (the answer is not re-validated)."""
-    out: Responses = {200: {"model": model, "description": description}}
-    out |= _ALWAYS
-    for more in extra:
-        out |= more
-    return out
-
-
-def _accepted(*extra: Responses) -> Responses:
-    """A write's answers: 202 with the transaction, and its errors."""
-    out: Responses = (
-        {
-            202: {
-                "model": Transaction,
-                "description": "Accepted: the transaction (a replay: the original's answer).",
-                "headers": {"ESC-Transaction-Id": _HEADER | {"description": "Its id."}},
-            }
-        }
-        | _ALWAYS
-        | _CONFLICT
-    )
-    for more in extra:
-        out |= more
-    return out
 
 
 class ActiveGate:
@@ -385,7 +324,7 @@ def build_api(
         status_code=202,
         response_model=None,
         tags=["tenants"],
-        responses=_accepted(),
+        responses=accepted(),
     )
     async def create_tenant(
         hdrs: Writes,
@@ -401,7 +340,7 @@ def build_api(
             effect=store.create_tenant(body),
         )
 
-    @app.get("/v0/tenants", tags=["tenants"], response_model=None, responses=_ok(TenantPage))
+    @app.get("/v0/tenants", tags=["tenants"], response_model=None, responses=ok(TenantPage))
     async def list_tenants(
         request: Request, conn: Db, limit: Limit = 1000, after: After = None
     ) -> dict[str, Any]:
@@ -413,7 +352,7 @@ def build_api(
         "/v0/tenants/{name}",
         tags=["tenants"],
         response_model=None,
-        responses=_ok(Tenant, "The tenant.", _NOT_FOUND),
+        responses=ok(Tenant, "The tenant.", NOT_FOUND),
     )
     async def get_tenant(conn: Db, name: NamePath) -> dict[str, Any]:
         found = await store.get_tenant(conn, name)
@@ -426,7 +365,7 @@ def build_api(
         status_code=202,
         response_model=None,
         tags=["tenants"],
-        responses=_accepted(_NOT_FOUND),
+        responses=accepted(NOT_FOUND),
     )
     async def delete_tenant(
         hdrs: Writes,
@@ -449,7 +388,7 @@ def build_api(
         status_code=202,
         response_model=None,
         tags=["deployments"],
-        responses=_accepted(),
+        responses=accepted(),
     )
     async def create_deployment(
         hdrs: Writes,
@@ -469,7 +408,7 @@ def build_api(
         "/v0/deployments",
         tags=["deployments"],
         response_model=None,
-        responses=_ok(DeploymentPage),
+        responses=ok(DeploymentPage),
     )
     async def list_deployments(
         request: Request,
@@ -487,7 +426,7 @@ def build_api(
         "/v0/deployments/{deployment_id}",
         tags=["deployments"],
         response_model=None,
-        responses=_ok(Deployment, "The deployment.", _NOT_FOUND),
+        responses=ok(Deployment, "The deployment.", NOT_FOUND),
     )
     async def get_deployment(conn: Db, deployment_id: uuid.UUID) -> dict[str, Any]:
         found = await store.get_deployment(conn, str(deployment_id))
@@ -500,7 +439,7 @@ def build_api(
         status_code=202,
         response_model=None,
         tags=["deployments"],
-        responses=_accepted(_NOT_FOUND),
+        responses=accepted(NOT_FOUND),
     )
     async def delete_deployment(
         hdrs: Writes,
@@ -522,7 +461,7 @@ def build_api(
         "/v0/transactions",
         tags=["transactions"],
         response_model=None,
-        responses=_ok(TransactionPage),
+        responses=ok(TransactionPage),
     )
     async def list_transactions(
         request: Request,
@@ -541,7 +480,7 @@ def build_api(
         "/v0/transactions/{transaction_id}",
         tags=["transactions"],
         response_model=None,
-        responses=_ok(Transaction, "The transaction.", _NOT_FOUND),
+        responses=ok(Transaction, "The transaction.", NOT_FOUND),
     )
     async def get_transaction(
         conn: Db, transaction_id: Annotated[str, Path(pattern=TXID_PATTERN)]
