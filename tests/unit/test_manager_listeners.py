@@ -1,6 +1,6 @@
 """esc-manager's listeners as serve() wires them, on loopback, without a database: an inactive
 node answers 503 before it needs one, which is enough to see the transport layers in place
-(HSTS on every HTTPS answer, plain HTTP only redirecting)."""
+(HSTS on every HTTPS answer, plain HTTP only redirecting, the portal's body limit)."""
 
 from __future__ import annotations
 
@@ -74,12 +74,13 @@ def test_https_answers_carry_hsts_and_plain_http_only_redirects(tmp_path: Path) 
                         f"http://127.0.0.1:{http}/v0/tenants?x=1", json={"name": "t"}, auth=auth
                     ),
                     await c.get(f"http://127.0.0.1:{http}/", headers={"Host": "evil@example"}),
+                    await c.post(f"https://127.0.0.1:{portal}/", content=b"x" * (2 << 20)),
                 ]
         finally:
             stop.set()
             await task
 
-    api, portal_answer, plain, forged = asyncio.run(go())
+    api, portal_answer, plain, forged, big = asyncio.run(go())
     assert api.status_code == 503  # inactive: before credentials or the database
     assert api.headers["strict-transport-security"] == "max-age=31536000"
     assert portal_answer.headers["strict-transport-security"] == "max-age=31536000"
@@ -88,3 +89,6 @@ def test_https_answers_carry_hsts_and_plain_http_only_redirects(tmp_path: Path) 
     assert "strict-transport-security" not in plain.headers
     assert forged.status_code == 308
     assert forged.headers["location"] == f"https://127.0.0.1:{https}/"
+    # the portal has the body limit too (in front of everything there), 1 MiB by default
+    assert big.status_code == 413
+    assert big.headers["strict-transport-security"] == "max-age=31536000"
