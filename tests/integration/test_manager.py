@@ -912,6 +912,8 @@ def test_callback_retried_until_delivered(active: Instance) -> None:
             10,
             f"delivered state (was {rows})",
         )
+        # the address checked when the request came is stored: the worker connects there
+        assert sql(active.conninfo, "SELECT address FROM callbacks") == [("127.0.0.1",)]
     finally:
         receiver.close()
 
