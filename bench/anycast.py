@@ -39,7 +39,7 @@ def main() -> int:
     acked = lost = dup = 0
     try:
         port = lab.status()["api"]["url"].rsplit(":", 1)[1].split("/")[0]
-        anycast_url = f"http://{LAB_ANYCAST}:{port}/v0"
+        anycast_url = f"https://{LAB_ANYCAST}:{port}/v0"  # the API is HTTPS only
         for i in range(args.runs):
             health = wait_healthy(lab, 300)
             if not health.ok or health.master is None:

@@ -184,12 +184,8 @@ class Lab(LabPair, LabBuilder):
             result["pair_ready"] = self.pair_ready()
             api = dict(state.get("api", {}))
             api["https_url"] = f"https://{host}:{cfg.manager.https_port}/v0"
-            # plain HTTP only where the config turns it on (the guide's commands do not)
-            base = (
-                f"https://{{}}:{cfg.manager.https_port}/v0"
-                if cfg.manager.http_port is None
-                else f"http://{{}}:{cfg.manager.http_port}/v0"
-            )
+            # HTTPS always: plain HTTP (http_port, the lab's 8080) only redirects to it
+            base = f"https://{{}}:{cfg.manager.https_port}/v0"
             api["url"] = base.format(host)
             # each node by its own address on the VIP's network (a client that reaches both)
             topo = self.topology()

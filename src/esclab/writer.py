@@ -1,7 +1,7 @@
 """The northbound orchestrator for tests and benchmarks: writes through the VIP, retries with
 the same transaction id, and reports every acknowledgement with its time.
 
-    python -m esclab.writer --url http://192.0.2.100:8080/v0 --user admin --password-stdin \\
+    python -m esclab.writer --url https://192.0.2.100:8443/v0 --user admin --password-stdin \\
         --prefix run1 --interval 0.02 --duration 30
 
 Runs inside the ``nb`` host. Each write creates tenant ``<prefix>-<n>`` with transaction id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -179,6 +180,12 @@ def waiting_in_syncrep(pg: Pg) -> int:
 # --- the service in a thread ----------------------------------------------------------------
 
 
+async def no_names(host: str, port: int) -> list[Any]:
+    """Callback names are not looked up here: a Callback schemathesis makes up (a name)
+    is refused without a DNS query leaving the machine; the receivers are literals."""
+    raise OSError(f"not resolved in the tests: {host}")
+
+
 @dataclass
 class Instance:
     """One esc-manager (one node) running in its own thread and event loop."""
@@ -202,7 +209,8 @@ class Instance:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        """The API over HTTPS: plain HTTP (http_port) only redirects here."""
+        return f"https://127.0.0.1:{self.https_port}"
 
     @property
     def control(self) -> ManagerControl:
@@ -216,6 +224,8 @@ class Instance:
                 https_port=self.https_port,
                 http_port=self.http_port,
                 portal_port=self.portal_port,
+                # the test's callback receivers listen on loopback, refused by default
+                callback_networks=(ipaddress.ip_network("127.0.0.0/8"),),
             ),
         )
         ready = threading.Event()
@@ -226,7 +236,7 @@ class Instance:
                 self._stop = asyncio.Event()
                 ready.set()
                 await serve(cfg, self.paths, self.vim, self._stop, conninfo=self.conninfo,
-                            tuning=self.tuning)  # fmt: skip
+                            tuning=self.tuning, resolver=no_names)  # fmt: skip
 
             try:
                 asyncio.run(main())
@@ -257,7 +267,8 @@ class Instance:
         self._thread = None
 
     def client(self, auth: tuple[str, str] | None = AUTH) -> httpx.Client:
-        return httpx.Client(base_url=self.url, auth=auth, timeout=10.0)
+        # the node's own self-signed certificate: what is checked is what it answers
+        return httpx.Client(base_url=self.url, auth=auth, timeout=10.0, verify=False)
 
 
 @pytest.fixture
@@ -636,6 +647,8 @@ def test_activation_answers_in_time_after_the_database_broke_every_connection(
         ("/v0/tenants", {"name": "ok"}, {"Idempotency-Key": "x" * 129}, "Idempotency-Key"),
         ("/v0/tenants", {"name": "ok"}, {"Callback": "ftp://192.0.2.1/x"}, "Callback"),
         ("/v0/tenants", {"name": "ok"}, {"Callback": "not a url"}, "Callback"),
+        ("/v0/tenants", {"name": "ok"}, {"Callback": "http://169.254.169.254/x"}, "Callback"),
+        ("/v0/deployments", deployment_body("t", "d", count=True), {}, "vm_groups.0.count"),
         ("/v0/deployments", {"tenant": "t", "name": "d"}, {}, "vm_groups"),
         ("/v0/deployments", {**deployment_body("t", "d"), "vm_groups": []}, {}, "vm_groups"),
         ("/v0/deployments", deployment_body("t", "d", count=0), {}, "vm_groups.0.count"),
@@ -712,6 +725,16 @@ def test_https_listener_and_openapi(active: Instance) -> None:
         doc = r.json()
         assert "/v0/deployments" in doc["paths"]
         assert doc["components"]["securitySchemes"]["basic"]["scheme"] == "basic"
+        assert r.headers["strict-transport-security"] == "max-age=31536000"
+        # plain HTTP answers a redirect and nothing else, to a valid Host only
+        plain = f"http://127.0.0.1:{active.http_port}"
+        r = c.get(f"{plain}/v0/tenants?limit=1", follow_redirects=False)
+        assert r.status_code == 308
+        assert r.headers["location"] == f"https://127.0.0.1:{active.https_port}/v0/tenants?limit=1"
+        assert "strict-transport-security" not in r.headers
+        r = c.get(f"{plain}/v0/tenants", headers={"Host": "evil@example"})
+        assert r.status_code == 308
+        assert r.headers["location"] == f"https://127.0.0.1:{active.https_port}/v0/tenants"
     cert = active.paths.etc_dir / "manager.crt"
     key = active.paths.etc_dir / "manager.key"
     assert cert.exists()
@@ -903,6 +926,8 @@ def test_callback_retried_until_delivered(active: Instance) -> None:
             10,
             f"delivered state (was {rows})",
         )
+        # the address checked when the request came is stored: the worker connects there
+        assert sql(active.conninfo, "SELECT address FROM callbacks") == [("127.0.0.1",)]
     finally:
         receiver.close()
 
@@ -1250,7 +1275,9 @@ def test_openapi_documents_pagination(active: Instance) -> None:
         assert "last page" in page["properties"]["next"]["description"]
 
 
-def test_schemathesis_finds_no_server_error(active: Instance, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_error_and_answers_conform(
+    active: Instance, tmp_path: Path
+) -> None:
     workdir = tmp_path  # schemathesis leaves a .schemathesis/ cache in its working directory
     st = str(Path(sys.executable).parent / "st")  # the venv's schemathesis CLI
     with active.client() as c:
@@ -1258,7 +1285,10 @@ def test_schemathesis_finds_no_server_error(active: Instance, tmp_path: Path) ->
     t0 = time.monotonic()
     proc = subprocess.run(
         [st, "run", f"{active.url}/openapi.json", "--auth", f"{USER}:{PASSWORD}",
-         "--checks", "not_a_server_error", "--max-examples", "50", "--no-color",
+         "--tls-verify", "false",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+         "response_schema_conformance,response_headers_conformance",
+         "--max-examples", "50", "--no-color",
          "--seed", "1", "--request-timeout", "10"],
         capture_output=True, text=True, timeout=300, check=False, cwd=workdir,
     )  # fmt: skip
@@ -1305,7 +1335,11 @@ def test_esc_manager_process(pg: Pg, database: str, node_roots: list[Path]) -> N
             logf = paths.log_dir / "escmanager.log"
             raise AssertionError(f"{last[-1:]}; log: {logf.read_text()[-3000:]}") from None
         ctl.activate("esc-ha-0")
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=AUTH, timeout=10) as c:
+        plain = httpx.post(f"http://127.0.0.1:{http_port}/v0/tenants?x=1", auth=AUTH, timeout=10)
+        assert plain.status_code == 308  # plain HTTP: only a redirect, nothing processed
+        assert plain.headers["location"] == f"https://127.0.0.1:{https_port}/v0/tenants?x=1"
+        base = f"https://127.0.0.1:{https_port}"
+        with httpx.Client(base_url=base, auth=AUTH, timeout=10, verify=False) as c:
             r = c.post("/v0/tenants", json={"name": "proc"})
             assert r.status_code == 202, r.text
             # throughput of the real process, 8 clients in this (separate) process
@@ -1313,7 +1347,7 @@ def test_esc_manager_process(pg: Pg, database: str, node_roots: list[Path]) -> N
 
             def load(k: int) -> list[float]:
                 out = []
-                with httpx.Client(base_url=c.base_url, auth=AUTH, timeout=10) as cc:
+                with httpx.Client(base_url=c.base_url, auth=AUTH, timeout=10, verify=False) as cc:
                     for i in range(per):
                         t0 = time.perf_counter()
                         assert cc.post("/v0/tenants", json={"name": f"l{k}-{i}"}).status_code == 202

@@ -145,3 +145,28 @@ def test_manager_config_defaults_and_validation() -> None:
         parse_config({"manager": {"cert_file": "/etc/a\nb"}})
     with pytest.raises(ConfigError, match=r"manager\.bind"):
         parse_config({"manager": {"bind": "example.org"}})
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"count": True}, "vm_groups.0.count"),  # JSON true is not the integer 1
+        ({"count": "2"}, "vm_groups.0.count"),
+        ({"count": 2.0}, "vm_groups.0.count"),
+        ({"kpi": {"type": "TCPPing", "port": True}}, "vm_groups.0.kpi.port"),
+        ({"kpi": {"poll_interval_s": "5"}}, "vm_groups.0.kpi.poll_interval_s"),
+        ({"name": 5}, "vm_groups.0.name"),
+        ({"networks": "net"}, "vm_groups.0.networks"),
+        ({"image": ["cirros"]}, "vm_groups.0.image"),
+    ],
+)
+def test_body_types_are_strict(kw: dict[str, Any], field: str) -> None:
+    body = {"tenant": "t", "name": "web", "vm_groups": [group(**kw)]}
+    with pytest.raises(ValidationError) as err:
+        DeploymentCreate.model_validate(body)
+    assert field_of(err.value) == field
+    with pytest.raises(ValidationError) as err:
+        TenantCreate.model_validate({"name": "a", "description": 5})
+    assert field_of(err.value) == "description"
+    ok = DeploymentCreate.model_validate({"tenant": "t", "name": "web", "vm_groups": [group()]})
+    assert ok.vm_groups[0].count == 2

@@ -27,6 +27,7 @@ from esc.errors import ConfigError
 from esc.manager import db
 from esc.manager.api import build_api
 from esc.manager.auth import CLIENT_INFLIGHT, Authenticator, Verdict, allowed, parse_basic
+from esc.manager.callbacks import CallbackGuard
 from esc.manager.throttle import CLIENT_FREE, MAX_KEYS, Backoff, LoginThrottle, client_key
 from esc.manager.users import (
     DEFAULT_ROLE,
@@ -357,6 +358,7 @@ class FakeManager:
     primary: str | None = "esc-ha-0"
     primary_url: str | None = None
     pool: DownPool = field(default_factory=DownPool)
+    callbacks: CallbackGuard = field(default_factory=CallbackGuard)
 
     def wake_worker(self) -> None:
         raise AssertionError("nothing is accepted here")
@@ -370,7 +372,7 @@ def basic(text: str | bytes) -> str:
 def call(
     auth: Authenticator, method: str, path: str, user: str, client: str = "192.0.2.1", **kw: Any
 ) -> httpx.Response:
-    app = build_api(FakeManager(), auth)  # type: ignore[arg-type]
+    app = build_api(FakeManager(), auth=auth)  # type: ignore[arg-type]
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client, 40000))
@@ -401,7 +403,7 @@ def test_read_only_may_read_but_not_write() -> None:
 
 
 def test_every_write_route_needs_admin() -> None:
-    app = build_api(FakeManager(), make_auth(Users(), CountingVerify()))  # type: ignore[arg-type]
+    app = build_api(FakeManager(), auth=make_auth(Users(), CountingVerify()))  # type: ignore[arg-type]
     inner: Any = app
     while not isinstance(inner, FastAPI):
         inner = inner.app

@@ -14,6 +14,9 @@ from esc.config.types import ListenIp, Model, RuleError, no_control
 # manager.vim (esc.manager.vim.build_vim).
 VimKind = Literal["fake", "lab"]
 
+MIB = 1024 * 1024
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class ManagerConfig(Model):
     """escmanager's northbound listeners. Plain HTTP is off unless ``http_port`` is set; the
@@ -27,6 +30,29 @@ class ManagerConfig(Model):
     cert_file: str | None = None
     key_file: str | None = None
     vim: VimKind = "fake"
+    # a request body above this is refused with 413 before it is read (Content-Length) or as
+    # soon as it passes the limit (chunked): never buffered beyond it
+    max_body_bytes: int = Field(default=MIB, gt=0, le=64 * MIB, strict=True)
+    # where a request's Callback may point (esc.manager.callbacks): empty, any address except
+    # the refused classes (loopback, link-local, cloud metadata, unspecified, multicast...);
+    # else only these networks. A listed network inside a refused class (127.0.0.0/8) lets that
+    # class in explicitly; 0.0.0.0/0 does not. The metadata addresses are refused always.
+    callback_networks: tuple[IPNetwork, ...] = ()
+
+    @field_validator("callback_networks", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        if not isinstance(v, list | tuple):
+            return v
+        out: list[IPNetwork] = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+                raise ValueError(f"[{i}]: a CIDR string like 192.0.2.0/24, not {item!r}")
+            try:
+                out.append(ipaddress.ip_network(item, strict=True))
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {item!r}: not a network ({exc})") from None
+        return tuple(out)
 
     @field_validator("cert_file", "key_file")
     @classmethod

@@ -18,13 +18,15 @@ from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from esc.config.manager import MIB
 from esc.manager import paging, store
 from esc.manager.auth import (
     REFUSED,
@@ -34,20 +36,25 @@ from esc.manager.auth import (
     document_auth,
     parse_basic,
 )
+from esc.manager.callbacks import CallbackGuard, CallbackRefused, PinnedCallback
 from esc.manager.models import (
     AFTER_DOC,
     NAME_PATTERN,
     TXID_PATTERN,
+    Deployment,
     DeploymentCreate,
     DeploymentPage,
+    Tenant,
     TenantCreate,
     TenantPage,
+    Transaction,
     TransactionPage,
     TxState,
-    check_callback_url,
     pick_transaction_id,
 )
+from esc.manager.responses import NOT_FOUND, accepted, ok
 from esc.manager.service import Manager
+from esc.manager.transport import BodyLimit
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,10 @@ CallbackHeader = Annotated[
     str | None,
     Header(
         alias="Callback",
-        description="http(s) URL that receives a POST when the transaction ends.",
+        description="http(s) URL that receives a POST when the transaction ends. Its host "
+        "(every address a name resolves to) must be allowed by manager.callback_networks; "
+        "loopback, link-local, metadata, unspecified and multicast addresses are refused "
+        "(422 naming Callback). The POST goes to the address checked here.",
         max_length=2048,
     ),
 ]
@@ -85,15 +95,15 @@ NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 @dataclass(frozen=True)
 class WriteHeaders:
     """What every write takes besides its body: the request line, the client's transaction id
-    (``ESC-Transaction-Id`` or ``Idempotency-Key``) and the ``Callback`` URL, checked."""
+    (``ESC-Transaction-Id`` or ``Idempotency-Key``) and the ``Callback``, checked and pinned."""
 
     method: str
     path: str
     transaction_id: str | None
-    callback: str | None
+    callback: PinnedCallback | None
 
 
-def _write_headers(
+async def _write_headers(
     request: Request,
     txid: TxIdHeader = None,
     idem: IdemHeader = None,
@@ -101,12 +111,14 @@ def _write_headers(
 ) -> WriteHeaders:
     try:
         client_id = pick_transaction_id(txid, idem)
-        if callback is not None:
-            check_callback_url(callback)
+        guard: CallbackGuard = request.app.state.callbacks
+        pinned = None if callback is None else await guard.pin(callback)
+    except CallbackRefused as exc:
+        raise store.RequestError(422, str(exc), field="Callback") from None
     except ValueError as exc:
         field = str(exc).split(":", 1)[0]
         raise store.RequestError(422, str(exc), field=field) from None
-    return WriteHeaders(request.method, request.url.path, client_id, callback)
+    return WriteHeaders(request.method, request.url.path, client_id, pinned)
 
 
 Writes = Annotated[WriteHeaders, Depends(_write_headers)]
@@ -138,11 +150,6 @@ def _page(
     request: Request, key: str, page: store.Page, params: list[tuple[str, str | int | None]]
 ) -> dict[str, Any]:
     return {key: page.items, "next": paging.next_link(request.url.path, params, page.next_after)}
-
-
-def _ok(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """The 200 answer's schema for the OpenAPI document (the answer is not re-validated)."""
-    return {200: {"model": model, "description": "One page."}}
 
 
 class ActiveGate:
@@ -232,8 +239,16 @@ def _field(loc: tuple[Any, ...] | list[Any], kind: str) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
-    """The API of ``manager``; ``auth`` checks the credentials (default: the manager's)."""
+def build_api(
+    manager: Manager,
+    *,
+    max_body_bytes: int = MIB,
+    callbacks: CallbackGuard | None = None,
+    auth: CredentialCheck | None = None,
+) -> ASGIApp:
+    """The API app: the active gate, basic authentication, the body limit, the routes.
+    ``callbacks`` checks Callback headers (default: the refused classes, the system resolver);
+    ``auth`` is the credential check (default: the users table)."""
     app = FastAPI(
         title="ESC-HA northbound API",
         version="0",
@@ -245,6 +260,7 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
     )
 
     app.state.manager = manager
+    app.state.callbacks = callbacks if callbacks is not None else manager.callbacks
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -260,6 +276,15 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         return JSONResponse(
             {"detail": detail, "field": first["field"], "errors": errors}, status_code=422
         )
+
+    @app.exception_handler(HTTPException)
+    async def _http(req: Request, exc: HTTPException) -> Any:
+        # FastAPI answers 400 for a body it cannot decode (not UTF-8): invalid input like any
+        # other, so 422 naming the body, the shape the document declares
+        if exc.status_code == 400:
+            message = "body: not valid JSON (not UTF-8 text)"
+            return JSONResponse({"detail": message, "field": "body"}, status_code=422)
+        return await http_exception_handler(req, exc)
 
     @app.exception_handler(store.RequestError)
     async def _refused(_req: Request, exc: store.RequestError) -> JSONResponse:
@@ -309,7 +334,8 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
             operation=operation,
             resource_type=resource_type,
             transaction_id=hdrs.transaction_id,
-            callback=callback,
+            callback=callback.url if callback else None,
+            callback_address=callback.address if callback else None,
         )
         accepted = await store.accept(conn, req, effect)
         headers = {"ESC-Transaction-Id": accepted.transaction_id}
@@ -328,11 +354,17 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
 
     # --- tenants ----------------------------------------------------------------------------
 
-    @app.post("/v0/tenants", status_code=202, response_model=None, tags=["tenants"])
+    @app.post(
+        "/v0/tenants",
+        status_code=202,
+        response_model=None,
+        tags=["tenants"],
+        responses=accepted(),
+    )
     async def create_tenant(
+        hdrs: Writes,
         conn: Db,
         body: TenantCreate,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -343,7 +375,7 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
             effect=store.create_tenant(body),
         )
 
-    @app.get("/v0/tenants", tags=["tenants"], response_model=None, responses=_ok(TenantPage))
+    @app.get("/v0/tenants", tags=["tenants"], response_model=None, responses=ok(TenantPage))
     async def list_tenants(
         request: Request, conn: Db, limit: Limit = 1000, after: After = None
     ) -> dict[str, Any]:
@@ -351,18 +383,29 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         page = await store.list_tenants(conn, limit, _after(paging.read_tenant_cursor, after))
         return _page(request, "tenants", page, [("limit", limit)])
 
-    @app.get("/v0/tenants/{name}", tags=["tenants"])
+    @app.get(
+        "/v0/tenants/{name}",
+        tags=["tenants"],
+        response_model=None,
+        responses=ok(Tenant, "The tenant.", NOT_FOUND),
+    )
     async def get_tenant(conn: Db, name: NamePath) -> dict[str, Any]:
         found = await store.get_tenant(conn, name)
         if found is None:
             raise store.RequestError(404, f"no tenant {name!r}", field="name")
         return found
 
-    @app.delete("/v0/tenants/{name}", status_code=202, response_model=None, tags=["tenants"])
+    @app.delete(
+        "/v0/tenants/{name}",
+        status_code=202,
+        response_model=None,
+        tags=["tenants"],
+        responses=accepted(NOT_FOUND),
+    )
     async def delete_tenant(
+        hdrs: Writes,
         conn: Db,
         name: NamePath,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -375,11 +418,17 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
 
     # --- deployments ------------------------------------------------------------------------
 
-    @app.post("/v0/deployments", status_code=202, response_model=None, tags=["deployments"])
+    @app.post(
+        "/v0/deployments",
+        status_code=202,
+        response_model=None,
+        tags=["deployments"],
+        responses=accepted(),
+    )
     async def create_deployment(
+        hdrs: Writes,
         conn: Db,
         body: DeploymentCreate,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -394,7 +443,7 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         "/v0/deployments",
         tags=["deployments"],
         response_model=None,
-        responses=_ok(DeploymentPage),
+        responses=ok(DeploymentPage),
     )
     async def list_deployments(
         request: Request,
@@ -408,7 +457,12 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         page = await store.list_deployments(conn, tenant, limit, key)
         return _page(request, "deployments", page, [("tenant", tenant), ("limit", limit)])
 
-    @app.get("/v0/deployments/{deployment_id}", tags=["deployments"])
+    @app.get(
+        "/v0/deployments/{deployment_id}",
+        tags=["deployments"],
+        response_model=None,
+        responses=ok(Deployment, "The deployment.", NOT_FOUND),
+    )
     async def get_deployment(conn: Db, deployment_id: uuid.UUID) -> dict[str, Any]:
         found = await store.get_deployment(conn, str(deployment_id))
         if found is None:
@@ -420,11 +474,12 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         status_code=202,
         response_model=None,
         tags=["deployments"],
+        responses=accepted(NOT_FOUND),
     )
     async def delete_deployment(
+        hdrs: Writes,
         conn: Db,
         deployment_id: uuid.UUID,
-        hdrs: Writes,
     ) -> JSONResponse:
         return await write(
             conn,
@@ -441,7 +496,7 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         "/v0/transactions",
         tags=["transactions"],
         response_model=None,
-        responses=_ok(TransactionPage),
+        responses=ok(TransactionPage),
     )
     async def list_transactions(
         request: Request,
@@ -456,7 +511,12 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
         page = await store.list_transactions(conn, state, limit, key)
         return _page(request, "transactions", page, [("state", state), ("limit", limit)])
 
-    @app.get("/v0/transactions/{transaction_id}", tags=["transactions"])
+    @app.get(
+        "/v0/transactions/{transaction_id}",
+        tags=["transactions"],
+        response_model=None,
+        responses=ok(Transaction, "The transaction.", NOT_FOUND),
+    )
     async def get_transaction(
         conn: Db, transaction_id: Annotated[str, Path(pattern=TXID_PATTERN)]
     ) -> dict[str, Any]:
@@ -467,4 +527,6 @@ def build_api(manager: Manager, auth: CredentialCheck | None = None) -> ASGIApp:
             )
         return found
 
-    return ActiveGate(BasicAuth(app, auth or manager.authenticator), manager)
+    return ActiveGate(
+        BasicAuth(BodyLimit(app, max_body_bytes), auth or manager.authenticator), manager
+    )

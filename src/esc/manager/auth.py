@@ -115,7 +115,16 @@ def _error(description: str, **extra: Any) -> dict[str, Any]:
 
 # What api.BasicAuth answers, on every route (the 403 on writes only), for the OpenAPI document
 AUTH_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": _error("No credentials, or wrong ones (with WWW-Authenticate: Basic)."),
+    "401": {
+        **_error("No credentials, or wrong ones."),
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "Basic realm.",
+                "schema": {"type": "string"},
+                "required": True,
+            }
+        },
+    },
     "429": {
         **_error(
             "Too many failed logins from this client (or for this user, from a client that "

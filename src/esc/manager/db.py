@@ -118,6 +118,15 @@ MIGRATIONS: tuple[tuple[int, LiteralString], ...] = (
         CREATE INDEX login_tickets_expiry ON login_tickets (expires_at);
         """,
     ),
+    (
+        5,
+        # the address a callback's name resolved to when it was checked (callbacks.py): the
+        # worker connects there and nowhere else. NULL: a row accepted before the check, which
+        # the worker checks (and pins) at delivery instead
+        """
+        ALTER TABLE callbacks ADD COLUMN address text;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -3,9 +3,9 @@
     esc-manager            # reads $ESC_ROOT/etc/esc/esc.toml (ESC_ROOT defaults to /)
 
 It takes no arguments but --help. It starts inactive on every node, binds its listeners
-(HTTPS, plain HTTP when configured, the operator portal's HTTPS port unless switched off, the
-control socket), opens the database pool without waiting for the database, and then waits for
-the agent's activate message. SIGTERM/SIGINT stop it.
+(HTTPS, plain HTTP when configured (a redirect to HTTPS, nothing else), the operator portal's
+HTTPS port unless switched off, the control socket), opens the database pool without waiting
+for the database, and then waits for the agent's activate message. SIGTERM/SIGINT stop it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from esc.config.schema import EscConfig, NodePaths, load_config
 from esc.errors import EscError
 from esc.manager import db
 from esc.manager.api import build_api
+from esc.manager.callbacks import CallbackGuard, CallbackPolicy, Resolver, system_resolver
 from esc.manager.portal import live_portal
 from esc.manager.service import Manager, build_control_app
 from esc.manager.tickets import KEY_FILE, load_key
 from esc.manager.tls import CertWatch, ensure_certificate
+from esc.manager.transport import BodyLimit, Hsts, HttpsRedirect
 from esc.manager.vim import Vim, build_vim
 from esc.manager.worker import WorkerTuning
 
@@ -114,8 +116,10 @@ async def serve(
     *,
     conninfo: str | None = None,
     tuning: WorkerTuning | None = None,
+    resolver: Resolver | None = None,
 ) -> None:
-    """Run the service until ``stop`` is set (or a listener fails)."""
+    """Run the service until ``stop`` is set (or a listener fails). ``resolver`` resolves
+    Callback names (default: the system's)."""
     mcfg = cfg.manager
     manager = Manager(
         cfg.node_name,
@@ -124,9 +128,15 @@ async def serve(
         tuning,
         shared_storage=cfg.ha is not None and cfg.ha.ha_mode == "cinder",
         login_key=load_key(paths.manager_run_dir / KEY_FILE),
+        callbacks=CallbackGuard(
+            CallbackPolicy(mcfg.callback_networks), resolver or system_resolver
+        ),
     )
     tls = ensure_certificate(paths, mcfg, cfg)
-    api = build_api(manager)
+    # HTTPS answers carry HSTS; plain HTTP, when configured, only redirects to HTTPS (to the
+    # request's Host when it is a valid host, else the VIP, else the address it reached)
+    api = Hsts(build_api(manager, max_body_bytes=mcfg.max_body_bytes))
+    fallback = str(cfg.ha.kad_vip.address) if cfg.ha is not None else None
     bind = str(mcfg.bind)
     listeners: list[tuple[_Server, socket.socket]] = []
     sock_path = control_socket(paths)
@@ -134,9 +144,10 @@ async def serve(
         listeners.append((_server(build_control_app(manager)), listen_unix(sock_path)))
         listeners.append((_server(api, tls), listen_tcp(bind, mcfg.https_port)))
         if mcfg.http_port is not None:
-            listeners.append((_server(api), listen_tcp(bind, mcfg.http_port)))
+            redirect = HttpsRedirect(mcfg.https_port, fallback)
+            listeners.append((_server(redirect), listen_tcp(bind, mcfg.http_port)))
         if mcfg.portal_port is not None:  # its own app and port, the API's certificate
-            portal = live_portal(cfg, paths, manager)
+            portal = Hsts(BodyLimit(live_portal(cfg, paths, manager), mcfg.max_body_bytes))
             listeners.append((_server(portal, tls), listen_tcp(bind, mcfg.portal_port)))
     except OSError:
         for _, s in listeners:
@@ -148,7 +159,7 @@ async def serve(
         cfg.node_name,
         bind,
         mcfg.https_port,
-        f", http {bind}:{mcfg.http_port}" if mcfg.http_port else "",
+        f", http {bind}:{mcfg.http_port} (redirects to https)" if mcfg.http_port else "",
         f", portal https {bind}:{mcfg.portal_port}" if mcfg.portal_port else "",
         sock_path,
     )

@@ -70,7 +70,10 @@ class CallbackState(StrEnum):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A request body: unknown keys refused, and strict types: JSON ``true`` is not the
+    integer 1 nor ``"2"`` the integer 2 (422 naming the field, not a silent coercion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TenantCreate(_Body):
@@ -288,3 +291,37 @@ class TransactionPage(_Answer):
 
     transactions: list[Transaction]
     next: str | None = Field(description=NEXT_DOC)
+
+
+# --- error answers, for the OpenAPI document ------------------------------------------------
+# Not extra="forbid": the layers in front of the routes may add keys of their own.
+
+
+class ErrorAnswer(BaseModel):
+    """A refused request: what is wrong, and the field when one thing is."""
+
+    detail: str
+    field: str | None = None
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationErrorAnswer(BaseModel):
+    """422: ``field`` names the first thing wrong; ``errors`` lists every one found by the
+    request's validation (absent when a later check refused one field)."""
+
+    detail: str
+    field: str | None
+    errors: list[FieldError] | None = None
+
+
+class UnavailableAnswer(BaseModel):
+    """503: this node is not the primary (``primary``/``primary_url`` name where to go; null
+    while that is not known), or the database is unavailable; retry after ``Retry-After``."""
+
+    detail: str
+    primary: str | None = None
+    primary_url: str | None = None

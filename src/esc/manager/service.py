@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from esc.errors import ServiceError
 from esc.manager.auth import Authenticator, PgUsers
+from esc.manager.callbacks import CallbackGuard
 from esc.manager.control import ControlStatus
 from esc.manager.db import make_pool, migrate
 from esc.manager.tickets import PgTickets
@@ -48,6 +49,7 @@ class Manager:
         tuning: WorkerTuning | None = None,
         shared_storage: bool = False,
         login_key: bytes | None = None,
+        callbacks: CallbackGuard | None = None,
     ) -> None:
         self.node_name = node_name
         # ha_mode cinder: the database lives on a volume only the primary mounts, so an
@@ -66,6 +68,7 @@ class Manager:
         )
         self.vim = vim
         self.tuning = tuning or WorkerTuning()
+        self.callbacks = callbacks or CallbackGuard()  # the API's and the worker's
         self.active = False
         # Quorum mode: the instant (time.monotonic, this host's) until which the agent's lease
         # lets this node serve; renewed by the agent every cycle. Not renewed in time (the
@@ -151,7 +154,7 @@ class Manager:
                 raise ServiceError(f"database not usable: {exc or type(exc).__name__}") from exc
             if self.serve_until is not None and time.monotonic() >= self.serve_until:
                 raise ServiceError("not activating: the agent's lease ran out meanwhile")
-            self.worker = Worker(self.pool, self.vim, self.tuning)
+            self.worker = Worker(self.pool, self.vim, self.tuning, self.callbacks)
             self.worker.start()  # resumes pending and half-done transactions in the background
             self.active = True
             self.primary, self.primary_url = primary, None

@@ -71,6 +71,7 @@ class WriteRequest:
     resource_type: str
     transaction_id: str | None
     callback: str | None
+    callback_address: str | None = None  # where the callback was checked to go (pinned)
 
     def fingerprint(self) -> Json:
         return {"method": self.method, "path": self.path, "body": self.body}
@@ -174,8 +175,8 @@ async def accept(conn: Conn, req: WriteRequest, effect: Effector) -> Accepted:
             )
             if req.callback:
                 await conn.execute(
-                    "INSERT INTO callbacks (transaction_id, url) VALUES (%s, %s)",
-                    (txid, req.callback),
+                    "INSERT INTO callbacks (transaction_id, url, address) VALUES (%s, %s, %s)",
+                    (txid, req.callback, req.callback_address),
                 )
             return Accepted(txid, body, replayed=False, pending=not done.done)
     return _replay(txid, req, original)

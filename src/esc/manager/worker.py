@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from esc.manager import store
+from esc.manager.callbacks import CallbackGuard, CallbackRefused, PinnedCallback
 from esc.manager.models import CallbackState, DeploymentState, TxState, VmState, header_safe
 from esc.manager.vim import Vim, VimError, VmSpec
 
@@ -55,11 +56,40 @@ def callback_delay(attempts: int, tuning: WorkerTuning) -> float:
     )
 
 
+def callback_client(tuning: WorkerTuning) -> httpx.AsyncClient:
+    """The callbacks' client: no proxy from the environment (it would resolve the name again)
+    and no redirect followed (a receiver must not send the controller elsewhere)."""
+    return httpx.AsyncClient(
+        timeout=tuning.callback_timeout_s, trust_env=False, follow_redirects=False
+    )
+
+
+async def post_callback(
+    client: httpx.AsyncClient, pinned: PinnedCallback, headers: dict[str, str], body: Any
+) -> str:
+    """POST the result to the pinned address (Host and TLS name: the URL's); the error, or ""."""
+    target, host, extensions = pinned.request()
+    try:
+        resp = await client.post(target, json=body, headers=headers | host, extensions=extensions)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not 200 <= resp.status_code < 300:
+        return f"receiver answered {resp.status_code}"
+    return ""
+
+
 class Worker:
     """Runs the transaction loop and the callback loop as two tasks until stopped."""
 
-    def __init__(self, pool: Pool, vim: Vim, tuning: WorkerTuning | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        vim: Vim,
+        tuning: WorkerTuning | None = None,
+        callbacks: CallbackGuard | None = None,
+    ) -> None:
         self._pool = pool
+        self._callbacks = callbacks or CallbackGuard()
         self._vim = vim
         self._tuning = tuning or WorkerTuning()
         self._wake_tx = asyncio.Event()
@@ -307,7 +337,7 @@ class Worker:
     async def _dispatch_callbacks(self) -> None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT c.transaction_id, c.url, c.attempts, t.status_code, t.message,"
+                "SELECT c.transaction_id, c.url, c.address, c.attempts, t.status_code, t.message,"
                 " t.result FROM callbacks c JOIN transactions t ON t.id = c.transaction_id"
                 " WHERE c.state = 'PENDING' AND c.next_attempt_at <= now()"
                 " AND t.state IN ('SUCCESS', 'FAILED')"
@@ -315,32 +345,44 @@ class Worker:
             )
             rows = await cur.fetchall()
             await conn.rollback()
-        for txid, url, attempts, code, message, result in rows:
+        for txid, url, address, attempts, code, message, result in rows:
             if txid in self._sending:
                 continue
             task = asyncio.create_task(
-                self._deliver(txid, url, attempts, code, message, result), name=f"cb:{txid}"
+                self._deliver(txid, url, address, attempts, code, message, result),
+                name=f"cb:{txid}",
             )
             self._sending[txid] = task
             task.add_done_callback(functools.partial(self._sent, txid))
 
     async def _deliver(
-        self, txid: str, url: str, attempts: int, code: int, message: str, result: Any
+        self,
+        txid: str,
+        url: str,
+        address: str | None,
+        attempts: int,
+        code: int,
+        message: str,
+        result: Any,
     ) -> None:
         if self._http is None:  # lazily: building its TLS context costs ~20 ms of activation
-            self._http = httpx.AsyncClient(timeout=self._tuning.callback_timeout_s)
+            self._http = callback_client(self._tuning)
         headers = {
             "ESC-Status-Code": str(code),
             "ESC-Status-Message": header_safe(message),
             "ESC-Transaction-Id": txid,
         }
-        error = ""
         try:
-            resp = await self._http.post(url, json=result, headers=headers)
-            if not 200 <= resp.status_code < 300:
-                error = f"receiver answered {resp.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # a row from before the check was stored unpinned: check (and pin) it now
+            pinned = PinnedCallback(url, address) if address else await self._callbacks.pin(url)
+        except CallbackRefused as exc:
+            await self._exec(
+                "UPDATE callbacks SET state = %s, last_error = %s WHERE transaction_id = %s",
+                (CallbackState.GAVE_UP, str(exc)[:500], txid),
+            )
+            log.warning("callback of %s not delivered: %s", txid, exc)
+            return
+        error = await post_callback(self._http, pinned, headers, result)
         attempts += 1
         if not error:
             await self._exec(
