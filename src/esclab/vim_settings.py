@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import tomli_w
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from esc.addresses import is_allowed
 from esc.config.load import config_error, read_toml
@@ -35,10 +42,19 @@ def _subnet(value: object) -> object:
             return ipaddress.ip_network(no_control(value))
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a network (ADDRESS/LEN, host bits zero)") from exc
+    if not isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        raise ValueError(f"{value!r} is not a network (text: ADDRESS/LEN)")  # not 5 as 0.0.0.5/32
     return value
 
 
-Subnet = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_subnet), STR]
+# not strict: JSON (the settings handed to a process, model_dump_json) gives the network as
+# text, which _subnet parses first; strict mode would then refuse the parsed network
+Subnet = Annotated[
+    Annotated[ipaddress.IPv4Network, Strict(False)]
+    | Annotated[ipaddress.IPv6Network, Strict(False)],
+    BeforeValidator(_subnet),
+    STR,
+]
 
 
 class LabVimSettings(Model):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from pydantic import ValidationError
 
 from esc.config.schema import EscConfig, NodePaths, parse_config
 from esc.errors import CommandError, ConfigError
@@ -672,3 +673,14 @@ def test_without_the_lab_package_vim_lab_is_refused_naming_the_field(
     with pytest.raises(ConfigError) as err:
         build_vim(parse_config({"manager": {"vim": "lab"}}), NodePaths(tmp_path))
     assert err.value.field == "manager.vim"
+
+
+@pytest.mark.parametrize("subnet", ["203.0.113.128/25", "2001:db8:200::/64"])
+def test_settings_survive_json_as_handed_to_another_process(tmp_path: Path, subnet: str) -> None:
+    """The lab hands the settings to the VIM's process as JSON (the network as text): the strict
+    schema must take it back, and still refuse what is not a network's text."""
+    s = settings(tmp_path, subnet=subnet, first_host=16)
+    assert LabVimSettings.model_validate_json(s.model_dump_json()) == s
+    for bad in (5, True, "x"):
+        with pytest.raises(ValidationError, match="subnet"):
+            LabVimSettings.model_validate({**s.model_dump(), "subnet": bad})
