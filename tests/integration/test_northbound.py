@@ -246,8 +246,18 @@ def test_the_manager_runs_unprivileged_without_the_pairs_secrets(
     served = pair.psql(master, "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname='esc'")
     assert MANAGER_USER in served.stdout.split(), served
     # its copy of the config has none of the pair's secrets; the original it cannot read
-    secret = load_config(paths.config_file).agent.peer_secret
-    assert secret and secret not in (paths.manager_run_dir / "esc.toml").read_text()
+    cfg = load_config(paths.config_file)
+    secret, password = cfg.agent.peer_secret, cfg.replication.password
+    assert secret and password
+    copy = (paths.manager_run_dir / "esc.toml").read_text()
+    assert secret not in copy and password not in copy
+    # and no process on the machine shows either in its command line (ps)
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert secret not in argv and password not in argv, proc.name
     as_manager = ["setpriv", "--reuid", str(pw.pw_uid), "--regid", str(pw.pw_gid), "--clear-groups"]
     read = subprocess.run(
         [*as_manager, "cat", str(paths.config_file)], check=False, capture_output=True
