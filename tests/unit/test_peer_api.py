@@ -11,6 +11,7 @@ import http.client
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +22,12 @@ from typing import Any
 
 import pytest
 
+from esc import pki
 from esc.agent import loop
 from esc.agent.api import MAX_BODY, PeerPoller, serve_peer
 from esc.agent.history import History
 from esc.agent.loop import Agent
+from esc.agent.peer_tls import PeerTls
 from esc.agent.peerauth import (
     AUTH_HEADER,
     OLD_SECRET_HEADER,
@@ -704,3 +707,85 @@ def test_two_views_are_the_same_whatever_their_cycle() -> None:
     assert not same_view(a, {**a, "lsn": 1})
     assert not same_view(a, {**a, "extra": None})
     assert same_view(None, None) and not same_view(a, None)
+
+
+# --- mutual TLS (the pair CA) -------------------------------------------------------------------
+
+
+@dataclass
+class PairPki:
+    """A pair CA in ``root/pair`` and each node's files as the agent keeps them."""
+
+    root: Path
+
+    def node(self, name: str, ips: list[str], ca_dir: str = "pair") -> PeerTls:
+        ca = pki.create_ca(self.root / ca_dir)
+        issued = pki.issue(ca, self.root / f"{ca_dir}-{name}", name, ips)
+        return PeerTls(ca.cert, issued.cert, issued.key)
+
+
+@pytest.fixture
+def pair_pki(tmp_path: Path) -> PairPki:
+    return PairPki(tmp_path)
+
+
+def test_over_tls_the_genuine_peer_is_accepted(
+    peer: Peer, start_server: Callable[..., Any], pair_pki: PairPki
+) -> None:
+    srv = start_server(peer.handle, tls=pair_pki.node(PEER, ["127.0.0.1"]))
+    p = poller(_port(srv), tls=pair_pki.node(ME, ["127.0.0.2"]))
+    assert p.poll_once() is True and p.problem is None
+    assert p.current().reachable and p.current().timeline == 3
+    # the same files serve the next connection, and a rotated certificate is picked up
+    assert p.tls is not None
+    first = p.tls.context(server=False)
+    assert p.tls.context(server=False) is first
+    pair_pki.node(ME, ["127.0.0.2"])  # issued again into the same files: a rotation
+    p.poll_once()
+    assert p.problem is None and p.tls.context(server=False) is not first
+
+
+def test_over_tls_a_client_without_the_pairs_certificate_never_reaches_the_handler(
+    peer: Peer, start_server: Callable[..., Any], pair_pki: PairPki
+) -> None:
+    srv = start_server(peer.handle, tls=pair_pki.node(PEER, ["127.0.0.1"]))
+    # a client of another CA (it even trusts ours): refused in the handshake
+    intruder = pair_pki.node("intruder", ["127.0.0.2"], ca_dir="other")
+    mixed = PeerTls(pair_pki.node(PEER, ["127.0.0.1"]).ca, intruder.cert, intruder.key)
+    p = poller(_port(srv), tls=mixed)
+    p.poll_once()
+    assert not p.current().reachable and p.problem is not None
+    # a plain HTTP client: refused, nothing read
+    plain = poller(_port(srv))
+    plain.poll_once()
+    assert not plain.current().reachable
+    # a TLS client that presents no certificate at all
+    ctx = ssl.create_default_context(cafile=str(mixed.ca))
+    with (
+        socket.create_connection(("127.0.0.1", _port(srv)), timeout=5) as raw,
+        pytest.raises((ssl.SSLError, OSError)),
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+    ):
+        s.sendall(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        if not s.recv(100):
+            raise OSError("closed")
+    assert peer.calls == []
+
+
+def test_over_tls_an_impostor_with_another_certificate_is_never_asked(
+    peer: Peer, start_server: Callable[..., Any], pair_pki: PairPki
+) -> None:
+    """A server at the peer's address with another CA's certificate, or the pair's but for
+    another address: the poller refuses it in the handshake, before any request is sent (it
+    even has the pair's secret here: no view is ever read from it)."""
+    mine = pair_pki.node(ME, ["127.0.0.2"])
+    for server_tls in (
+        pair_pki.node("impostor", ["127.0.0.1"], ca_dir="other"),
+        pair_pki.node(PEER, ["192.0.2.11"]),  # the pair's, but not for the address dialled
+    ):
+        srv = start_server(peer.handle, tls=server_tls)
+        p = poller(_port(srv), tls=mine)
+        p.poll_once()
+        assert not p.current().reachable and p.problem is not None
+        assert "certificate" in p.problem.lower() or "TLS" in p.problem, p.problem
+    assert peer.calls == []

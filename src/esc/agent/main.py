@@ -26,6 +26,7 @@ from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.local_api import read_only
 from esc.agent.loop import Agent
+from esc.agent.peer_tls import PeerTls
 from esc.agent.quorum_setup import build_keeper, build_member
 from esc.agent.service import ManagedService
 from esc.agent.systemd import Notifier
@@ -136,8 +137,12 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
     if dcfg.quorum:  # (before anything starts: a missing certificate refuses the start)
         member = build_member(cfg, paths, name)
         keeper = build_keeper(cfg, paths, name, on_change=wake.set)
-    if ha.ha_mode != "cinder":  # replication over TLS: this node's certificate, issued if due
+    # Replication and the peer API over TLS: this node's certificate, issued if due. (cinder
+    # mode replicates nothing and has no pair CA: its peer API is authenticated by the MAC.)
+    peer_tls = None
+    if ha.ha_mode != "cinder":
         pki.ensure_node(paths.pki_dir, name, [str(self_addr)], make_ca=not dcfg.quorum)
+        peer_tls = PeerTls.in_dir(paths.pki_dir)
     vrrp = KeepalivedDriver(cfg, paths, self_addr, on_event=wake.set)
     db = build_database(cfg, paths, str(self_addr))
     # A peer view must go stale before keepalived's master-down timer (~3 adverts) expires:
@@ -152,6 +157,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         on_change=wake.set,
         self_name=name,
         peer_name=peer_name,
+        tls=peer_tls,
     )
     gateway = (
         GatewayProbe(str(ha.gateway_ip), on_change=wake.set) if ha.gateway_ip is not None else None
@@ -192,6 +198,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
             agent.handle_peer,
             self_name=name,
             peer_name=peer_name,
+            tls=peer_tls,
         ),
         peer.start,
         service.start_checks,

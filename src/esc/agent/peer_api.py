@@ -4,7 +4,10 @@ of :mod:`esc.agent.peerauth` (its MAC checked before any body is read) and every
 authenticated request is signed. The server also bounds what one client can hold: a socket
 timeout on every read and write, a deadline per connection, one request per connection, and at
 most ``max_connections`` connections at once (one thread each); a connection beyond that is
-closed at once, so idle connections cannot pile up threads. The client is
+closed at once, so idle connections cannot pile up threads. With the pair CA (``tls``) it is
+HTTPS, both ends presenting a certificate of the pair (:mod:`esc.agent.peer_tls`): the TLS
+handshake runs in the connection's thread, within the same timeouts, and a client without the
+pair's certificate is refused before any HTTP is read. The client is
 :mod:`esc.agent.peer_poller`.
 """
 
@@ -20,6 +23,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from esc.agent.jsonhttp import Handler, _JsonHandler
+from esc.agent.peer_tls import PeerTls
 from esc.agent.peerauth import (
     AUTH_HEADER,
     AuthError,
@@ -61,8 +65,10 @@ class _PeerServer(ThreadingHTTPServer):
         io_timeout: float = PEER_IO_TIMEOUT_S,
         deadline_s: float = PEER_DEADLINE_S,
         clock: Callable[[], float] = time.time,
+        tls: PeerTls | None = None,
     ) -> None:
         self.handle_api = handle
+        self.tls = tls
         self.self_name = self_name
         self.peer_name = peer_name
         self._key = derive_key(secret) if secret else None
@@ -109,6 +115,31 @@ class _PeerServer(ThreadingHTTPServer):
             self._last_refusal = why
             self._refusal_logged_at = now
 
+    # --- TLS ------------------------------------------------------------------------------
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        if self.tls is None:
+            return sock, addr
+        try:  # no I/O here: the handshake runs in the connection's thread
+            ctx = self.tls.context(server=True)
+            return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+        except (OSError, ValueError) as exc:
+            sock.close()
+            self.note_refusal(f"TLS: this node's certificate unusable: {exc}", addr)
+            raise OSError(f"TLS: {exc}") from exc  # socketserver drops this connection
+
+    def _handshake(self, request: Any, client_address: Any) -> bool:
+        if self.tls is None:
+            return True
+        try:
+            request.settimeout(self.io_timeout)
+            request.do_handshake()
+        except (OSError, ValueError) as exc:
+            self.note_refusal(f"TLS: {exc}", client_address)
+            return False
+        return True
+
     # --- bounds ---------------------------------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -136,7 +167,10 @@ class _PeerServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            if self._handshake(request, client_address):
+                super().process_request_thread(request, client_address)
+            else:
+                self.shutdown_request(request)
         finally:
             self._release(request)
 
@@ -173,7 +207,8 @@ def serve_peer(
     **bounds: Any,
 ) -> _PeerServer:
     """The peer API on ``addr``:``port``, answering only ``peer_name`` (module docstring).
-    ``bounds``: ``max_connections``, ``io_timeout``, ``deadline_s``, ``clock`` (tests).
+    ``bounds``: ``max_connections``, ``io_timeout``, ``deadline_s``, ``clock`` (tests), ``tls``
+    (the pair's certificates: HTTPS with client certificates).
     ``poll_interval``: how often the deadline is checked at most (and ``shutdown()``'s wait)."""
     srv = _PeerServer(
         addr, port, secret, handle, self_name=self_name, peer_name=peer_name, **bounds

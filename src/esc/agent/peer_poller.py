@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from esc.agent.jsonhttp import MAX_BODY
+from esc.agent.peer_tls import PeerTls
 from esc.agent.peerauth import AUTH_HEADER, derive_key, sign_request, verify_answer
 from esc.errors import DriverError
 from esc.model import PeerView
@@ -67,8 +68,10 @@ class PeerPoller:
         self_name: str,
         peer_name: str,
         wall: Callable[[], float] = time.time,
+        tls: PeerTls | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls  # the pair's certificates: HTTPS, the peer's naming ``host``
         self.port = port
         self._key = derive_key(secret) if secret else None
         self.interval = interval
@@ -94,7 +97,17 @@ class PeerPoller:
         ch, headers = sign_request(
             self._key, self.self_name, self.peer_name, "GET", "/peer", now=self.wall()
         )
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn: http.client.HTTPConnection
+        if self.tls is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        else:
+            try:
+                ctx = self.tls.context(server=False)
+            except (OSError, ValueError) as exc:
+                raise DriverError(f"TLS: this node's certificate unusable: {exc}") from exc
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=ctx
+            )
         try:
             conn.request("GET", "/peer", headers=headers)
             resp = conn.getresponse()
