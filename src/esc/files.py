@@ -116,6 +116,20 @@ def write_atomic(
         os.close(dir_fd)
 
 
+def stamp(*paths: Path) -> tuple[int, ...] | None:
+    """What changes when any of ``paths`` is rewritten or replaced (its mtime, inode and size):
+    a reader of certificates compares two to know it must load them again. None if one is
+    missing (mid-replacement: look again later)."""
+    out: list[int] = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        out += [st.st_mtime_ns, st.st_ino, st.st_size]
+    return tuple(out)
+
+
 def read_nofollow(path: Path, limit: int = READ_LIMIT) -> str:
     """The text of ``path``, refusing a symlink as its last component (``OSError`` ELOOP),
     anything but a regular file, and a file over ``limit`` bytes (never a truncated text)."""

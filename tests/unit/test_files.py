@@ -15,7 +15,7 @@ import pytest
 
 from esc import files
 from esc.config.schema import EscConfig, load_config, save_config
-from esc.files import read_nofollow, write_all, write_atomic
+from esc.files import read_nofollow, stamp, write_all, write_atomic
 
 VICTIM_TEXT = "root:secret-hash:19000:0:99999:7:::\n"
 
@@ -230,3 +230,17 @@ def test_a_short_write_then_enospc_leaves_the_old_file_and_no_temp(
     assert calls == [20, 17]  # the short write was continued, not taken for the end
     assert path.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_stamp_changes_when_a_file_is_replaced_and_is_none_while_one_is_missing(
+    tmp_path: Path,
+) -> None:
+    a, b = tmp_path / "a.crt", tmp_path / "a.key"
+    write_atomic(a, "cert 1")
+    write_atomic(b, "key 1")
+    first = stamp(a, b)
+    assert first is not None and stamp(a, b) == first
+    write_atomic(b, "key 1")  # the same bytes, replaced (a rotation): a new inode
+    assert stamp(a, b) != first
+    b.unlink()
+    assert stamp(a, b) is None

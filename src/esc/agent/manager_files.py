@@ -30,7 +30,7 @@ from pathlib import Path
 
 from esc.accounts import MANAGER_USER, Account, lookup, setpriv_drop
 from esc.config.schema import EscConfig, NodePaths, dump_config
-from esc.files import open_append, write_atomic
+from esc.files import open_append, stamp, write_atomic
 from esc.manager.tickets import KEY_FILE, derive_key
 from esc.manager.tls import ensure_certificate
 
@@ -73,22 +73,15 @@ class TlsCopy:
     def copies(self) -> tuple[Path, Path]:
         return self.dest / "api.crt", self.dest / "api.key"
 
-    def _stamp(self) -> tuple[int, ...] | None:
-        try:
-            c, k = self.cert.stat(), self.key.stat()
-        except OSError:
-            return None
-        return (c.st_mtime_ns, c.st_ino, k.st_mtime_ns, k.st_ino)
-
     def sync(self) -> bool:
-        stamp = self._stamp()
-        if stamp is None or stamp == self._seen:
+        now = stamp(self.cert, self.key)
+        if now is None or now == self._seen:
             return False
         crt, key = self.copies
         # the key first: a reload that sees the new certificate finds its key already there
         write_atomic(key, self.key.read_bytes(), 0o600, owner=self.owner)
         write_atomic(crt, self.cert.read_bytes(), 0o644, owner=self.owner)
-        self._seen = stamp
+        self._seen = now
         return True
 
 

@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esc.files import stamp
+
 
 @dataclass
 class PeerTls:
@@ -25,7 +27,7 @@ class PeerTls:
     cert: Path
     key: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _made: dict[bool, tuple[tuple[int, ...], ssl.SSLContext]] = field(
+    _made: dict[bool, tuple[tuple[int, ...] | None, ssl.SSLContext]] = field(
         default_factory=dict, repr=False
     )
 
@@ -33,20 +35,13 @@ class PeerTls:
     def in_dir(cls, pki_dir: Path) -> PeerTls:
         return cls(pki_dir / "ca.crt", pki_dir / "host.crt", pki_dir / "host.key")
 
-    def _stamp(self) -> tuple[int, ...]:
-        out: list[int] = []
-        for p in (self.ca, self.cert, self.key):
-            st = p.stat()
-            out += [st.st_mtime_ns, st.st_ino, st.st_size]
-        return tuple(out)
-
     def context(self, server: bool) -> ssl.SSLContext:
         """The server's or the client's context, built again if a file changed. Raises
         OSError/ssl.SSLError if the files are missing or do not match."""
-        stamp = self._stamp()
+        now = stamp(self.ca, self.cert, self.key)
         with self._lock:
             made = self._made.get(server)
-            if made is not None and made[0] == stamp:
+            if made is not None and now is not None and made[0] == now:
                 return made[1]
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -56,5 +51,5 @@ class PeerTls:
         if not server:
             ctx.check_hostname = True  # the peer's certificate names the address dialled
         with self._lock:
-            self._made[server] = (stamp, ctx)
+            self._made[server] = (now, ctx)
         return ctx

@@ -26,6 +26,7 @@ from esc import pki
 from esc.config.schema import EscConfig, ManagerConfig, NodePaths
 from esc.drivers.proc import run
 from esc.errors import ConfigError
+from esc.files import stamp
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +114,14 @@ class CertWatch:
         every_s: float = 2.0,
     ) -> None:
         self.cert, self.key, self.contexts, self.every_s = cert, key, contexts, every_s
-        self._seen = self._stamp()
+        self._seen = stamp(cert, key)
         self._stop = threading.Event()
         self.reloads = 0
 
-    def _stamp(self) -> tuple[int, int, int, int] | None:
-        try:
-            c, k = self.cert.stat(), self.key.stat()
-        except OSError:
-            return None
-        return (c.st_mtime_ns, c.st_ino, k.st_mtime_ns, k.st_ino)
-
     def check(self) -> bool:
         """One look; True if the certificate was reloaded."""
-        stamp = self._stamp()
-        if stamp is None or stamp == self._seen:
+        now = stamp(self.cert, self.key)
+        if now is None or now == self._seen:
             return False
         try:
             for ctx in self.contexts():
@@ -136,7 +130,7 @@ class CertWatch:
             log.error("certificate %s not reloaded (the old one keeps serving): %s", self.cert, exc)
             return False
         finally:
-            self._seen = stamp
+            self._seen = now
         self.reloads += 1
         log.info("reloaded the certificate %s", self.cert)
         return True
