@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_pair_cert import BGP, HA
 
 from esc import pki
 from esc.accounts import Account, setpriv_drop
@@ -32,24 +33,13 @@ SECRETS = ("peer-secret-Zq1", "repl-password-Xw2", "md5-password-Vy3")
 
 
 def cfg(vim: str = "fake", vip: str = "192.0.2.100") -> EscConfig:
+    """The pair of test_pair_cert, with each of its secrets set."""
     return parse_config(
         {
-            "ha": {
-                "ha_node_list": ["192.0.2.10", "192.0.2.11"],
-                "kad_vip": vip,
-                "kad_vif": "eth0",
-            },
+            "ha": {**HA, "kad_vip": vip},
             "agent": {"peer_secret": SECRETS[0]},
             "replication": {"password": SECRETS[1]},
-            "bgp": {
-                "local_ip": "192.0.2.10",
-                "anycast_ip": "203.0.113.1",
-                "remote_ip": "192.0.2.1",
-                "local_as": 65010,
-                "remote_as": 65001,
-                "local_router_id": "192.0.2.10",
-                "md5": SECRETS[2],
-            },
+            "bgp": {**BGP, "md5": SECRETS[2]},
             "manager": {"vim": vim},
         }
     )

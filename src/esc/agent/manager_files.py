@@ -99,11 +99,12 @@ def stage(cfg: EscConfig, paths: NodePaths, account: Account | None) -> tuple[li
     tls.sync()
     conf = d / "esc.toml"
     write_atomic(conf, dump_config(redacted(cfg, *tls.copies)), 0o600, owner=owner)
-    key = d / KEY_FILE
+    login_key = d / KEY_FILE
     if cfg.agent.peer_secret:
-        write_atomic(key, derive_key(cfg.agent.peer_secret).hex() + "\n", 0o600, owner=owner)
+        hexed = derive_key(cfg.agent.peer_secret).hex() + "\n"
+        write_atomic(login_key, hexed, 0o600, owner=owner)
     else:
-        key.unlink(missing_ok=True)
+        login_key.unlink(missing_ok=True)
     log = paths.log_dir / LOG_FILE
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     fd = open_append(log)
