@@ -54,6 +54,19 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Endpoints:
+    """This node's monitoring URLs (``esc.agent.monitor_http``); None: that listener is off."""
+
+    primary: str | None = None
+    replica: str | None = None
+    health: str | None = None
+    liveness: str | None = None
+    readiness: str | None = None
+    metrics: str | None = None  # the agent's
+    manager_metrics: str | None = None  # escmanager's (basic auth, as the API)
+
+
+@dataclass(frozen=True)
 class StatusView:
     """Required: what every agent's status has carried. The rest has a default, for the
     status of an agent older than the field (a package upgraded before the agent restarted:
@@ -92,6 +105,7 @@ class StatusView:
     # ("name=https://address:port", from the config)
     quorum: QuorumObs | None = None
     quorum_members: tuple[str, ...] = ()
+    endpoints: Endpoints | None = None
 
     @property
     def degraded(self) -> bool:

@@ -176,6 +176,9 @@ class Lab(LabPair, LabBuilder):
                 info["state"] = self.node_state(host)
             result["hosts"][host] = info
         result["faults"] = state.get("faults", [])
+        if "prometheus" in state:  # its HTTP API, from inside nb only
+            prom = state["prometheus"]
+            result["prometheus"] = {"url": f"http://{prom['listen']}", "ns": prom["ns"]}
         cfg = load_config(self.node_paths(NODES[0]).config_file)
         if cfg.ha is not None:
             vip = cfg.ha.kad_vip.address

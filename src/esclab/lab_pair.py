@@ -13,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from esc.config.schema import HaMode, NodePaths, parse_config, save_config
+from esc.config.schema import HaMode, NodePaths, load_config, parse_config, save_config
 from esc.drivers.proc import pid_is_live
 from esc.errors import LabError
+from esclab import lab_prometheus
 from esclab.guide import start_guide_pair
 from esclab.lab_config import (
     LAB_API_USER,
@@ -71,6 +72,33 @@ class LabPair(LabState):
                 f"(states: {[self.node_state(n) for n in NODES]}); see the nodes' esc_haagent.log"
             )
         self._create_api_user()
+        self._start_prometheus()
+
+    def _start_prometheus(self) -> None:
+        """The lab's Prometheus in nb, scraping both agents (esclab.lab_prometheus)."""
+        cfg = load_config(self.node_paths(NODES[0]).config_file)
+        if cfg.ha is None or not cfg.agent.monitor_port:
+            return
+        topo = self.topology()
+        targets: dict[str, tuple[str, str]] = {}
+        cas: dict[bytes, Path] = {}
+        for i, node in enumerate(NODES):
+            named = cfg.ha.ha_node_list[i]
+            try:  # nb's own network, in the family the certificate names
+                dial = str(topo.address(node, topo.northbound_network, named.version).ip)
+            except LabError:
+                dial = str(named)
+            targets[node] = (dial, str(named))
+            pki_dir = self.node_paths(node).pki_dir
+            for ca in (pki_dir / "ca.crt", pki_dir / "monitor" / "ca.crt"):
+                if ca.is_file():
+                    cas.setdefault(ca.read_bytes(), ca)
+        pid = lab_prometheus.start(
+            self.root / "prometheus", targets, cfg.agent.monitor_port, list(cas.values())
+        )
+        pids = dict(self.read_state().get("pids", {}))
+        pids["prometheus"] = pid
+        self.write_state(pids=pids, prometheus={"listen": lab_prometheus.LISTEN, "ns": "nb"})
 
     def configure_nodes(self, topo: Topology, advert_int: float | None = None) -> None:
         """Write each node's esc.toml as `escadm ha set` would, with shared secrets."""

@@ -14,6 +14,7 @@ from labutil import (
     escadm,
     eventually,
     holds_address,
+    in_host,
     mac_of,
     nb_sees_vip_at,
     psql,
@@ -22,7 +23,7 @@ from labutil import (
     wait_pair,
 )
 
-from esclab import faults
+from esclab import faults, lab_prometheus
 from esclab.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -237,3 +238,56 @@ def test_status_agrees_with_state_file_and_peer(healthy: tuple[str, str], pair: 
         assert human.returncode == 0 and human.stdout.split()[0] == own["state"]
     table = escadm(master, pair, "ha", "status").stdout
     assert "replay lag" in table and master in table and backup in table
+
+
+def _monitor_code(pair: Lab, host: str, path: str) -> int:
+    """The status nb gets from ``host``'s monitoring listener, verified against the pair CA
+    (the certificate names the node's own address, which nb dials)."""
+    ca = pair.node_paths(host).pki_dir / "ca.crt"
+    url = json.loads(escadm(host, pair, "status", "--json").stdout)["endpoints"][path.strip("/")]
+    res = in_host(
+        "nb", "curl", "-s", "-m", "5", "--cacert", str(ca), "-o", "/dev/null",
+        "-w", "%{http_code}", url,
+    )  # fmt: skip
+    return int(res.stdout or 0)
+
+
+def test_health_endpoints_and_prometheus_follow_a_switchover(
+    healthy: tuple[str, str], pair: Lab
+) -> None:
+    """/primary is 200 only on the serving node and /replica only on the in-sync standby,
+    over HTTPS with the pair's certificate; the lab's real Prometheus, scraping both agents,
+    sees the role flip after a switchover."""
+    master, backup = healthy
+    st = json.loads(escadm(master, pair, "status", "--json").stdout)
+    assert set(st["endpoints"]) >= {
+        "primary", "replica", "health", "liveness", "readiness", "metrics", "manager_metrics",
+    }  # fmt: skip
+
+    def codes(host: str) -> tuple[int, ...]:
+        return tuple(_monitor_code(pair, host, p) for p in ("primary", "replica", "readiness"))
+
+    eventually(lambda: codes(master) == (200, 503, 200), 30, what=f"{master} /primary 200")
+    eventually(lambda: codes(backup) == (503, 200, 200), 30, what=f"{backup} /replica 200")
+    targets = eventually(
+        lambda: set(lab_prometheus.targets_up().values()) == {"up"} and lab_prometheus.targets_up(),
+        60,
+        what="prometheus scraping both agents",
+    )
+    assert set(targets) == {f"agent-{n}" for n in NODES}
+    lab_prometheus.wait_values("esc_node_serving", {master: 1, backup: 0})
+    lab_prometheus.wait_values("esc_node_role", {master: 3, backup: 2})
+    before = lab_prometheus.values("esc_takeovers_total")  # since each agent started
+
+    res = escadm(master, pair, "ha", "switchover", "--wait", "60")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert wait_pair(pair) == (backup, master)
+    lab_prometheus.wait_values("esc_node_serving", {master: 0, backup: 1})
+    lab_prometheus.wait_values("esc_node_role", {master: 2, backup: 3})
+    lab_prometheus.wait_values(
+        "esc_takeovers_total", {master: before[master], backup: before[backup] + 1}
+    )
+    took = lab_prometheus.values("esc_last_takeover_duration_seconds")[backup]
+    assert 0 < took < 60
+    eventually(lambda: codes(backup) == (200, 503, 200), 30, what=f"{backup} /primary 200")
+    eventually(lambda: codes(master) == (503, 200, 200), 30, what=f"{master} /replica 200")

@@ -133,7 +133,8 @@ def test_the_agent_starts_fault_naming_the_file(paths: NodePaths) -> None:
 
 def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:
     """Construction has no side effects: no thread, no socket, no listener; ``start()``
-    starts the local and peer APIs, the peer poller and the health checks."""
+    starts the local and peer APIs, the monitoring listener, the peer poller and the health
+    checks."""
     cfg = parse_config(
         {"ha": {"ha_node_list": ["192.0.2.10", "192.0.2.11"], "kad_vip": "192.0.2.100",
                 "kad_vif": "eth0"}}
@@ -144,5 +145,9 @@ def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:
     assert set(threading.enumerate()) == threads
     assert not (paths.run_dir / "agent.sock").exists()
     assert not paths.agent_status_socket.exists()
-    # local API, its read-only twin for the portal, peer API, poller, health checks (no gateway)
-    assert len(agent.starters) == 5
+    # local API, its read-only twin for the portal, peer API, the monitoring listener, poller,
+    # health checks (no gateway)
+    assert len(agent.starters) == 6
+    assert agent.endpoints is not None
+    assert agent.endpoints.primary == "https://192.0.2.11:8008/primary"
+    assert agent.endpoints.manager_metrics == "https://192.0.2.11:8443/metrics"

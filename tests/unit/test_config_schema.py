@@ -166,6 +166,9 @@ STRICT_BAD = [
     ({"database": {"name": 3}}, "database.name"),
     ({"database": {"max_slot_wal_keep_size_mb": 4096.5}}, "database.max_slot_wal_keep_size_mb"),
     ({"agent": {"peer_port": True}}, "agent.peer_port"),
+    ({"agent": {"monitor_port": "8008"}}, "agent.monitor_port"),
+    ({"agent": {"monitor_port": 70000}}, "agent.monitor_port"),
+    ({"agent": {"monitor_bind": "example.org"}}, "agent.monitor_bind"),
     ({"agent": {"cycle_s": True}}, "agent.cycle_s"),
     ({"agent": {"cycle_s": "0.2"}}, "agent.cycle_s"),
     ({"agent": {"health_failures": 3.0}}, "agent.health_failures"),
@@ -315,3 +318,23 @@ def test_decimal_int_and_seconds() -> None:
     for text in ["nan", "inf", "1e3", ".5", "5.", "-1", " 1", "\u0661"]:
         with pytest.raises(ValueError, match="is not a number of seconds"):
             decimal_seconds(text)
+
+
+@pytest.mark.parametrize(
+    ("data", "taken"),
+    [
+        ({"agent": {"monitor_port": 7400}}, "agent.peer_port"),
+        ({"agent": {"monitor_port": 5432}}, "database.port"),
+        ({"agent": {"monitor_port": 9001}}, "manager.portal_port"),
+        ({"agent": {"monitor_port": 8080}, "manager": {"http_port": 8080}}, "manager.http_port"),
+    ],
+)
+def test_the_monitoring_port_must_be_free(data: dict[str, object], taken: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    assert exc.value.field == "agent.monitor_port" and taken in str(exc.value)
+
+
+def test_the_monitoring_listener_can_be_turned_off() -> None:
+    assert parse_config({"agent": {"monitor_port": 0}}).agent.monitor_port == 0
+    assert parse_config({}).agent.monitor_port == 8008

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from statuses import peer_of, status, status_dict
 
+from esc.agent.monitor_http import endpoints
 from esc.cli.agent_cmd import _side_by_side, health_line, progress_line, serving_as_expected
 from esc.drivers.base import BgpStatus
 from esc.errors import DriverError
@@ -185,3 +186,13 @@ def test_an_older_agents_status_is_read_without_the_fields_added_since() -> None
     assert (view.rule, view.alone_transactions, view.degraded_since) == ("", None, None)
     assert view.db.xid_xmax == 0 and view.peer.served_timeline is None
     assert serving_as_expected(view)
+
+
+def test_the_monitoring_endpoints_round_trip_and_are_shown() -> None:
+    st = replace(STATUS, endpoints=endpoints("192.0.2.10", 8008, 8443))
+    back = parse_status(json.loads(json.dumps(status_json(st))))
+    assert back.endpoints == st.endpoints
+    assert status_json(st)["endpoints"]["replica"] == "https://192.0.2.10:8008/replica"
+    assert "monitoring https://192.0.2.10:8008 (" in _side_by_side(st)
+    assert "monitoring" not in _side_by_side(replace(st, endpoints=endpoints("192.0.2.10", 0, 1)))
+    assert parse_status(status_json(STATUS)).endpoints is None  # an older agent's status

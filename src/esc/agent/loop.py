@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from esc.agent import monitor
 from esc.agent.execute import Executor, Runner
 from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.publish import announced, status_of, view_of
@@ -45,7 +46,7 @@ from esc.model import (
     NodeState,
     Observation,
 )
-from esc.status_view import StatusView, status_json
+from esc.status_view import Endpoints, StatusView, status_json
 
 log = logging.getLogger("esc.agent")
 MAX_BACK_TO_BACK = 8
@@ -172,6 +173,8 @@ class Agent:
         self._stop = threading.Event()
         self.action_failed = False  # the last cycle had an action fail (retry after a pause)
         self.cycles = 0  # decisions recorded: in the peer view, so the peer sees us cycling
+        self.counts = monitor.Counts()  # for /metrics (esc.agent.monitor)
+        self.endpoints: Endpoints | None = None  # the monitoring URLs (build_agent sets them)
         self.notifier = Notifier(None)  # systemd's notify socket (main sets it); no-op here
         # What start() starts (the APIs, the peer poller, the checks; build_agent fills it):
         # constructing an agent starts no thread and binds nothing.
@@ -380,6 +383,7 @@ class Agent:
         self.last_obs = obs
         if d.next_state != prev.state:
             self.history.add(prev.state.value, d.next_state.value, d.reason)
+            self.counts.transition(prev.state.value, d.next_state.value)
             write_atomic(self.paths.state_file, d.next_state.value + "\n")
             self.since = time.time()
             log.info("%s -> %s: %s [%s]", prev.state.value, d.next_state.value, d.reason, d.rule_id)
@@ -398,6 +402,23 @@ class Agent:
         self.last = d
         self.cycles += 1
         self.published = Published(self._view(obs, d), self._status(obs, d))
+        self._count(obs, d)
+
+    def _count(self, obs: Observation, d: Decision) -> None:
+        """The figures /metrics adds to the status: cycles, the last takeover's duration."""
+        counts = self.counts
+        counts.cycles = self.cycles
+        counts.cycle_end = time.monotonic()
+        counts.failover.observe(
+            counts.cycle_end,
+            time.time(),
+            peer_serving=obs.peer.reachable and obs.peer.serving,
+            self_serving=(
+                obs.service.active
+                and obs.db.role is DbRole.PRIMARY
+                and d.next_state is NodeState.MASTER
+            ),
+        )
 
     def _announce_leave(self) -> None:
         """A standby stopping on purpose (an upgrade, a reboot) says so before its database
@@ -445,16 +466,9 @@ class Agent:
         self, method: str, path: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/status":
-            status = self.published.status
-            if status is None:
+            st = self.status_view()
+            if st is None:
                 return 503, {"error": "the agent has not completed its first cycle yet"}
-            # The dumps are listed per request (a directory listing), not every cycle.
-            st = replace(
-                status(),
-                progress=self.executor.progress,
-                long_action=self.executor.busy,
-                diverged_dumps=self._diverged_dumps(),
-            )
             return 200, status_json(st)
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
@@ -466,6 +480,24 @@ class Agent:
                 return 504, {"error": "the agent did not take the request within 10 s"}
             return (200 if req.ok else 409), {"ok": req.ok, "message": req.message}
         return 404, {"error": f"no {method} {path}"}
+
+    def status_view(self) -> StatusView | None:
+        """The status of the last cycle (None before the first), built now."""
+        status = self.published.status
+        if status is None:
+            return None
+        # The dumps are listed per request (a directory listing), not every cycle.
+        return replace(
+            status(),
+            progress=self.executor.progress,
+            long_action=self.executor.busy,
+            diverged_dumps=self._diverged_dumps(),
+            endpoints=self.endpoints,
+        )
+
+    def monitor_read(self) -> tuple[StatusView | None, monitor.Counts]:
+        """What the monitoring listener serves: the status and the counts."""
+        return self.status_view(), self.counts
 
     def handle_peer(
         self, method: str, path: str, _body: dict[str, Any]

@@ -26,6 +26,7 @@ from esc.agent.gateway import GatewayProbe
 from esc.agent.history import History
 from esc.agent.local_api import read_only
 from esc.agent.loop import Agent
+from esc.agent.monitor_http import certificate, endpoints, serve_monitor
 from esc.agent.peer_tls import PeerTls
 from esc.agent.quorum_setup import build_keeper, build_member
 from esc.agent.service import ManagedService
@@ -182,6 +183,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         quorum=keeper,
     )
     agent.wake = wake
+    agent.endpoints = endpoints(str(self_addr), cfg.agent.monitor_port, cfg.manager.https_port)
     # Started by Agent.start(), not here: constructing the agent starts nothing.
     agent.starters = [
         lambda: serve_unix(paths.run_dir / "agent.sock", agent.handle_local),
@@ -200,6 +202,11 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
             peer_name=peer_name,
             tls=peer_tls,
         ),
+        *(
+            [lambda: start_monitor(cfg, paths, name, str(self_addr), agent)]
+            if cfg.agent.monitor_port is not None
+            else []
+        ),
         peer.start,
         service.start_checks,
         *([gateway.start] if gateway is not None else []),
@@ -210,6 +217,16 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         # On a planned stop, after the service and the VIP: the key is handed over at once.
         agent.stoppers += [keeper.stop, member.stop]
     return agent
+
+
+def start_monitor(
+    cfg: EscConfig, paths: NodePaths, name: str, self_addr: str, agent: Agent
+) -> None:
+    """The monitoring listener (esc.agent.monitor_http) with this node's certificate."""
+    assert cfg.ha is not None
+    tls = certificate(paths.pki_dir, name, [self_addr], pair_ca=cfg.ha.ha_mode != "cinder")
+    port = cfg.agent.monitor_port
+    serve_monitor(str(cfg.agent.monitor_bind), port, agent.monitor_read, tls=tls)
 
 
 def setup_failed(paths: NodePaths, message: str, notifier: Notifier) -> int:

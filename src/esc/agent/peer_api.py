@@ -1,27 +1,22 @@
 """The agent's peer API server: HTTP on the sync network (the node's own address), giving this
 node's view to its peer. Every request is authenticated by the mutual HMAC challenge-response
 of :mod:`esc.agent.peerauth` (its MAC checked before any body is read) and every answer to an
-authenticated request is signed. The server also bounds what one client can hold: a socket
-timeout on every read and write, a deadline per connection, one request per connection, and at
-most ``max_connections`` connections at once (one thread each); a connection beyond that is
-closed at once, so idle connections cannot pile up threads. With the pair CA (``tls``) it is
-HTTPS, both ends presenting a certificate of the pair (:mod:`esc.agent.peer_tls`): the TLS
-handshake runs in the connection's thread, within the same timeouts, and a client without the
-pair's certificate is refused before any HTTP is read. The client is
-:mod:`esc.agent.peer_poller`.
+authenticated request is signed. The server also bounds what one client can hold
+(:mod:`esc.agent.bounded_http`: timeouts, a deadline per connection, a cap on connections).
+With the pair CA (``tls``) it is HTTPS, both ends presenting a certificate of the pair
+(:mod:`esc.agent.peer_tls`): the TLS handshake runs in the connection's thread, within the same
+timeouts, and a client without the pair's certificate is refused before any HTTP is read. The
+client is :mod:`esc.agent.peer_poller`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
 from typing import Any
 
+from esc.agent.bounded_http import BoundedServer, serve_in_thread
 from esc.agent.jsonhttp import Handler, _JsonHandler
 from esc.agent.peer_tls import PeerTls
 from esc.agent.peerauth import (
@@ -44,13 +39,8 @@ PEER_DEADLINE_S = 5.0  # a whole peer API connection, however it trickles
 PEER_MAX_CONNECTIONS = 8  # the peer polls with one at a time
 
 
-class _PeerServer(ThreadingHTTPServer):
-    """The peer API's server: authenticated (peerauth), bounded (module docstring)."""
-
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    one_request_per_connection = True
+class _PeerServer(BoundedServer):
+    """The peer API's server: authenticated (peerauth), bounded (esc.agent.bounded_http)."""
 
     def __init__(
         self,
@@ -75,18 +65,17 @@ class _PeerServer(ThreadingHTTPServer):
         self.verifier = (
             RequestVerifier(self._key, peer_name, self_name, clock=clock) if self._key else None
         )
-        self.io_timeout = io_timeout
-        self.deadline_s = deadline_s
-        self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._open: dict[socket.socket, float] = {}
-        self._open_lock = threading.Lock()
-        self._last_refusal: str | None = None
-        self._refusal_logged_at = 0.0
-        self._excess = 0
-        self._excess_logged_at = 0.0
-        self.address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        super().__init__((addr, port), _JsonHandler)
+        super().__init__(
+            addr,
+            port,
+            _JsonHandler,
+            log=log,
+            label="peer API",
+            max_connections=max_connections,
+            io_timeout=io_timeout,
+            deadline_s=deadline_s,
+            tls_context=(lambda: tls.context(server=True)) if tls is not None else None,
+        )
 
     # --- authentication -------------------------------------------------------------------
 
@@ -94,7 +83,7 @@ class _PeerServer(ThreadingHTTPServer):
         if self.verifier is None:
             raise AuthError("agent.peer_secret is empty on this node: every request is refused")
         verified = self.verifier.verify(method, path, length, headers)
-        self._last_refusal = None  # the next refusal is logged again
+        self.refusal_cleared()
         return verified
 
     def check_body(self, auth: Verified, raw: bytes) -> None:
@@ -105,94 +94,6 @@ class _PeerServer(ThreadingHTTPServer):
             return {}  # an unauthenticated request gets no MAC: nothing to learn from it
         mac = answer_mac(self._key, self.self_name, self.peer_name, auth.challenge, status, data)
         return {AUTH_HEADER: mac}
-
-    def note_refusal(self, why: str, addr: Any) -> None:
-        """Logged once per change of reason, at most once a second (a flood cannot fill the
-        log)."""
-        now = time.monotonic()
-        if why != self._last_refusal and now - self._refusal_logged_at >= 1.0:
-            log.warning("peer API: refused a request from %s: %s", addr[0], why)
-            self._last_refusal = why
-            self._refusal_logged_at = now
-
-    # --- TLS ------------------------------------------------------------------------------
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()
-        if self.tls is None:
-            return sock, addr
-        try:  # no I/O here: the handshake runs in the connection's thread
-            ctx = self.tls.context(server=True)
-            return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-        except (OSError, ValueError) as exc:
-            sock.close()
-            self.note_refusal(f"TLS: this node's certificate unusable: {exc}", addr)
-            raise OSError(f"TLS: {exc}") from exc  # socketserver drops this connection
-
-    def _handshake(self, request: Any, client_address: Any) -> bool:
-        if self.tls is None:
-            return True
-        try:
-            request.settimeout(self.io_timeout)
-            request.do_handshake()
-        except (OSError, ValueError) as exc:
-            self.note_refusal(f"TLS: {exc}", client_address)
-            return False
-        return True
-
-    # --- bounds ---------------------------------------------------------------------------
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self._excess += 1
-            self.shutdown_request(request)  # closed at once: no thread, no read
-            now = time.monotonic()
-            if now - self._excess_logged_at >= 10.0:
-                log.warning(
-                    "peer API: %d connection(s) closed at once: %d already open (from %s)",
-                    self._excess,
-                    self.max_connections,
-                    client_address[0],
-                )
-                self._excess, self._excess_logged_at = 0, now
-            return
-        with self._open_lock:
-            self._open[request] = time.monotonic()
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release(request)
-            self.shutdown_request(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            if self._handshake(request, client_address):
-                super().process_request_thread(request, client_address)
-            else:
-                self.shutdown_request(request)
-        finally:
-            self._release(request)
-
-    def _release(self, request: Any) -> None:
-        with self._open_lock:
-            if self._open.pop(request, None) is None:
-                return
-        self._slots.release()
-
-    def service_actions(self) -> None:
-        """Run by serve_forever between polls: cut connections past their deadline (a client
-        that trickles a byte before each timeout would otherwise keep its slot)."""
-        now = time.monotonic()
-        with self._open_lock:
-            late = [s for s, t in self._open.items() if now - t > self.deadline_s]
-        for sock in late:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def open_connections(self) -> int:
-        with self._open_lock:
-            return len(self._open)
 
 
 def serve_peer(
@@ -213,8 +114,5 @@ def serve_peer(
     srv = _PeerServer(
         addr, port, secret, handle, self_name=self_name, peer_name=peer_name, **bounds
     )
-    poll = min(poll_interval, srv.deadline_s / 2)
-    threading.Thread(
-        target=srv.serve_forever, kwargs={"poll_interval": poll}, name="peer-api", daemon=True
-    ).start()
+    serve_in_thread(srv, "peer-api", poll_interval)
     return srv

@@ -225,6 +225,9 @@ def _side_by_side(st: StatusView) -> str:
     if st.degraded:
         lines.append(degraded_line(st))
     lines += quorum_lines(st)
+    if st.endpoints is not None and st.endpoints.metrics is not None:
+        base = st.endpoints.metrics.removesuffix("/metrics")
+        lines.append(f"monitoring {base} (/primary /replica /health /readiness /metrics)")
     if (line := progress_line(st.progress)) is not None:
         lines.append(line)
     last = st.last_transition

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -10,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from esc.config.bgp import BgpConfig
 from esc.config.ha import HaConfig
 from esc.config.manager import ManagerConfig
-from esc.config.types import Model, RuleError, absolute_path, no_control
+from esc.config.types import ListenIp, Model, RuleError, absolute_path, no_control
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
 
@@ -50,6 +51,10 @@ class AgentConfig(Model):
     peer_timeout_s: float = Field(default=0.4, gt=0)
     health_failures: int = Field(default=3, ge=1)
     heartbeat_timeout_s: float = Field(default=1.5, gt=0)
+    # The monitoring listener (HTTPS, esc.agent.monitor_http): /primary, /replica, /health,
+    # /liveness, /readiness for load balancers and monitors, /metrics for Prometheus. 0: off.
+    monitor_port: int = Field(default=8008, ge=0, le=65535)
+    monitor_bind: ListenIp = ipaddress.IPv6Address("::")  # "::" is dual-stack
 
     @field_validator("peer_secret")
     @classmethod
@@ -132,7 +137,27 @@ class EscConfig(Model):
             )
         if etcd and self.database.port in (q.client_port, q.peer_port):
             raise RuleError("quorum.client_port", "etcd's ports must differ from database.port")
+        self._monitor_port_free(etcd)
         return self
+
+    def _monitor_port_free(self, etcd: bool) -> None:
+        port = self.agent.monitor_port
+        if port == 0:
+            return
+        taken = {
+            self.agent.peer_port: "agent.peer_port",
+            self.database.port: "database.port",
+            self.manager.https_port: "manager.https_port",
+        }
+        if self.manager.http_port is not None:
+            taken[self.manager.http_port] = "manager.http_port"
+        if self.manager.portal_port is not None:
+            taken[self.manager.portal_port] = "manager.portal_port"
+        if etcd:
+            taken[self.quorum_cfg.client_port] = "quorum.client_port"
+            taken[self.quorum_cfg.peer_port] = "quorum.peer_port"
+        if port in taken:
+            raise RuleError("agent.monitor_port", f"{port} is already {taken[port]}")
 
     @property
     def quorum_cfg(self) -> QuorumConfig:
