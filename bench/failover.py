@@ -12,6 +12,10 @@ Baseline, in the same run and lab: bare keepalived (same advert_int, no agent) m
 between two tiny HTTP servers; a client in ``nb`` polls the VIP every 20 ms; kill -9 of every
 process on the master node. Prints our median / baseline median per fault.
 
+``diskfull`` fills the primary's data filesystem (its data directory and WAL) and keeps it
+full for ``HOLD_S`` (20 s) before restoring the pair: the gap is how long writes stop while
+the pair moves off the full node.
+
 ``partition-replication`` (PostgreSQL's port cut between the nodes, VRRP and the agents' API
 open) is not a failover: the primary keeps the role and its commits wait for the lost standby
 until the standby-loss grace ends (policy ``available``), then go on alone. Its write gap is
@@ -184,6 +188,12 @@ def baseline(lab: Lab, runs: int, adv: float) -> list[float]:
     return gaps
 
 
+# Faults that last: held this long before the pair is restored, so that the gap measures how
+# the pair copes with them (a full disk lets writes go on for a while: preallocated WAL, free
+# space left in the table's pages) rather than how soon the bench heals them.
+HOLD_S = {"diskfull": 20.0}
+
+
 def one_run(lab: Lab, fault: str, i: int) -> dict[str, float]:
     master = lab.master()
     assert master is not None
@@ -194,6 +204,9 @@ def one_run(lab: Lab, fault: str, i: int) -> dict[str, float]:
         SCENARIOS[fault](lab, master)
         if not wait_until(lambda: any(a.t_ack > t_fault for a in w.acks), 90):
             raise RuntimeError(f"{fault}: no write acknowledged after the fault")
+        hold = t_fault + HOLD_S.get(fault, 0.0)
+        while time.time() < hold:
+            time.sleep(0.1)
         restore(lab, master)
         if not lab.wait_pair(180):
             raise RuntimeError(f"{fault}: the pair did not re-form")
