@@ -69,6 +69,19 @@ class DbStatus:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """The pair's maintenance mode (``escadm ha pause`` / ``resume``): while ``paused``, no
+    automatic failover or demotion (core/veto.py ``PAUSED``). Pair-wide: each change takes a
+    ``seq`` above both nodes' and the newer record wins on both (core/learn.py); at the same
+    ``seq`` (two changes while the nodes could not see each other) paused wins."""
+
+    paused: bool = False
+    seq: int = 0  # 0: never paused or resumed
+    by: str = ""  # who asked, and on which node ("escadm on esc-ha-0")
+    at: float | None = None  # epoch seconds of the change
+
+
+@dataclass(frozen=True)
 class PeerView:
     """What the peer agent last told us (its peer endpoint), or that it is silent."""
 
@@ -103,6 +116,10 @@ class PeerView:
     # own newer timeline (it lost a split brain) no longer has that timeline's history file,
     # and PostgreSQL would open the same id again at its next promotion (Promote.above).
     top_timeline: int = 0
+    # The pair's maintenance mode as the peer holds it (Memory.pause, core/learn.py adopts the
+    # newer one). None: the peer's view has no pause at all (an agent older than the field,
+    # which does not know maintenance mode: it would fail over).
+    pause: Pause | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +326,14 @@ class Memory:
     # Writes acknowledged before then may not have reached it: it is recorded as the sync member
     # in etcd only once it has replayed up to here.
     sync_from_lsn: int | None = None
+    # persisted: the pair's maintenance mode (Pause), this node's copy.
+    pause: Pause = Pause()
+    # persisted: a scheduled switchover (``escadm ha switchover --at``): epoch seconds, and who
+    # scheduled it; run by the cycle at that time through the switchover's admission
+    # (core/requests.due_switchover). switchover_note: what the last one did (status).
+    switchover_at: float | None = None
+    switchover_at_by: str = ""
+    switchover_note: str = ""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,15 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from esc.drivers.base import BgpStatus
 from esc.errors import DriverError
-from esc.model import DbRole, DbStatus, NodeState, PeerView, QuorumObs, ServiceView, fmt_lsn
+from esc.model import (
+    DbRole,
+    DbStatus,
+    NodeState,
+    PeerView,
+    QuorumObs,
+    ServiceView,
+    fmt_lsn,
+)
 
 STATUS_VERSION = 1
 
@@ -97,6 +105,16 @@ class StatusView:
     alone_transactions: int | None = None  # at most this many write transactions alone
     alone_wal_bytes: int | None = None  # WAL written since the peer became outdated
     switchover: bool = False  # a switchover is under way
+    # Maintenance mode (escadm ha pause): no automatic failover or demotion; who and when
+    # (epoch seconds). The peer's own copy is peer.pause.
+    paused: bool = False
+    paused_by: str = ""
+    paused_at: float | None = None
+    # A scheduled switchover (escadm ha switchover --at): epoch seconds, who scheduled it, and
+    # what the last scheduled one did ("" before any).
+    switchover_at: float | None = None
+    switchover_at_by: str = ""
+    switchover_note: str = ""
     last_transition: Transition | None = None
     progress: Progress | None = None
     long_action: str | None = None  # "following esc-ha-0"

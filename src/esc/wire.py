@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from esc.errors import DriverError
-from esc.model import DbRole, DbStatus, NodeState, PeerView
+from esc.model import DbRole, DbStatus, NodeState, Pause, PeerView
 
 VERSION = 1
 
@@ -88,6 +88,8 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
     # Absent from an older agent's view: not known, which counts as served (facts.served_current).
     served = _int(data, "served_timeline", nullable=True) if "served_timeline" in data else None
     mark = _int(data, "outdated_lsn", nullable=True)
+    # Absent from an older agent's view: it does not know maintenance mode (None).
+    pause = parse_pause(data["pause"]) if "pause" in data else None
     return PeerView(
         reachable=True,
         silent_for=silent_for,
@@ -108,7 +110,38 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         last_outdated_lsn=mark if role == DbRole.PRIMARY.value else None,
         reason=reason[:REASON_MAX],
         served_timeline=served,
+        pause=pause,
     )
+
+
+BY_MAX = 100
+
+
+def parse_pause(data: object) -> Pause:
+    """The peer's ``pause`` object: ``{"paused", "seq", "by", "at"}``, each typed."""
+    if not isinstance(data, dict):
+        raise DriverError(f"peer view: pause: {data!r:.40} is not a JSON object")
+    missing = [k for k in ("paused", "seq", "by", "at") if k not in data]
+    if missing:
+        raise DriverError(f"peer view: pause.{missing[0]}: missing")
+    if not isinstance(data["paused"], bool):
+        raise DriverError(f"peer view: pause.paused: {data['paused']!r:.40} is not true or false")
+    seq = data["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _LSN_MAX:
+        raise DriverError(f"peer view: pause.seq: {seq!r:.40} is not an integer from 0 to 2**64-1")
+    by = data["by"]
+    if not isinstance(by, str):
+        raise DriverError(f"peer view: pause.by: {by!r:.40} is not a string")
+    at = data["at"]
+    if at is not None and (
+        isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at) or at < 0
+    ):
+        raise DriverError(f"peer view: pause.at: {at!r:.40} is not a time (epoch seconds) or null")
+    return Pause(data["paused"], seq, by[:BY_MAX], None if at is None else float(at))
+
+
+def pause_json(p: Pause) -> dict[str, Any]:
+    return {"paused": p.paused, "seq": p.seq, "by": p.by, "at": p.at}
 
 
 def peer_view(
@@ -125,6 +158,7 @@ def peer_view(
     reason: str,
     cycle: int,
     served_timeline: int | None = None,
+    pause: Pause | None = None,
 ) -> dict[str, Any]:
     """This node's view, as its peer reads it (``parse_view``)."""
     return {
@@ -146,6 +180,8 @@ def peer_view(
         "reason": reason,
         "cycle": cycle,  # counts this agent's cycles: a stale view shows a stuck agent
         "served_timeline": served_timeline,  # the newest timeline it served on (None: unknown)
+        # the pair's maintenance mode as this node holds it (added within version 1)
+        "pause": pause_json(pause if pause is not None else Pause()),
     }
 
 

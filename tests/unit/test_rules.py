@@ -22,6 +22,7 @@ from esc.model import (
     Memory,
     NodeState,
     Observation,
+    Pause,
     PeerView,
     ServiceView,
     VrrpState,
@@ -89,6 +90,7 @@ MEMORIES = [
     Memory(peer_seen=True, peer_outdated_from=600, standby_lost_since=80.0),
     Memory(peer_seen=True, standby_lost_since=90.0),
     Memory(peer_seen=True, gate_opened_at=99.8),
+    Memory(peer_seen=True, pause=Pause(True, 1, "escadm on esc-ha-0", 50.0)),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import queue
 import threading
 import time
@@ -26,7 +27,14 @@ from esc.agent.systemd import Notifier, state_line
 from esc.config.schema import EscConfig, NodePaths, load_config, write_atomic
 from esc.core.decide import decide
 from esc.core.facts import DecideConfig, unobserved
-from esc.core.requests import force_primary, request_switchover
+from esc.core.requests import (
+    cancel_switchover,
+    due_switchover,
+    force_primary,
+    request_switchover,
+    schedule_switchover,
+    set_pause,
+)
 from esc.drivers.base import (
     Bgp,
     Database,
@@ -56,6 +64,11 @@ MAX_BACK_TO_BACK = 8
 MAX_FAILED_CYCLES = 5
 # A standby stopping on purpose waits at most this for its primary to stop waiting for it.
 LEAVE_NOTICE_S = 1.5
+# The operator's requests on the local socket (POST; the portal's read-only socket refuses them)
+LOCAL_REQUESTS = (
+    "/switchover", "/force-primary", "/reload", "/pause", "/resume", "/switchover/schedule",
+    "/switchover/cancel",
+)  # fmt: skip
 
 
 def hurried(d: Decision | None, action_failed: bool) -> bool:
@@ -68,8 +81,10 @@ def hurried(d: Decision | None, action_failed: bool) -> bool:
 class Request:
     """An operator request, handled by the main loop at the start of its next cycle."""
 
-    kind: str  # "switchover" | "force-primary" | "reload"
+    kind: str  # "switchover" | "force-primary" | "reload" | "pause" | "resume" |
+    # "switchover/schedule" | "switchover/cancel"
     who: str = ""
+    at: float | None = None  # switchover/schedule: epoch seconds
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     message: str = ""
@@ -264,6 +279,10 @@ class Agent:
             q = obs.quorum
             self.service.lease(obs.now + q.serve_left if q.holder else obs.now)
         mem = self._take_requests(obs, self.mem)
+        mem, note = due_switchover(obs, mem, self.dcfg)
+        if note is not None:
+            log.info(note)
+            self.history.add(mem.state.value, mem.state.value, note)
         if obs.fault is not None and self.memory_fault is None:
             # Failing cycles: would the rules decide without the fault? (pure: raises if not;
             # then this cycle fails too and the node stays FAULT)
@@ -319,6 +338,27 @@ class Agent:
                     req.message = f"switchover refused: {why}"
             elif req.kind == "reload":
                 req.ok, req.message = self._reload()
+            elif req.kind in ("pause", "resume"):
+                who = f"{req.who or 'operator'} on {self.dcfg.node_name}"
+                mem, req.message = set_pause(obs, mem, req.kind == "pause", who)
+                req.ok = True
+            elif req.kind == "switchover/schedule":
+                assert req.at is not None  # handle_local checked the body
+                mem, why = schedule_switchover(obs, mem, req.at, req.who or "operator")
+                req.ok = why is None
+                req.message = (
+                    f"switchover refused: {why}"
+                    if why is not None
+                    else f"switchover to {self.dcfg.peer_name} scheduled at {req.at:.0f} (epoch)"
+                )
+                if why is None:
+                    self.history.add(mem.state.value, mem.state.value, req.message)
+            elif req.kind == "switchover/cancel":
+                mem, why = cancel_switchover(mem, req.who or "operator")
+                req.ok = why is None
+                req.message = mem.switchover_note if why is None else f"cancel refused: {why}"
+                if why is None:
+                    self.history.add(mem.state.value, mem.state.value, req.message)
             elif req.kind == "force-primary" and self.memory_fault is not None:
                 req.message = f"force-primary refused: {self.memory_fault}"
             elif req.kind == "force-primary":
@@ -396,6 +436,13 @@ class Agent:
             self.notifier.ready(line)
         else:
             self.notifier.status(line)
+        if prev.pause != d.memory.pause:
+            # asked here or learnt from the peer's view: one entry either way
+            p = d.memory.pause
+            what = "paused (maintenance mode)" if p.paused else "resumed"
+            note = f"pair {what} by {p.by or '?'}"
+            log.log(logging.WARNING if p.paused else logging.INFO, note)
+            self.history.add(d.next_state.value, d.next_state.value, note)
         if any(getattr(prev, k) != getattr(d.memory, k) for k in PERSISTED):
             self._save_memory(d.memory)
         self.mem = d.memory
@@ -472,8 +519,14 @@ class Agent:
             return 200, status_json(st)
         if method == "GET" and path.startswith("/history"):
             return 200, {"history": self.history.last()}
-        if method == "POST" and path in ("/switchover", "/force-primary", "/reload"):
-            req = Request(path.lstrip("/"), who=str(body.get("who", ""))[:64])
+        if method == "POST" and path in LOCAL_REQUESTS:
+            at = None
+            if path == "/switchover/schedule":
+                at = body.get("at")
+                if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+                    return 400, {"error": f"at: {at!r:.40} is not a time (epoch seconds)"}
+                at = float(at)
+            req = Request(path.lstrip("/"), who=str(body.get("who", ""))[:64], at=at)
             self.requests.put(req)
             self.wake.set()
             if not req.done.wait(10):

@@ -1,11 +1,13 @@
 """The agent's persisted memory: ``<data>/agent_memory.json``.
 
-Seven fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
+These fields of :class:`esc.model.Memory` survive an agent restart: ``forced`` (an operator
 forced this node primary), ``peer_outdated_from`` (as primary: the peer left sync at this LSN),
 ``self_outdated_from`` (as standby: the primary said this node is outdated),
 ``served_timeline`` (the newest timeline this node served on as primary), ``top_timeline``
 (the newest its database has been on: never opened again by a promotion), and the exposure
-shown to operators while the peer is outdated (``alone_since``, ``alone_from_xid``). The third
+shown to operators while the peer is outdated (``alone_since``, ``alone_from_xid``), the pair's
+maintenance mode (``pause``: an object ``{"paused", "seq", "by", "at"}``) and a scheduled
+switchover (``switchover_at``, ``switchover_at_by``). The third
 keeps an outdated standby from being promoted, so losing it is not harmless; losing the fourth
 only makes a split brain fall back to comparing timelines (``core/facts.peer_outranks``).
 
@@ -27,17 +29,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from esc.errors import ConfigError
-from esc.model import Memory
+from esc.errors import ConfigError, DriverError
+from esc.model import Memory, Pause
+from esc.wire import parse_pause, pause_json
 
 MEMORY_FILE = "agent_memory.json"
 PERSISTED = (
     "forced", "peer_outdated_from", "self_outdated_from", "served_timeline", "top_timeline",
-    "alone_since", "alone_from_xid",
+    "alone_since", "alone_from_xid", "pause", "switchover_at", "switchover_at_by",
 )  # fmt: skip
 # Keys an older agent did not write: absent means "not known" (their Memory default), so a
 # node upgraded in place starts as before. Every other key must be there.
-ADDED_LATER = ("served_timeline", "top_timeline", "alone_since", "alone_from_xid")
+ADDED_LATER = (
+    "served_timeline", "top_timeline", "alone_since", "alone_from_xid", "pause",
+    "switchover_at", "switchover_at_by",
+)  # fmt: skip
 _FIX = (
     "fix or restore it; remove it only if this node is known to hold current data (removing "
     "forgets an outdated mark and a forced primary)"
@@ -45,7 +51,9 @@ _FIX = (
 
 
 def memory_text(mem: Memory) -> str:
-    return json.dumps({k: getattr(mem, k) for k in PERSISTED}) + "\n"
+    data = {k: getattr(mem, k) for k in PERSISTED}
+    data["pause"] = pause_json(mem.pause)
+    return json.dumps(data) + "\n"
 
 
 def _lsn(path: Path, data: dict[str, Any], key: str, what: str = "an LSN") -> int | None:
@@ -94,7 +102,27 @@ def load_memory(path: Path) -> Memory:
             if "alone_from_xid" in data
             else None
         ),
+        pause=_pause(path, data),
+        switchover_at=_time(path, data, "switchover_at") if "switchover_at" in data else None,
+        switchover_at_by=_str(path, data, "switchover_at_by"),
     )
+
+
+def _pause(path: Path, data: dict[str, Any]) -> Pause:
+    if "pause" not in data:
+        return Pause()
+    try:
+        return parse_pause(data["pause"])
+    except DriverError as exc:  # the peer view's reader, which names the field
+        what = str(exc).removeprefix("peer view: ")
+        raise ConfigError(str(path), f"{what}; {_FIX}") from None
+
+
+def _str(path: Path, data: dict[str, Any], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigError(str(path), f"{key}: {value!r} is not a string; {_FIX}")
+    return value
 
 
 def _time(path: Path, data: dict[str, Any], key: str) -> float | None:

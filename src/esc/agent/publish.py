@@ -39,6 +39,7 @@ def view_of(
         reason=d.reason,
         cycle=cycle,
         served_timeline=mem.served_timeline,
+        pause=mem.pause,
     )
 
 
@@ -88,6 +89,12 @@ def status_of(
             else None
         ),
         switchover=mem.switchover_since is not None,
+        paused=mem.pause.paused,
+        paused_by=mem.pause.by,
+        paused_at=mem.pause.at,
+        switchover_at=mem.switchover_at,
+        switchover_at_by=mem.switchover_at_by,
+        switchover_note=mem.switchover_note,
         quorum=obs.quorum,
         quorum_members=members,
         last_transition=(

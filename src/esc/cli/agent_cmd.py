@@ -144,6 +144,11 @@ def health_line(st: StatusView) -> str:
         parts.append("OUTDATED: may not become primary")
     if st.forced:
         parts.append("FORCED primary")
+    if st.paused:
+        parts.append(f"PAUSED (maintenance mode, by {st.paused_by or '?'}): no automatic failover")
+    if st.switchover_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.switchover_at))
+        parts.append(f"switchover scheduled at {when}")
     dumps = st.diverged_dumps
     if dumps:
         parts.append(f"DIVERGED WRITES PRESERVED: {len(dumps)} dump(s), latest {dumps[-1]}")
@@ -311,6 +316,16 @@ def run_switchover(paths: NodePaths, wait_s: float) -> int:
         time.sleep(0.1)
     print("escadm: switchover did not complete in time; see `escadm ha history`", file=sys.stderr)
     return 1
+
+
+def run_pause(paths: NodePaths, paused: bool) -> int:
+    """``ha pause`` / ``ha resume``: the pair's maintenance mode (both nodes learn it)."""
+    answer = ask_agent(paths, "POST", "/pause" if paused else "/resume", {"who": "escadm"})
+    if answer is None:
+        return EXIT_NO_AGENT
+    code, body = answer
+    print(body.get("message", body))
+    return EXIT_OK if code == 200 else 1
 
 
 def run_force_primary(paths: NodePaths, yes: bool) -> int:
@@ -507,6 +522,14 @@ def add_agent_parsers(
         epilog="example: escadm ha switchover   (run on the primary)",
     )
     so.add_argument("--wait", type=arg_seconds, default=30.0, help="seconds to wait for completion")
+    ha.add_parser(
+        "pause",
+        help="maintenance mode: no automatic failover or demotion on either node",
+        epilog="example: escadm ha pause   (then escadm ha resume)",
+    )
+    ha.add_parser(
+        "resume", help="end maintenance mode on both nodes", epilog="example: escadm ha resume"
+    )
     fp = ha.add_parser(
         "force-primary",
         help="let this node serve without its peer",

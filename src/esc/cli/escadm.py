@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             return agent_cmd.run_history(paths, args.json, args.n)
         if args.ha_cmd == "switchover":
             return agent_cmd.run_switchover(paths, args.wait)
+        if args.ha_cmd in ("pause", "resume"):
+            return agent_cmd.run_pause(paths, args.ha_cmd == "pause")
         if args.ha_cmd == "force-primary":
             return agent_cmd.run_force_primary(paths, args.yes)
         if args.ha_cmd == "secrets":

@@ -12,9 +12,16 @@ from esc.core.facts import (
     served_current,
     served_newer,
 )
-from esc.model import DbRole, VrrpState
+from esc.model import DbRole, Pause, VrrpState
 
 HANDOVER_LIMIT_S = 60.0  # a switchover that has not completed by then is abandoned
+
+
+def newer_pause(theirs: Pause, ours: Pause) -> bool:
+    """The peer's maintenance record wins: a newer change, or at the same ``seq`` (each node
+    changed it while they could not see each other) the paused one, the side that cannot
+    fail over by mistake."""
+    return theirs.seq > ours.seq or (theirs.seq == ours.seq and theirs.paused and not ours.paused)
 
 
 def learn(c: Ctx) -> Ctx:
@@ -29,6 +36,8 @@ def learn(c: Ctx) -> Ctx:
             new["peer_seen"] = True
         if mem.forced:
             new["forced"] = False
+        if p.pause is not None and newer_pause(p.pause, mem.pause):
+            new["pause"] = p.pause  # pair-wide: paused or resumed on the peer
         if p.timeline and p.timeline != mem.peer_timeline:
             new["peer_timeline"] = p.timeline
         if p.timeline:

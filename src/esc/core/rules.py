@@ -16,7 +16,7 @@ from types import MappingProxyType
 from esc.core.facts import Ctx, Mode, peer_desc, peer_outranks, winning_data
 from esc.core.rule import Rule, Then, only, to, via, where
 from esc.core.serving import MASTER_REPLICATED, MASTER_SHARED, PRIMARY, RUNNING, STANDBY
-from esc.core.veto import STANDBY_WAITS, Veto, render
+from esc.core.veto import STANDBY_WAITS, Veto, paused_primary, render
 from esc.model import (
     Action,
     CloseGate,
@@ -78,8 +78,10 @@ GUARDS = (
          to(S.FAULT), _agent_fault),
     Rule("vrrp-dead", "keepalived not running: drop its VIP, deactivate, restart it",
          lambda c: True, to(S.FAULT), _vrrp_dead, vrrp=frozenset({VrrpState.DEAD})),
-    Rule("gateway-lost", "the gateway does not answer: an isolated node never serves",
-         lambda c: c.obs.gateway_ok is False, to(S.FAULT), _gateway_lost),
+    Rule("gateway-lost", "the gateway does not answer: an isolated node never serves (a "
+         "paused primary serves on: its standby would not take over)",
+         lambda c: c.obs.gateway_ok is False and not paused_primary(c), to(S.FAULT),
+         _gateway_lost),
     Rule("long-action", "a clone or rewind under way: wait for it, the VIP vetoed",
          lambda c: c.obs.busy is not None, _STAY, _busy),
 )  # fmt: skip

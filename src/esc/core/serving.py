@@ -350,12 +350,25 @@ def _serve(c: Ctx) -> Then:
     """Primary database, keepalived MASTER, eligible: serve, and apply the standby policy."""
     policy = next(r for r in POLICY if r.when(c))
     acts, note, c = policy.then(c)
-    reason = "serving as primary" + (": " + note if note else "")
+    reason = "serving as primary" + (": " + note if note else "") + _paused_note(c)
     return Then([OpenGate(), *acts, *_activate(c)], reason, c.mem, sub=policy.id)
 
 
 def _serve_shared(c: Ctx) -> Then:
-    return Then([OpenGate(), *_activate(c)], "serving as primary", c.mem)
+    return Then([OpenGate(), *_activate(c)], "serving as primary" + _paused_note(c), c.mem)
+
+
+def _paused_note(c: Ctx) -> str:
+    """A paused primary says so, and what it serves through (it would otherwise give up)."""
+    if not c.mem.pause.paused:
+        return ""
+    through = []
+    if c.obs.gateway_ok is False:
+        through.append(f"gateway {c.cfg.gateway} unreachable")
+    if c.obs.service.failures >= c.cfg.health_failures:
+        through.append("service unhealthy")
+    kept = f", serving on though {' and '.join(through)}" if through else ""
+    return f" (PAUSED: no automatic failover{kept})"
 
 
 # --- the rules ----------------------------------------------------------------------------------
@@ -408,6 +421,9 @@ def _vetoed(c: Ctx) -> bool:
 TAKE_ROLE_HEAD = (
     Rule("refuse-vip-peer-serves", "a standby while the peer serves (VRRP partition): hold "
          "the VIP down", lambda c: c.peer_serving, to(S.FAULT), _hold_down, db=STANDBY),
+    Rule("paused-standby", "maintenance mode: a standby elected all the same (the gate read "
+         "late) refuses the VIP and stays the standby", lambda c: c.veto is Veto.PAUSED,
+         via(S.BACKUP), _refuse, db=STANDBY),
     Rule("master-cold-boot", "never saw the peer since start: wait for it",
          lambda c: c.veto is Veto.COLD_BOOT, to(S.SWITCHING), _refuse),
     Rule("master-vetoed", "vetoed (outdated, unhealthy, newer peer...): refuse the VIP",

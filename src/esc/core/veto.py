@@ -27,6 +27,7 @@ class Veto(StrEnum):
     PEER_NEWER_DATA = "peer-newer-data"  # both booting, the peer's data wins
     NOT_SYNC_MEMBER = "not-sync-member"  # quorum: a standby etcd does not record as in sync
     NO_LEASE = "no-lease"  # quorum: this node does not hold etcd's leader key
+    PAUSED = "paused"  # maintenance mode: a standby does not take over (escadm ha pause)
 
 
 # The vetoes of a standby that waits for its data to be good enough: it stays BACKUP.
@@ -37,8 +38,27 @@ STANDBY_WAITS = frozenset(
         Veto.PEER_NEWER_DATA,
         Veto.NOT_SYNC_MEMBER,
         Veto.NO_LEASE,
+        Veto.PAUSED,
     }
 )
+
+
+def paused_standby(c: Ctx) -> bool:
+    """Maintenance mode keeps this node from taking the role: it is not the primary, the
+    pair is paused, and neither the operator's switchover (the peer hands over to us) nor
+    force-primary asks for the role."""
+    return (
+        c.mem.pause.paused
+        and c.obs.db.role is not DbRole.PRIMARY
+        and not c.mem.forced
+        and not (c.obs.peer.reachable and c.obs.peer.handing_over)
+    )
+
+
+def paused_primary(c: Ctx) -> bool:
+    """Maintenance mode keeps this primary serving through its own findings (the gateway
+    lost, the service failing its checks): the standby would not take over anyway."""
+    return c.mem.pause.paused and c.obs.db.role is DbRole.PRIMARY
 
 
 def veto(c: Ctx) -> Veto | None:
@@ -50,11 +70,13 @@ def veto(c: Ctx) -> Veto | None:
         return Veto.DB_NOT_RUNNING
     if mem.self_outdated_from is not None and not mem.forced:
         return Veto.OUTDATED
-    if c.obs.service.failures >= c.cfg.health_failures:
+    if c.obs.service.failures >= c.cfg.health_failures and not paused_primary(c):
         return Veto.UNHEALTHY
     if not mem.peer_seen and not mem.forced and not (c.cfg.quorum and recorded_here(c)):
         # (Quorum mode: etcd's record says this node's data has every acknowledged write.)
         return Veto.COLD_BOOT
+    if paused_standby(c):
+        return Veto.PAUSED
     if mem.switchover_since is not None:
         return Veto.HANDING_OVER
     if c.obs.now < mem.hold_down_until:
@@ -128,6 +150,8 @@ def render(v: Veto, c: Ctx) -> str:
             return f"not the synchronous member: etcd {named}"
         case Veto.NO_LEASE:
             return no_lease_reason(c)
+        case Veto.PAUSED:
+            return f"paused (maintenance mode, by {c.mem.pause.by or '?'}): no takeover"
 
 
 def no_lease_reason(c: Ctx) -> str:
