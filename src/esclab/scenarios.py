@@ -32,7 +32,7 @@ SCENARIOS: dict[str, Inject] = {
     "link-down": lambda lab, h: faults.link(lab, h, lab.topology().sync_network, up=False),
     "pause-node": lambda lab, h: faults.signal_component(lab, h, "all", signal.SIGSTOP),
     # the primary's data filesystem (PostgreSQL's data directory and WAL) filled to the last block
-    "diskfull": lambda lab, h: faults.diskfull(lab, h),
+    "diskfull": faults.diskfull,
     # Replication only (both directions of PostgreSQL's port between the nodes): not a failover.
     # VRRP and the agents still see each other, so the primary keeps the role; its commits wait
     # for the standby until the standby-loss grace ends, then (policy `available`) go on alone.

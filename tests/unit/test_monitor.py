@@ -193,7 +193,10 @@ def test_the_primary_s_metrics() -> None:
     assert m["esc_node_info{ha_mode=drbd,node=esc-ha-0,peer=esc-ha-1}"] == 1
     assert m["esc_degraded"] == 0 and m["esc_degraded_since_seconds"] == 0
     assert m["esc_peer_reachable"] == 1
+    assert m["esc_paused"] == 0 and m["esc_switchover_scheduled_time_seconds"] == 0
     assert "esc_quorum_leader" not in m
+    paused = scrape(replace(PRIMARY, paused=True, switchover_at=1.8e9), counts)
+    assert paused["esc_paused"] == 1 and paused["esc_switchover_scheduled_time_seconds"] == 1.8e9
 
 
 def test_the_standby_s_metrics() -> None:

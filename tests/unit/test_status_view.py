@@ -196,3 +196,13 @@ def test_the_monitoring_endpoints_round_trip_and_are_shown() -> None:
     assert "monitoring https://192.0.2.10:8008 (" in _side_by_side(st)
     assert "monitoring" not in _side_by_side(replace(st, endpoints=endpoints("192.0.2.10", 0, 1)))
     assert parse_status(status_json(STATUS)).endpoints is None  # an older agent's status
+
+
+def test_ha_status_shows_the_pause_and_a_scheduled_switchover() -> None:
+    assert "PAUSED" not in _side_by_side(STATUS)
+    st = replace(
+        STATUS, paused=True, paused_by="escadm", switchover_at=1.8e9, switchover_at_by="ops"
+    )
+    text = _side_by_side(st)
+    assert "PAUSED (maintenance mode) by escadm" in text
+    assert "switchover scheduled at " in text and " by ops" in text

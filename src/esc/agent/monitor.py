@@ -307,6 +307,14 @@ def metrics(view: StatusView | None, counts: Counts, now: float) -> Iterator[Met
     )
     yield _gauge("esc_switchover_in_progress", "1: a switchover is under way", view.switchover)
     yield _gauge("esc_forced_primary", "1: made primary by force-primary", view.forced)
+    yield _gauge(
+        "esc_paused", "1: maintenance mode (escadm ha pause): no automatic failover", view.paused
+    )
+    yield _gauge(
+        "esc_switchover_scheduled_time_seconds",
+        "When a scheduled switchover is due (epoch; 0: none scheduled)",
+        view.switchover_at or 0.0,
+    )
     if view.gateway_ok is not None:
         yield _gauge("esc_gateway_reachable", "1: the gateway answers", view.gateway_ok)
     q = view.quorum

@@ -230,6 +230,11 @@ def _side_by_side(st: StatusView) -> str:
     if st.degraded:
         lines.append(degraded_line(st))
     lines += quorum_lines(st)
+    if st.paused:
+        lines.append(f"PAUSED (maintenance mode) by {st.paused_by or '?'}: no automatic failover")
+    if st.switchover_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.switchover_at))
+        lines.append(f"switchover scheduled at {when} by {st.switchover_at_by or '?'}")
     if st.endpoints is not None and st.endpoints.metrics is not None:
         base = st.endpoints.metrics.removesuffix("/metrics")
         lines.append(f"monitoring {base} (/primary /replica /health /readiness /metrics)")
