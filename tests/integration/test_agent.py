@@ -7,6 +7,7 @@ bench/. Every wait polls with a generous deadline.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from labutil import (
@@ -291,3 +292,32 @@ def test_health_endpoints_and_prometheus_follow_a_switchover(
     assert 0 < took < 60
     eventually(lambda: codes(backup) == (200, 503, 200), 30, what=f"{backup} /primary 200")
     eventually(lambda: codes(master) == (503, 200, 200), 30, what=f"{master} /replica 200")
+
+
+def test_pause_holds_off_a_failover_until_resume(healthy: tuple[str, str], pair: Lab) -> None:
+    """Maintenance mode is pair-wide: paused on the primary, the standby knows it too and does
+    not take over when the primary's node dies; resumed, it takes over."""
+    master, backup = healthy
+
+    def paused(host: str) -> bool:
+        res = escadm(host, pair, "status", "--json")
+        return res.returncode in (0, 1) and bool(json.loads(res.stdout).get("paused"))
+
+    res = escadm(master, pair, "ha", "pause")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        eventually(lambda: paused(master) and paused(backup), 30, what="both nodes paused")
+        faults.signal_component(pair, master, "all", faults.signal.SIGKILL)
+        # The standby would take over within a couple of seconds unpaused (bench/failover.py):
+        # for ten times that it stays BACKUP, its reason saying why.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert states(pair)[backup] == "BACKUP", states(pair)
+            time.sleep(0.2)
+        st = json.loads(escadm(backup, pair, "status", "--json").stdout)
+        assert st["paused"] is True and st["state"] == "BACKUP"
+    finally:
+        res = escadm(backup, pair, "ha", "resume")
+    assert res.returncode == 0, res.stdout + res.stderr
+    eventually(lambda: states(pair)[backup] == "MASTER", 60, what=f"{backup} MASTER after resume")
+    assert not paused(backup)
