@@ -120,6 +120,10 @@ class PeerView:
     # newer one). None: the peer's view has no pause at all (an agent older than the field,
     # which does not know maintenance mode: it would fail over).
     pause: Pause | None = None
+    # Bytes free for the database on the peer's data filesystem (Observation.disk_free). None:
+    # not measured, or an agent older than the field: a node full or not, nothing is handed
+    # to it on a full disk (rule disk-full-handover).
+    disk_free: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,10 @@ class Observation:
     # cycles keep failing (agent/loop.py). The node goes FAULT and gives up the VIP (rule
     # agent-fault) until the cause is gone.
     fault: str | None = None
+    # Bytes free for the database (PostgreSQL's user, not root's reserve) on the filesystem of
+    # its data directory, or of its WAL if that is another one: the smaller. None: not
+    # measured (no data directory yet, or the look failed).
+    disk_free: int | None = None
 
 
 # --- actions: verbs, executed in order by agent/execute.py, each idempotent ----------------

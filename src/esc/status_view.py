@@ -71,7 +71,6 @@ class Endpoints:
     liveness: str | None = None
     readiness: str | None = None
     metrics: str | None = None  # the agent's
-    manager_metrics: str | None = None  # escmanager's (basic auth, as the API)
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,10 @@ class StatusView:
     switchover_at: float | None = None
     switchover_at_by: str = ""
     switchover_note: str = ""
+    # Bytes free for the database here (None: not measured) and database.min_free_mb in bytes
+    # (0: not watched); the peer's free space is peer.disk_free.
+    disk_free: int | None = None
+    min_free: int = 0
     last_transition: Transition | None = None
     progress: Progress | None = None
     long_action: str | None = None  # "following esc-ha-0"

@@ -90,6 +90,8 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
     mark = _int(data, "outdated_lsn", nullable=True)
     # Absent from an older agent's view: it does not know maintenance mode (None).
     pause = parse_pause(data["pause"]) if "pause" in data else None
+    # Absent from an older agent's view: not known (nothing is handed to it on a full disk).
+    disk_free = _int(data, "disk_free", nullable=True) if "disk_free" in data else None
     return PeerView(
         reachable=True,
         silent_for=silent_for,
@@ -111,6 +113,7 @@ def parse_view(data: object, expect_node: str | None = None, silent_for: float =
         reason=reason[:REASON_MAX],
         served_timeline=served,
         pause=pause,
+        disk_free=disk_free,
     )
 
 
@@ -159,6 +162,7 @@ def peer_view(
     cycle: int,
     served_timeline: int | None = None,
     pause: Pause | None = None,
+    disk_free: int | None = None,
 ) -> dict[str, Any]:
     """This node's view, as its peer reads it (``parse_view``)."""
     return {
@@ -182,6 +186,8 @@ def peer_view(
         "served_timeline": served_timeline,  # the newest timeline it served on (None: unknown)
         # the pair's maintenance mode as this node holds it (added within version 1)
         "pause": pause_json(pause if pause is not None else Pause()),
+        # bytes free for the database (None: not measured; added within version 1)
+        "disk_free": disk_free,
     }
 
 

@@ -262,7 +262,7 @@ def test_health_endpoints_and_prometheus_follow_a_switchover(
     master, backup = healthy
     st = json.loads(escadm(master, pair, "status", "--json").stdout)
     assert set(st["endpoints"]) >= {
-        "primary", "replica", "health", "liveness", "readiness", "metrics", "manager_metrics",
+        "primary", "replica", "health", "liveness", "readiness", "metrics",
     }  # fmt: skip
 
     def codes(host: str) -> tuple[int, ...]:

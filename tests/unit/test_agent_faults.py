@@ -22,6 +22,7 @@ from esc.config.schema import NodePaths, parse_config
 from esc.core.facts import DecideConfig, unobserved
 from esc.core.rules import RULES
 from esc.drivers.fake import FakeDatabase
+from esc.errors import DriverError
 from esc.model import DbRole, Memory, NodeState, PeerView, ServiceView, VrrpState
 
 ME, PEER = "esc-ha-0", "esc-ha-1"
@@ -67,18 +68,23 @@ class Vip:
 class Service:
     def __init__(self, active: bool) -> None:
         self.active = active
+        self.until: float | None = None  # the manager's lease (quorum mode only)
 
     def ensure_running(self) -> None: ...
     def observe(self) -> ServiceView:
         return ServiceView(active=self.active, healthy=True)
 
     def activate(self, primary: str) -> None:
+        # as esc.agent.service passes its last lease on: the manager refuses one that is over
+        if self.until is not None:
+            raise DriverError("escmanager /control/activate: 503 the agent's lease is over")
         self.active = True
 
     def deactivate(self, primary: str | None) -> None:
         self.active = False
 
-    def lease(self, until: float | None) -> None: ...
+    def lease(self, until: float | None) -> None:
+        self.until = until
 
 
 class Peer:
@@ -225,6 +231,9 @@ def test_cycles_failing_in_a_row_mean_fault_naming_the_exception_then_a_good_one
     d = agent.guarded_cycle()
     assert d is not None and d.rule_id != "agent-fault" and agent.fault() is None
     assert "promote" not in db.calls
+    # serving again: two-node mode puts no lease on the manager, so the fault left none
+    # ended behind that would refuse the activation (a full disk's agent, issue 16)
+    assert svc.active and svc.until is None
 
 
 def test_a_fault_cycle_that_cannot_observe_assumes_the_worst(paths: NodePaths) -> None:

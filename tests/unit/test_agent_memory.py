@@ -150,4 +150,4 @@ def test_building_the_agent_starts_nothing(paths: NodePaths) -> None:
     assert len(agent.starters) == 6
     assert agent.endpoints is not None
     assert agent.endpoints.primary == "https://192.0.2.11:8008/primary"
-    assert agent.endpoints.manager_metrics == "https://192.0.2.11:8443/metrics"
+    assert agent.endpoints.metrics == "https://192.0.2.11:8008/metrics"

@@ -336,8 +336,8 @@ def test_the_certificate_is_reissued_when_the_address_changes(tmp_path: Path) ->
 
 
 def test_endpoints_name_the_node_s_own_address() -> None:
-    e = endpoints("2001:db8::10", 8008, 8443)
+    e = endpoints("2001:db8::10", 8008)
     assert e.replica == "https://[2001:db8::10]:8008/replica"
-    assert e.manager_metrics == "https://[2001:db8::10]:8443/metrics"
-    off = endpoints("192.0.2.10", 0, 8443)
+    assert e.metrics == "https://[2001:db8::10]:8008/metrics"
+    off = endpoints("192.0.2.10", 0)
     assert off.primary is None and off.metrics is None

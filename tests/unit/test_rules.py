@@ -29,7 +29,8 @@ from esc.model import (
 )
 
 S = NodeState
-CFG = DecideConfig(node_name="esc-ha-1", peer_name="esc-ha-0", first_node=True, gateway="gw")
+CFG = DecideConfig(node_name="esc-ha-1", peer_name="esc-ha-0", first_node=True, gateway="gw",
+                   min_free_bytes=256 << 20)  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", list(RULES))
@@ -69,6 +70,8 @@ PEERS = [
     PeerView(True, state=S.MASTER, db_role=DbRole.PRIMARY, timeline=3, lsn=10, serving=True,
              outdated_lsn=800),
     PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=1000, streaming=True),
+    PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=1000, streaming=True,
+             disk_free=1 << 40),
     PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=1000, streaming=True,
              outdated=True),
     PeerView(True, state=S.BACKUP, db_role=DbRole.STANDBY, timeline=2, lsn=10, streaming=True),
@@ -111,6 +114,7 @@ def _grid() -> list[tuple[Observation, Memory]]:
             gateway_ok=False if extra == 3 and db.role is DbRole.STANDBY else None,
             gate_open=extra != 0,
             busy="following esc-ha-0" if extra == 3 and db.role is DbRole.STOPPED else None,
+            disk_free=0 if extra == 1 else None,  # full, or not measured
         )
         out.append((o, replace(mem, state=state)))
         if i % 50 == 0:  # the agent's own fault (a corrupt memory file, cycles failing)

@@ -189,12 +189,12 @@ def test_an_older_agents_status_is_read_without_the_fields_added_since() -> None
 
 
 def test_the_monitoring_endpoints_round_trip_and_are_shown() -> None:
-    st = replace(STATUS, endpoints=endpoints("192.0.2.10", 8008, 8443))
+    st = replace(STATUS, endpoints=endpoints("192.0.2.10", 8008))
     back = parse_status(json.loads(json.dumps(status_json(st))))
     assert back.endpoints == st.endpoints
     assert status_json(st)["endpoints"]["replica"] == "https://192.0.2.10:8008/replica"
     assert "monitoring https://192.0.2.10:8008 (" in _side_by_side(st)
-    assert "monitoring" not in _side_by_side(replace(st, endpoints=endpoints("192.0.2.10", 0, 1)))
+    assert "monitoring" not in _side_by_side(replace(st, endpoints=endpoints("192.0.2.10", 0)))
     assert parse_status(status_json(STATUS)).endpoints is None  # an older agent's status
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from esc.agent import monitor
+from esc.agent.disk import free_for_db
 from esc.agent.execute import Executor, Runner
 from esc.agent.memory import MEMORY_FILE, PERSISTED, load_memory, memory_text
 from esc.agent.publish import announced, status_of, view_of
@@ -157,8 +158,11 @@ class Agent:
         clock: Any = time.monotonic,
         long_runner: Runner | None = None,
         quorum: Quorum | None = None,
+        disk: Callable[[], int | None] | None = None,
     ) -> None:
         self.cfg = cfg
+        # bytes free for the database (esc.agent.disk; tests pass their own)
+        self.disk = disk if disk is not None else lambda: free_for_db(paths.pgdata)
         self.paths = paths
         self.dcfg = dcfg
         self.peer_host = peer_host
@@ -266,6 +270,7 @@ class Agent:
             busy=busy,
             quorum=self.quorum.observe() if self.quorum is not None else None,
             fault=self.fault(),
+            disk_free=self.disk(),
         )
 
     def cycle(self) -> Decision:
@@ -635,9 +640,13 @@ class Agent:
         steps: list[Callable[[], object]] = [
             lambda: self._record(obs, d),
             lambda: self._execute(d),
-            lambda: self.service.lease(self.clock()),  # the manager's lease ends now
         ]
         if self.quorum is not None:
+            # The manager's lease ends now. (Quorum mode only, as in cycle(): in two-node mode
+            # the manager serves without a bound, and a lease left ended here would refuse
+            # every later activation: an agent whose memory could not be written on a full
+            # disk, back in the pair, could never serve again.)
+            steps.append(lambda: self.service.lease(self.clock()))
             steps.append(functools.partial(self.quorum.want_leader, False))
         for step in steps:
             try:

@@ -131,6 +131,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         # keepalived's election from FAULT (about 4 adverts) and two cycles, at most half the
         # lease: a standby comes that close to taking the key only when the holder has not
         # renewed for half a lease less a renewal and a look
+        min_free_bytes=cfg.database.min_free_mb << 20,
         vrrp_lead_s=min(4 * ha.advert_int + 2 * cfg.agent.cycle_s, cfg.quorum_cfg.lease_ttl_s / 2),
     )
     wake = threading.Event()
@@ -183,7 +184,7 @@ def build_agent(cfg: EscConfig, paths: NodePaths, host: HostFacts) -> Agent:
         quorum=keeper,
     )
     agent.wake = wake
-    agent.endpoints = endpoints(str(self_addr), cfg.agent.monitor_port, cfg.manager.https_port)
+    agent.endpoints = endpoints(str(self_addr), cfg.agent.monitor_port)
     # Started by Agent.start(), not here: constructing the agent starts nothing.
     agent.starters = [
         lambda: serve_unix(paths.run_dir / "agent.sock", agent.handle_local),

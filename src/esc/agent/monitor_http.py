@@ -99,7 +99,7 @@ def openapi() -> dict[str, Any]:
     }
 
 
-def endpoints(own_addr: str, monitor_port: int, manager_port: int) -> Endpoints:
+def endpoints(own_addr: str, monitor_port: int) -> Endpoints:
     """The URLs `escadm status --json` lists under ``endpoints``: this node's own address
     (``monitor_port`` 0: the listener is off, its URLs None)."""
     host = url_host(own_addr)
@@ -111,7 +111,6 @@ def endpoints(own_addr: str, monitor_port: int, manager_port: int) -> Endpoints:
         liveness=f"{base}/liveness" if base else None,
         readiness=f"{base}/readiness" if base else None,
         metrics=f"{base}/metrics" if base else None,
-        manager_metrics=f"https://{host}:{manager_port}/metrics",
     )
 
 

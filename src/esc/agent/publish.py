@@ -40,6 +40,7 @@ def view_of(
         cycle=cycle,
         served_timeline=mem.served_timeline,
         pause=mem.pause,
+        disk_free=obs.disk_free,
     )
 
 
@@ -95,6 +96,8 @@ def status_of(
         switchover_at=mem.switchover_at,
         switchover_at_by=mem.switchover_at_by,
         switchover_note=mem.switchover_note,
+        disk_free=obs.disk_free,
+        min_free=dcfg.min_free_bytes,
         quorum=obs.quorum,
         quorum_members=members,
         last_transition=(

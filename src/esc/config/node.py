@@ -34,6 +34,10 @@ class DatabaseConfig(Model):
     # WAL a replication slot may hold for an absent standby before it is given up (then that
     # standby is re-cloned); bounds the primary's disk use in a long outage
     max_slot_wal_keep_size_mb: int = Field(default=4096, ge=64)
+    # A primary with less free space than this for its database (its data directory's and
+    # WAL's filesystems) hands the role to a standby in sync that has this much (rule
+    # disk-full-handover): PostgreSQL on a full disk fails every write but stays up. 0: off.
+    min_free_mb: int = Field(default=256, ge=0, le=1 << 30)
     # where ha.db_volume_id is looked up (virtio-<id[:20]>), as OpenStack exposes volumes
     volume_dir: str = "/dev/disk/by-id"
 

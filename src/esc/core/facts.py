@@ -54,6 +54,9 @@ class DecideConfig:
     # can (keepalived's election, about 4 adverts from leaving FAULT, plus two cycles), so
     # that it holds the VIP when it takes the key instead of starting the election then.
     vrrp_lead_s: float = 1.0
+    # database.min_free_mb in bytes: a primary with less free space for its database hands
+    # the role to a standby that has room (rule disk-full-handover). 0: not watched.
+    min_free_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ class Ctx:
     def quiet(self) -> list[Action]:
         """Deactivate the service if it is active (actions are idempotent, this avoids noise)."""
         return [DeactivateService()] if self.obs.service.active else []
+
+
+def disk_low(c: Ctx) -> bool:
+    """This node's database filesystem has less free space than database.min_free_mb."""
+    free = c.obs.disk_free
+    return c.cfg.min_free_bytes > 0 and free is not None and free < c.cfg.min_free_bytes
+
+
+def peer_has_room(c: Ctx) -> bool:
+    """The peer says it has at least database.min_free_mb free (an agent that does not say,
+    an older one, has none as far as a handover is concerned)."""
+    free = c.obs.peer.disk_free
+    return free is not None and free >= c.cfg.min_free_bytes
+
+
+def fmt_mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / (1 << 20):.0f} MB"
 
 
 def unobserved(now: float, wall: float, fault: str) -> Observation:

@@ -8,8 +8,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from esc.core.facts import Ctx, fmt_lsn, peer_desc, peer_outranks, winning_data
+from esc.core.facts import (
+    Ctx,
+    disk_low,
+    fmt_lsn,
+    fmt_mb,
+    peer_desc,
+    peer_has_room,
+    peer_outranks,
+    winning_data,
+)
 from esc.core.quorum import lease_ok, record_peer, unsync, unsync_note
+from esc.core.requests import switchover_refusal
 from esc.core.rule import Rule, Then, to, via, where
 from esc.core.veto import Veto, render
 from esc.model import (
@@ -346,11 +356,49 @@ POLICY: tuple[PolicyRule, ...] = (
 )  # fmt: skip
 
 
+# --- a full disk -------------------------------------------------------------------------------
+
+
+def _disk_refusal(c: Ctx) -> str | None:
+    """None if a primary on a full disk may hand the role over now, else why not. As a
+    planned switchover (the standby in sync, caught up before the VIP moves: nothing is
+    lost), onto a standby that has room, and not while paused (it is automatic)."""
+    if c.mem.pause.paused:
+        return "paused (maintenance mode)"
+    why = switchover_refusal(c.obs, c.mem, c.cfg)
+    if why is None and not peer_has_room(c):
+        return f"{c.cfg.peer_name} has no room either ({fmt_mb(c.obs.peer.disk_free)} free)"
+    return why
+
+
+def _disk_full(c: Ctx) -> str:
+    return (
+        f"{fmt_mb(c.obs.disk_free)} free for the database, under database.min_free_mb "
+        f"({fmt_mb(c.cfg.min_free_bytes)})"
+    )
+
+
+def _hand_over_disk(c: Ctx) -> Then:
+    return Then(
+        c.quiet,
+        f"disk full: {_disk_full(c)}: handing over to {c.cfg.peer_name} "
+        f"({fmt_mb(c.obs.peer.disk_free)} free); writes quiesced",
+        replace(c.mem, switchover_since=c.obs.now),
+    )
+
+
+def _disk_note(c: Ctx) -> str:
+    """A primary on a full disk that cannot hand over says so, and why."""
+    if not disk_low(c):
+        return ""
+    return f" (DISK FULL: {_disk_full(c)}; not handing over: {_disk_refusal(c)})"
+
+
 def _serve(c: Ctx) -> Then:
     """Primary database, keepalived MASTER, eligible: serve, and apply the standby policy."""
     policy = next(r for r in POLICY if r.when(c))
     acts, note, c = policy.then(c)
-    reason = "serving as primary" + (": " + note if note else "") + _paused_note(c)
+    reason = "serving as primary" + (": " + note if note else "") + _paused_note(c) + _disk_note(c)
     return Then([OpenGate(), *acts, *_activate(c)], reason, c.mem, sub=policy.id)
 
 
@@ -440,6 +488,10 @@ MASTER_REPLICATED = where((
          "outdated", _alone, to(S.SWITCHING), _promote_alone, db=STANDBY),
     Rule("promote", "a standby: promote", lambda c: True, to(S.SWITCHING), _promote,
          db=STANDBY),
+    Rule("disk-full-handover", "the database's disk under database.min_free_mb, the standby "
+         "in sync with room, not paused: hand the role over (a planned switchover)",
+         lambda c: disk_low(c) and _disk_refusal(c) is None, to(S.SWITCHING),
+         _hand_over_disk, db=PRIMARY),
     Rule("serve", "primary, eligible: serve and apply the standby policy", lambda c: True,
          via(S.MASTER), _serve, db=PRIMARY),
 ), vrrp=AS_MASTER, db=RUNNING)  # fmt: skip
